@@ -1,0 +1,578 @@
+// Unit tests of the client against a fake WebSocket: no server needed.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { WeirSession, WeirError, backoffDelay, wsUrl, createSession, fetchHistory } from '../weir-client.js';
+import { makeFakeWebSocket, tok, end, waitFor, sleep } from './fake-ws.mjs';
+
+const A = 'http://edge-a:8080';
+const B = 'http://edge-b:8080';
+
+/** A session on a fresh fake socket class, with fast backoff; records states, events, errors. */
+function setup(opts = {}) {
+  const WS = makeFakeWebSocket();
+  const log = { states: [], infos: [], events: [], errors: [] };
+  const s = new WeirSession({
+    session: 's1',
+    token: 'tok',
+    urls: [A, B],
+    WebSocket: WS,
+    backoff: { initial: 4, max: 20 },
+    onEvent: (ev) => log.events.push(ev),
+    onState: (st, info) => {
+      log.states.push(st);
+      log.infos.push(info);
+    },
+    onError: (e) => log.errors.push(e),
+    ...opts,
+  });
+  const sock = (i) => WS.sockets[i];
+  const nth = (i) => waitFor(() => WS.sockets[i], { what: `socket #${i}` });
+  return { s, WS, log, sock, nth, seqs: () => log.events.map((e) => e.seq) };
+}
+
+describe('helpers', () => {
+  test('wsUrl maps http→ws, https→wss, keeps a path prefix and encodes the id', () => {
+    assert.equal(wsUrl('http://h:1', 's1', { after: 7, token: 'a.b.c' }), 'ws://h:1/v1/sessions/s1/ws?after=7&token=a.b.c');
+    assert.equal(wsUrl('https://h/', 's1'), 'wss://h/v1/sessions/s1/ws?after=0');
+    assert.equal(wsUrl('https://h/weir/', 'x_y-z', { after: 1 }), 'wss://h/weir/v1/sessions/x_y-z/ws?after=1');
+    assert.equal(wsUrl('ws://h:9', 's'), 'ws://h:9/v1/sessions/s/ws?after=0');
+    assert.throws(() => wsUrl('ftp://h', 's'), TypeError);
+  });
+
+  test('backoffDelay is full jitter within [0, min(max, initial·2^n)]', () => {
+    const o = { initial: 250, max: 10000 };
+    assert.equal(backoffDelay(0, o, () => 0), 0);
+    assert.equal(backoffDelay(0, o, () => 0.5), 125);
+    assert.equal(backoffDelay(3, o, () => 0.5), 1000);
+    assert.equal(backoffDelay(10, o, () => 0.5), 5000); // capped at max
+    assert.equal(backoffDelay(1000, o, () => 0.5), 5000); // no overflow
+    for (let n = 0; n < 12; n++) {
+      const cap = Math.min(10000, 250 * 2 ** n);
+      for (let i = 0; i < 300; i++) {
+        const d = backoffDelay(n, o);
+        assert.ok(d >= 0 && d <= cap, `attempt ${n}: ${d} not in [0, ${cap}]`);
+      }
+      assert.ok(backoffDelay(n, o, () => 0.999999) < cap + 1);
+    }
+    // full jitter really spreads: 200 draws at attempt 5 are not all alike
+    const draws = new Set(Array.from({ length: 200 }, () => backoffDelay(5, o)));
+    assert.ok(draws.size > 50);
+  });
+
+  test('constructor checks its options', () => {
+    const WS = makeFakeWebSocket();
+    assert.throws(() => new WeirSession({ urls: [A], WebSocket: WS }), TypeError);
+    assert.throws(() => new WeirSession({ session: 's', urls: [], WebSocket: WS }), TypeError);
+    assert.throws(() => new WeirSession({ session: 's', urls: [A], WebSocket: 'nope' }), TypeError);
+    const s = new WeirSession({ session: 's', urls: `${A}, ${B}`, WebSocket: WS });
+    assert.deepEqual(s.urls, [A, B]);
+    assert.equal(s.state, 'idle');
+    assert.equal(s.lastSeq, 0);
+  });
+
+  test('createSession posts the body with the API key; errors are WeirErrors', async () => {
+    const calls = [];
+    const fetch = async (url, init) => {
+      calls.push({ url, init });
+      if (init.headers.authorization !== 'Bearer k1') return new Response('{"error":"unauthorized","message":"bad key"}', { status: 401 });
+      return new Response(JSON.stringify({ id: 'abc', token: 't', ws_url: '/v1/sessions/abc/ws', events_url: '/v1/sessions/abc/events' }), { status: 201 });
+    };
+    const r = await createSession('http://h:1/', { agent: 'mock', input: { tokens: 3 }, apiKey: 'k1', fetch });
+    assert.equal(r.id, 'abc');
+    assert.equal(calls[0].url, 'http://h:1/v1/sessions');
+    assert.equal(calls[0].init.method, 'POST');
+    assert.deepEqual(JSON.parse(calls[0].init.body), { agent: 'mock', input: { tokens: 3 } });
+    await assert.rejects(createSession('http://h:1', { apiKey: 'wrong', fetch }), (e) => e instanceof WeirError && e.code === 'unauthorized' && e.status === 401 && /bad key/.test(e.message));
+  });
+
+  test('fetchHistory follows next_after with all:true', async () => {
+    const fetch = async (url) => {
+      const after = Number(new URL(url).searchParams.get('after'));
+      const evs = after >= 5 ? [] : [tok(after + 1), tok(after + 2)].filter((e) => e.seq <= 5);
+      return new Response(JSON.stringify({ events: evs, next_after: evs.length ? evs.at(-1).seq : after }), { status: 200 });
+    };
+    const h = await fetchHistory('http://h', 's', { token: 't', all: true, limit: 2, fetch });
+    assert.deepEqual(h.events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    assert.equal(h.next_after, 5);
+  });
+});
+
+describe('delivery', () => {
+  test('connect opens <url>/v1/sessions/<id>/ws with after and token; open on hello', async () => {
+    const { s, sock, log } = setup({ after: 3 });
+    const p = s.connect();
+    assert.equal(s.state, 'connecting');
+    const ws = sock(0);
+    assert.equal(ws.url, 'ws://edge-a:8080/v1/sessions/s1/ws?after=3&token=tok');
+    ws.open();
+    assert.equal(s.state, 'connecting'); // open means the server said hello
+    ws.hello({ node: 'edge-a' });
+    await p;
+    assert.equal(s.state, 'open');
+    assert.equal(s.node, 'edge-a');
+    assert.deepEqual(log.states, ['connecting', 'open']);
+    s.close();
+  });
+
+  test('duplicates are dropped, order kept, lastSeq advances', async () => {
+    const { s, sock, seqs } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2, 3).events(2, 3, 4).events(1).events(5, 6);
+    assert.deepEqual(seqs(), [1, 2, 3, 4, 5, 6]);
+    assert.equal(s.lastSeq, 6);
+    s.close();
+  });
+
+  test('events starting at or below `after` are not delivered again', async () => {
+    const { s, sock, seqs } = setup({ after: 10 });
+    s.connect();
+    sock(0).accept().events(9, 10, 11, 12);
+    assert.deepEqual(seqs(), [11, 12]);
+    s.close();
+  });
+
+  test('a gap between frames: nothing out of order, reconnect to the same URL with after=lastSeq', async () => {
+    const { s, sock, nth, seqs, log } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2).events(5, 6);
+    assert.deepEqual(seqs(), [1, 2]);
+    assert.equal(sock(0).closedByClient.code, 4000);
+    assert.equal(s.state, 'reconnecting');
+    assert.match(log.infos.at(-1).reason, /gap/);
+    const ws1 = await nth(1);
+    assert.equal(ws1.after, 2);
+    assert.equal(ws1.parsed.host, 'edge-a:8080');
+    ws1.accept().events(3, 4, 5, 6, end(7));
+    assert.deepEqual(seqs(), [1, 2, 3, 4, 5, 6, 7]);
+    assert.equal(s.state, 'ended');
+  });
+
+  test('a gap inside one frame delivers the contiguous prefix only', async () => {
+    const { s, sock, nth, seqs } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2, 4, 5);
+    assert.deepEqual(seqs(), [1, 2]);
+    const ws1 = await nth(1);
+    assert.equal(ws1.after, 2);
+    s.close();
+  });
+
+  test('invalid events are reported and skipped; unknown kinds pass through', async () => {
+    const { s, sock, seqs, log } = setup();
+    s.connect();
+    sock(0).accept().events({ kind: 'token' }, 1, { seq: 2, kind: 'weird_new_kind', ts: 1, data: { x: 1 } });
+    assert.deepEqual(seqs(), [1, 2]);
+    assert.equal(log.events[1].kind, 'weird_new_kind');
+    assert.equal(log.errors[0].code, 'protocol');
+    sock(0).frame('not json').frame({ type: 'future_frame' });
+    assert.equal(log.errors.length, 2);
+    assert.equal(s.state, 'open');
+    s.close();
+  });
+
+  test('end: state ended, finished resolves with the end event, no reconnect', async () => {
+    const { s, sock, log, WS } = setup();
+    s.connect();
+    sock(0).accept().events(1, end(2, 'cancelled'));
+    assert.equal(s.state, 'ended');
+    const ev = await s.finished;
+    assert.equal(ev.data.reason, 'cancelled');
+    assert.equal(log.infos.at(-1).reason, 'cancelled');
+    sock(0).serverClose(1000);
+    await sleep(30);
+    assert.equal(WS.sockets.length, 1);
+    assert.deepEqual(log.states, ['connecting', 'open', 'ended']);
+  });
+
+  test('1000 without end while streaming resumes; after a terminal hello it means ended', async () => {
+    const { s, sock, nth } = setup();
+    s.connect();
+    sock(0).accept().events(1).serverClose(1000);
+    assert.equal(s.state, 'reconnecting');
+    const ws1 = await nth(1);
+    assert.equal(ws1.after, 1);
+    ws1.accept({ status: 'completed' }).serverClose(1000);
+    assert.equal(s.state, 'ended');
+  });
+
+  test('onEvent throwing is reported as a handler error and the stream goes on', async () => {
+    const { s, sock, log } = setup({
+      onEvent: (ev) => {
+        if (ev.seq === 2) throw new Error('boom');
+        log.events.push(ev);
+      },
+    });
+    s.connect();
+    sock(0).accept().events(1, 2, 3);
+    assert.deepEqual(log.events.map((e) => e.seq), [1, 3]);
+    assert.equal(log.errors[0].code, 'handler');
+    assert.equal(s.lastSeq, 3);
+    s.close();
+  });
+
+  test('server error frames reach onError without ending the stream', async () => {
+    const { s, sock, log } = setup();
+    s.connect();
+    sock(0).accept().frame({ type: 'error', code: 'bad_request', message: 'unknown frame' }).events(1);
+    assert.equal(log.errors[0].code, 'bad_request');
+    assert.equal(log.errors[0].fatal, false);
+    assert.equal(s.state, 'open');
+    assert.equal(s.lastSeq, 1);
+    s.close();
+  });
+});
+
+describe('reconnect', () => {
+  test('a lost connection rotates to the next URL and resumes after lastSeq', async () => {
+    const { s, sock, nth, seqs, log } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2, 3).serverClose(1006);
+    assert.equal(s.state, 'reconnecting');
+    const info = log.infos.at(-1);
+    assert.equal(info.closeCode, 1006);
+    assert.equal(info.url, B);
+    const ws1 = await nth(1);
+    assert.equal(ws1.parsed.host, 'edge-b:8080');
+    assert.equal(ws1.after, 3);
+    assert.equal(ws1.token, 'tok');
+    ws1.accept().events(3, 4).serverClose(1006);
+    const ws2 = await nth(2);
+    assert.equal(ws2.parsed.host, 'edge-a:8080');
+    assert.equal(ws2.after, 4);
+    ws2.accept().events(5, end(6));
+    assert.deepEqual(seqs(), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(log.states, ['connecting', 'open', 'reconnecting', 'open', 'reconnecting', 'open', 'ended']);
+    assert.equal(s.connections, 3);
+  });
+
+  test('failed attempts back off exponentially with full jitter; hello resets the count', async () => {
+    const { s, sock, nth, log } = setup({ backoff: { initial: 10, max: 40 }, random: () => 0.5 });
+    s.connect();
+    sock(0).serverClose(1006);
+    for (let i = 1; i <= 4; i++) (await nth(i)).serverClose(1006);
+    const delays = log.infos.filter((x) => x.delay !== undefined).map((x) => x.delay);
+    assert.deepEqual(delays, [5, 10, 20, 20, 20]); // 0.5 · min(40, 10·2^n)
+    (await nth(5)).accept();
+    sock(5).serverClose(1006);
+    assert.equal(log.infos.at(-1).delay, 5);
+    assert.equal(log.infos.at(-1).attempt, 1);
+    s.close();
+  });
+
+  test('real jitter stays within bounds', async () => {
+    const { s, sock, nth, log } = setup({ backoff: { initial: 8, max: 32 } });
+    s.connect();
+    sock(0).serverClose(1006);
+    for (let i = 1; i <= 6; i++) (await nth(i)).serverClose(1006);
+    const infos = log.infos.filter((x) => x.delay !== undefined);
+    infos.forEach((x, n) => assert.ok(x.delay >= 0 && x.delay <= Math.min(32, 8 * 2 ** n), `delay ${x.delay} at ${n}`));
+    s.close();
+  });
+
+  test('1012 and a reconnect frame switch URL immediately', async () => {
+    const { s, sock, nth, log } = setup({ backoff: { initial: 5000, max: 5000 } });
+    s.connect();
+    sock(0).accept().events(1).serverClose(1012, 'draining');
+    assert.equal(log.infos.at(-1).delay, 0);
+    const ws1 = await nth(1);
+    assert.equal(ws1.parsed.host, 'edge-b:8080');
+    ws1.accept().events(2);
+    await sleep(1100); // immediate reconnects are limited to one a second
+    ws1.frame({ type: 'reconnect', reason: 'draining' });
+    assert.ok(ws1.closedByClient, 'client closes the draining socket itself');
+    assert.equal(log.infos.at(-1).delay, 0);
+    const ws2 = await nth(2);
+    assert.equal(ws2.parsed.host, 'edge-a:8080');
+    assert.equal(ws2.after, 2);
+    s.close();
+  });
+
+  test('4008 (slow consumer) resumes', async () => {
+    const { s, sock, nth } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2).serverClose(4008, 'slow');
+    const ws1 = await nth(1);
+    assert.equal(ws1.after, 2);
+    s.close();
+  });
+
+  test('reconnect() drops the socket and resumes elsewhere', async () => {
+    const { s, sock, nth } = setup();
+    s.connect();
+    sock(0).accept().events(1);
+    s.reconnect();
+    assert.equal(sock(0).closedByClient.code, 4000);
+    const ws1 = await nth(1);
+    assert.equal(ws1.parsed.host, 'edge-b:8080');
+    assert.equal(ws1.after, 1);
+    s.close();
+  });
+
+  test('maxAttempts exhausted ⇒ failed(unreachable)', async () => {
+    const { s, sock, nth } = setup({ maxAttempts: 2 });
+    const p = s.connect();
+    sock(0).serverClose(1006);
+    (await nth(1)).serverClose(1006);
+    (await nth(2)).serverClose(1006);
+    await assert.rejects(p, (e) => e instanceof WeirError && e.code === 'unreachable');
+    assert.equal(s.state, 'failed');
+  });
+
+  test('a socket that never opens is abandoned after connectTimeout', async () => {
+    const { s, sock, nth, log } = setup({ connectTimeout: 30 });
+    s.connect();
+    const t0 = Date.now();
+    await nth(1);
+    assert.ok(Date.now() - t0 >= 25);
+    assert.equal(sock(0).closedByClient.code, 4000);
+    assert.match(log.infos.find((x) => x.reason)?.reason ?? '', /connect timeout/);
+    s.close();
+  });
+
+  test('close() stops everything: state closed, socket closed, no reconnect', async () => {
+    const { s, sock, WS, log } = setup();
+    s.connect();
+    sock(0).accept().events(1);
+    s.close();
+    assert.equal(s.state, 'closed');
+    assert.equal(sock(0).closedByClient.code, 1000);
+    await sleep(50);
+    assert.equal(WS.sockets.length, 1);
+    assert.equal(await s.finished, undefined);
+    assert.deepEqual(log.states, ['connecting', 'open', 'closed']);
+  });
+});
+
+describe('heartbeat', () => {
+  test('silence for 2× the interval means dead: reconnect', async () => {
+    const { s, sock, nth, log } = setup({ heartbeatInterval: 25 });
+    s.connect();
+    sock(0).accept().events(1);
+    const t0 = Date.now();
+    const ws1 = await nth(1, { timeout: 1000 });
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 45, `reconnected after ${waited} ms, before 2× interval`);
+    assert.equal(sock(0).closedByClient.code, 4000);
+    assert.ok(log.infos.some((x) => x.reason === 'heartbeat timeout'));
+    assert.equal(ws1.after, 1);
+    s.close();
+  });
+
+  test('heartbeat frames keep a quiet connection alive', async () => {
+    const { s, sock, WS } = setup({ heartbeatInterval: 25 });
+    s.connect();
+    sock(0).accept();
+    for (let i = 0; i < 10; i++) {
+      await sleep(20);
+      sock(0).heartbeat();
+    }
+    assert.equal(WS.sockets.length, 1);
+    assert.equal(s.state, 'open');
+    s.close();
+  });
+});
+
+describe('fatal close codes', () => {
+  for (const [code, want] of [
+    [4004, 'no_such_session'],
+    [4010, 'history_expired'],
+    [1009, 'frame_too_large'],
+    [4001, 'unauthorized'],
+  ]) {
+    test(`${code} ⇒ failed with ${want}`, async () => {
+      const { s, sock, log, WS } = setup();
+      const p = s.connect();
+      sock(0).open().frame({ type: 'error', code: 'x', message: 'server says why' }).serverClose(code);
+      await assert.rejects(p, (e) => e instanceof WeirError && e.code === want && e.closeCode === code && e.fatal);
+      await assert.rejects(s.finished, (e) => e.code === want);
+      assert.equal(s.state, 'failed');
+      assert.equal(s.error.code, want);
+      assert.match(s.error.message, /server says why/);
+      assert.equal(log.errors.at(-1).code, want);
+      await sleep(30);
+      assert.equal(WS.sockets.length, 1, 'no reconnect');
+    });
+  }
+
+  test('4001: getToken() is called once, the fresh token is used, a second 4001 fails', async () => {
+    let calls = 0;
+    const { s, sock, nth, seqs } = setup({ token: 'garbage', getToken: async () => (++calls, 'fresh') });
+    s.connect();
+    assert.equal(sock(0).token, 'garbage');
+    sock(0).open().serverClose(4001);
+    const ws1 = await nth(1);
+    assert.equal(calls, 1);
+    assert.equal(ws1.token, 'fresh');
+    assert.equal(ws1.parsed.host, 'edge-a:8080');
+    ws1.accept().events(1).serverClose(1006);
+    // after a good connection the token may be refreshed again
+    const ws2 = await nth(2);
+    ws2.open().serverClose(4001);
+    const ws3 = await nth(3);
+    assert.equal(calls, 2);
+    ws3.open().serverClose(4001);
+    await assert.rejects(s.finished, (e) => e.code === 'unauthorized' && e.closeCode === 4001);
+    assert.equal(calls, 2);
+    assert.deepEqual(seqs(), [1]);
+  });
+
+  test('4001 with getToken() giving nothing ⇒ failed(unauthorized)', async () => {
+    const { s, sock } = setup({ getToken: () => null });
+    s.connect();
+    sock(0).open().serverClose(4001);
+    await assert.rejects(s.finished, (e) => e.code === 'unauthorized');
+    assert.equal(s.state, 'failed');
+  });
+
+  test('getToken() throwing ⇒ failed(token_refresh_failed)', async () => {
+    const { s, sock } = setup({ getToken: async () => { throw new Error('no network'); } });
+    s.connect();
+    sock(0).open().serverClose(4001);
+    await assert.rejects(s.finished, (e) => e.code === 'token_refresh_failed' && /no network/.test(e.message));
+  });
+
+  test('no token at all: getToken() supplies the first one', async () => {
+    const { s, nth } = setup({ token: undefined, getToken: async () => 'first' });
+    s.connect();
+    assert.equal((await nth(0)).token, 'first');
+    s.close();
+  });
+});
+
+describe('control and acks', () => {
+  test('pause/resume/cancel are sent when open, queued (collapsed) before', async () => {
+    const { s, sock, nth } = setup();
+    s.pause();
+    s.resume();
+    s.pause();
+    s.connect();
+    sock(0).open();
+    assert.deepEqual(sock(0).sent, []); // nothing before hello
+    sock(0).hello();
+    assert.deepEqual(sock(0).sentFrames, [{ type: 'pause' }]);
+    s.resume();
+    assert.deepEqual(sock(0).sentFrames.at(-1), { type: 'resume' });
+    sock(0).serverClose(1006);
+    s.cancel();
+    const ws1 = await nth(1);
+    ws1.accept();
+    assert.deepEqual(ws1.sentFrames, [{ type: 'cancel' }]);
+    ws1.events(end(1, 'cancelled'));
+    assert.equal(s.state, 'ended');
+  });
+
+  test('ack is monotonic and clamped to lastSeq', async () => {
+    const { s, sock } = setup();
+    s.connect();
+    sock(0).accept().events(1, 2, 3);
+    s.ack(2);
+    s.ack(1);
+    s.ack(99);
+    s.ack();
+    assert.deepEqual(sock(0).sentFrames, [{ type: 'ack', seq: 2 }, { type: 'ack', seq: 3 }]);
+    s.close();
+  });
+
+  test('autoAck acks delivered events, throttled', async () => {
+    const { s, sock } = setup({ autoAck: 20 });
+    s.connect();
+    sock(0).accept().events(1).events(2).events(3);
+    assert.deepEqual(sock(0).sentFrames, [{ type: 'ack', seq: 1 }]);
+    await waitFor(() => sock(0).sent.length === 2);
+    assert.deepEqual(sock(0).sentFrames[1], { type: 'ack', seq: 3 });
+    s.close();
+  });
+});
+
+describe('async iteration', () => {
+  test('for await yields every event once and ends after end', async () => {
+    const { s, sock, nth } = setup();
+    const got = [];
+    const loop = (async () => {
+      for await (const ev of s) got.push(ev.seq);
+    })();
+    const ws0 = await nth(0); // iteration connects by itself
+    ws0.accept().events(1, 2).serverClose(1006);
+    (await nth(1)).accept().events(2, 3, end(4));
+    await loop;
+    assert.deepEqual(got, [1, 2, 3, 4]);
+    assert.equal(sock(1).parsed.host, 'edge-b:8080');
+  });
+
+  test('the loop throws the WeirError when the session fails', async () => {
+    const { s, sock } = setup();
+    const got = [];
+    const loop = (async () => {
+      for await (const ev of s) got.push(ev.seq);
+    })();
+    await waitFor(() => sock(0));
+    sock(0).accept().events(1).serverClose(4010);
+    await assert.rejects(loop, (e) => e.code === 'history_expired');
+    assert.deepEqual(got, [1]);
+  });
+
+  test('break closes the session', async () => {
+    const { s, nth } = setup();
+    s.connect();
+    (await nth(0)).accept();
+    const loop = (async () => {
+      for await (const ev of s) if (ev.seq === 2) break;
+    })();
+    await sleep(0);
+    s._ws && (await nth(0)).events(1, 2, 3);
+    await loop;
+    assert.equal(s.state, 'closed');
+  });
+
+  test('on() listeners and unsubscribe', async () => {
+    const { s, sock } = setup();
+    const a = [];
+    const off = s.on('event', (ev) => a.push(ev.seq));
+    s.connect();
+    sock(0).accept().events(1);
+    off();
+    sock(0).events(2);
+    assert.deepEqual(a, [1]);
+    s.close();
+  });
+});
+
+describe('persistence', () => {
+  function memoryStorage() {
+    const m = new Map();
+    return { m, getItem: (k) => (m.has(k) ? m.get(k) : null), setItem: (k, v) => m.set(k, String(v)), removeItem: (k) => m.delete(k) };
+  }
+
+  test('lastSeq is kept under weir:<session> and a new session resumes from it', async () => {
+    const store = memoryStorage();
+    const one = setup({ persist: store });
+    one.s.connect();
+    one.sock(0).accept().events(1, 2, 3);
+    assert.equal(store.m.get('weir:s1'), '3');
+    one.s.close();
+    // "page reload"
+    const two = setup({ persist: store });
+    assert.equal(two.s.lastSeq, 3);
+    two.s.connect();
+    assert.equal(two.sock(0).after, 3);
+    two.sock(0).accept().events(3, 4);
+    assert.deepEqual(two.seqs(), [4]);
+    assert.equal(store.m.get('weir:s1'), '4');
+    two.s.close();
+  });
+
+  test("persist: 'sessionStorage' uses globalThis.sessionStorage when there is one", async () => {
+    const store = memoryStorage();
+    globalThis.sessionStorage = store;
+    try {
+      store.setItem('weir:s1', '41');
+      const { s } = setup({ persist: 'sessionStorage', after: 5 });
+      assert.equal(s.lastSeq, 41);
+    } finally {
+      delete globalThis.sessionStorage;
+    }
+    const { s } = setup({ persist: 'sessionStorage' }); // none in Node: silently off
+    assert.equal(s.lastSeq, 0);
+  });
+});

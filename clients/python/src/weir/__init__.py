@@ -1,0 +1,26 @@
+"""weir: publish AI-agent output to weir's event log (NATS JetStream) for browsers to stream.
+
+Core: :class:`Publisher` (one session's events, control channel). AutoGen adapter:
+:func:`weir.autogen.stream_to_weir` (needs ``autogen-agentchat`` 0.7).
+"""
+
+from ._errors import EventTooLargeError, FencedError, PublishError, SessionEndedError, WeirError
+from ._http import create_session
+from ._publisher import CONTROL_PREFIX, EVENTS_PREFIX, STREAM, Publisher, now_ms, session_id_of
+
+__all__ = [
+    "Publisher",
+    "create_session",
+    "now_ms",
+    "session_id_of",
+    "WeirError",
+    "FencedError",
+    "SessionEndedError",
+    "PublishError",
+    "EventTooLargeError",
+    "STREAM",
+    "EVENTS_PREFIX",
+    "CONTROL_PREFIX",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,694 @@
+"""Publish a session's events to weir's event log (NATS JetStream), see docs/protocol.md §1–2.
+
+One :class:`Publisher` owns one session: it assigns seqs 1, 2, 3, … (continuing after whatever
+the log already holds), publishes them to ``weir.ev.<session>`` in stream ``WEIR_EVENTS`` and
+listens for control messages on ``weir.ctl.<session>``.
+
+Delivery rules kept here:
+
+* every message carries ``Nats-Msg-Id`` (``<session>:<seq>`` or ``<session>:<first>-<last>``)
+  and ``Weir-Seq`` (last seq in the message), so a retried publish is stored once;
+* every message carries ``Nats-Expected-Last-Subject-Sequence`` = the stream sequence of this
+  publisher's previous message on the subject (the *fence*): if anything else was published to
+  the session in between, the server refuses and this publisher raises :class:`FencedError`
+  and stops;
+* a retry (after a timeout or a lost connection) resends the very same bytes with the same
+  headers, with exponential backoff;
+* at most ``max_in_flight`` events are queued or unacknowledged; :meth:`Publisher.emit` waits
+  when the window is full;
+* the sender batches only what is already waiting: an event is never held back to fill a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import json
+import logging
+import random
+import re
+import time
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from ._errors import (
+    EventTooLargeError,
+    FencedError,
+    PublishError,
+    SessionEndedError,
+    WeirError,
+)
+
+log = logging.getLogger("weir")
+
+STREAM = "WEIR_EVENTS"
+EVENTS_PREFIX = "weir.ev."
+CONTROL_PREFIX = "weir.ctl."
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+END_REASONS = ("completed", "cancelled", "failed")
+CONTROL_OPS = ("pause", "resume", "cancel")
+
+# JetStream API error codes (nats-server's errors.json).
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_NO_MESSAGE_FOUND = 10037
+ERR_STREAM_NOT_FOUND = 10059
+
+# Room kept in a NATS message for headers and the array brackets.
+_HEADER_ROOM = 1024
+
+_RETRYABLE = (
+    asyncio.TimeoutError,  # nats.errors.TimeoutError is a subclass
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+)
+
+Callback = Callable[[], Union[None, Awaitable[None]]]
+SessionLike = Union[str, Mapping[str, Any]]
+
+
+def now_ms() -> float:
+    """Wall clock in Unix milliseconds with microsecond precision (the events' ``ts``)."""
+    return round(time.time_ns() / 1_000_000, 3)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]:
+    if not headers:
+        return None
+    lname = name.lower()
+    for k, v in headers.items():
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def session_id_of(session: SessionLike) -> str:
+    """The session id of a ``POST /v1/sessions`` answer (a mapping with ``id``) or of an id."""
+    sid = session if isinstance(session, str) else session.get("id")
+    if not isinstance(sid, str) or not SESSION_ID_RE.match(sid):
+        raise ValueError(f"not a weir session id: {sid!r} (must match [A-Za-z0-9_-]{{1,64}})")
+    return sid
+
+
+class Publisher:
+    """Publishes one session's events to weir and follows its control channel.
+
+    ``session`` is the JSON answer of ``POST /v1/sessions {"agent": "external"}`` on an edge
+    (or just its ``id``). Use it as an async context manager, or call :meth:`start` and
+    :meth:`close`::
+
+        async with Publisher(session, nats_url="nats://127.0.0.1:4222") as pub:
+            await pub.emit("token", {"text": "Hel"}, source="assistant")
+            await pub.end("completed")
+
+    Leaving the ``async with`` block without :meth:`end` publishes ``end`` for you: reason
+    ``completed`` on a normal exit, ``cancelled`` on ``asyncio.CancelledError``, and
+    ``error`` + ``end`` ``failed`` on any other exception (unless ``auto_end=False``).
+
+    Control (``{"op": "pause"|"resume"|"cancel"}`` on ``weir.ctl.<session>``) sets
+    :attr:`paused` / :attr:`cancelled`, wakes :meth:`wait_if_paused`, runs the callbacks
+    registered with :meth:`on` (or ``on_pause=`` … in the constructor) and, for pause and
+    resume, publishes a ``status`` event ``{"state": "paused"|"resumed"}``. Cancel does not
+    end the session by itself: the producer stops its run and calls ``end("cancelled")``.
+    """
+
+    def __init__(
+        self,
+        session: SessionLike,
+        *,
+        nats_url: Union[str, List[str]] = "nats://127.0.0.1:4222",
+        nc: Optional[NATS] = None,
+        stream: str = STREAM,
+        max_in_flight: int = 1024,
+        max_batch: int = 256,
+        max_batch_bytes: int = 256 * 1024,
+        ack_timeout: float = 2.0,
+        retry_deadline: float = 60.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        publish_status: bool = True,
+        auto_end: bool = True,
+        on_pause: Optional[Callback] = None,
+        on_resume: Optional[Callback] = None,
+        on_cancel: Optional[Callback] = None,
+        connect_options: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if max_in_flight < 1 or max_batch < 1:
+            raise ValueError("max_in_flight and max_batch must be >= 1")
+        self._sid = session_id_of(session)
+        self._subject = EVENTS_PREFIX + self._sid
+        self._ctl_subject = CONTROL_PREFIX + self._sid
+        self._nats_url = nats_url
+        self._nc = nc
+        self._own_nc = nc is None
+        self._connect_options = dict(connect_options or {})
+        self._stream = stream
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
+        self._ack_timeout = ack_timeout
+        self._retry_deadline = retry_deadline
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._publish_status = publish_status
+        self._auto_end = auto_end
+
+        self._js: Any = None
+        self._ctl_sub: Any = None
+        self._max_payload = 1024 * 1024
+        self._started = False
+        self._closed = False
+
+        # Seq bookkeeping.
+        self._next_seq = 1  # next seq to assign
+        self._acked_seq = 0  # every seq <= this is stored in the log
+        self._fence = 0  # stream seq of the last message on the subject that we know of
+        self._in_flight = 0  # events queued or awaiting their ack
+        self._queue: Deque[Tuple[int, bytes]] = collections.deque()
+        self._queue_ev = asyncio.Event()
+        self._space_ev = asyncio.Event()
+        self._progress_ev = asyncio.Event()
+        self._end_claimed = False
+        self._end_seq: Optional[int] = None
+        self._failure: Optional[BaseException] = None
+        self._sender_task: Optional[asyncio.Task[None]] = None
+
+        # Control state.
+        self._paused = False
+        self._cancelled = False
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._cancel_ev = asyncio.Event()
+        self._halt_ev = asyncio.Event()  # cancelled or failed
+        self._listeners: Dict[str, List[Callback]] = {op: [] for op in CONTROL_OPS}
+        self._status_q: "asyncio.Queue[str]" = asyncio.Queue()
+        self._status_task: Optional[asyncio.Task[None]] = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        for op, cb in (("pause", on_pause), ("resume", on_resume), ("cancel", on_cancel)):
+            if cb is not None:
+                self.on(op, cb)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def session_id(self) -> str:
+        return self._sid
+
+    @property
+    def subject(self) -> str:
+        return self._subject
+
+    @property
+    def paused(self) -> bool:
+        """True between a ``pause`` and the next ``resume`` (control channel)."""
+        return self._paused
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a ``cancel`` arrived on the control channel."""
+        return self._cancelled
+
+    @property
+    def ended(self) -> bool:
+        """True once :meth:`end` has been called."""
+        return self._end_claimed
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq assigned (published or still in flight); 0 before the first."""
+        return self._next_seq - 1
+
+    @property
+    def acked_seq(self) -> int:
+        """Every seq up to this one is stored in the log."""
+        return self._acked_seq
+
+    @property
+    def fence(self) -> int:
+        """Stream sequence of the last message on the session's subject that this publisher knows."""
+        return self._fence
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        """The error that stopped this publisher (e.g. :class:`FencedError`), if any."""
+        return self._failure
+
+    @property
+    def nc(self) -> Optional[NATS]:
+        return self._nc
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> "Publisher":
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._auto_end and not self._end_claimed and self._failure is None and self._started:
+                if exc is None:
+                    await self.end("completed")
+                elif isinstance(exc, asyncio.CancelledError):
+                    await self.end("cancelled")
+                elif not isinstance(exc, WeirError):
+                    await self.emit("error", {"code": "producer_error", "message": f"{type(exc).__name__}: {exc}"})
+                    await self.end("failed")
+        finally:
+            await self.close()
+
+    async def start(self) -> "Publisher":
+        """Connect (unless given ``nc``), find where the session's log ends, follow control."""
+        if self._started:
+            return self
+        if self._nc is None:
+            opts: Dict[str, Any] = {
+                "name": f"weir-publisher:{self._sid}",
+                "max_reconnect_attempts": -1,
+                "reconnect_time_wait": 0.25,
+            }
+            opts.update(self._connect_options)
+            self._nc = await nats.connect(servers=self._nats_url, **opts)
+        self._js = self._nc.jetstream()
+        if self._nc.max_payload:
+            self._max_payload = int(self._nc.max_payload)
+        try:
+            last_seq, fence, last_kind = await self._lookup_last()
+            if last_kind == "end":
+                raise SessionEndedError(f"session {self._sid!r} already ended (seq {last_seq} is its end event)")
+            self._next_seq = last_seq + 1
+            self._acked_seq = last_seq
+            self._fence = fence
+            self._ctl_sub = await self._nc.subscribe(self._ctl_subject, cb=self._on_control)
+            # Make sure the server has the subscription before anyone relies on it.
+            await self._nc.flush(timeout=self._ack_timeout)
+        except BaseException:
+            if self._own_nc:
+                await self._nc.close()
+            raise
+        self._sender_task = asyncio.create_task(self._sender(), name=f"weir-sender-{self._sid}")
+        self._status_task = asyncio.create_task(self._status_worker(), name=f"weir-status-{self._sid}")
+        self._started = True
+        log.debug("publisher %s starts after seq %d (fence %d)", self._sid, self._acked_seq, self._fence)
+        return self
+
+    async def close(self) -> None:
+        """Wait until everything emitted is stored, then stop (and close the NATS connection if owned)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._started and self._failure is None:
+                await self.flush()
+        finally:
+            for t in (self._status_task, self._sender_task, *self._bg):
+                if t is not None and not t.done():
+                    t.cancel()
+            for t in (self._status_task, self._sender_task, *self._bg):
+                if t is not None:
+                    try:
+                        await t
+                    except BaseException:  # noqa: BLE001 - shutting down
+                        pass
+            if self._ctl_sub is not None:
+                try:
+                    await self._ctl_sub.unsubscribe()
+                except Exception:  # noqa: BLE001
+                    pass
+            if self._own_nc and self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+            self._halt_ev.set()
+            self._gate.set()
+
+    # ------------------------------------------------------------------ publishing
+
+    async def emit(
+        self,
+        kind: str,
+        data: Optional[Mapping[str, Any]] = None,
+        *,
+        source: Optional[str] = None,
+        ts: Optional[float] = None,
+    ) -> int:
+        """Queue one event and return its seq. Waits while the in-flight window is full.
+
+        ``data`` must be JSON-serialisable. Raises the publisher's failure (e.g.
+        :class:`FencedError`) if it has stopped, and :class:`SessionEndedError` after
+        :meth:`end`.
+        """
+        if kind == "end":
+            raise ValueError("publish the end event with end()")
+        return await self._emit(kind, data, source, ts)
+
+    async def end(self, reason: str = "completed", *, stop_reason: Optional[str] = None, **extra: Any) -> int:
+        """Publish the session's ``end`` event (exactly once, last) and wait until it is stored."""
+        if reason not in END_REASONS:
+            raise ValueError(f"end reason must be one of {END_REASONS}, not {reason!r}")
+        if self._end_claimed:
+            raise SessionEndedError(f"session {self._sid!r}: end was already published")
+        data: Dict[str, Any] = {"reason": reason}
+        if stop_reason is not None:
+            data["stop_reason"] = stop_reason
+        data.update(extra)
+        self._end_claimed = True
+        try:
+            seq = await self._emit("end", data, None, None, is_end=True)
+        except BaseException:
+            if self._end_seq is None:
+                self._end_claimed = False
+            raise
+        await self.flush()
+        return seq
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is stored in the log."""
+        target = self._next_seq - 1
+        while self._acked_seq < target:
+            if self._failure is not None:
+                raise self._failure
+            self._progress_ev.clear()
+            await self._progress_ev.wait()
+
+    async def _emit(
+        self,
+        kind: str,
+        data: Optional[Mapping[str, Any]],
+        source: Optional[str],
+        ts: Optional[float],
+        *,
+        is_end: bool = False,
+    ) -> int:
+        self._check_usable(is_end)
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("kind must be a non-empty string")
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise TypeError(f"event data must be a mapping (JSON object), not {type(data).__name__}")
+        # Serialise before a seq is assigned: a bad event must not leave a gap.
+        try:
+            data_json = _dumps(data)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"event data is not JSON-serialisable: {e}") from e
+        head_extra = "" if source is None else ',"source":' + _dumps(str(source))
+        if len(data_json) + len(head_extra) + len(kind) + 100 > self._max_payload - _HEADER_ROOM:
+            raise EventTooLargeError(
+                f"{kind} event of {len(data_json)} bytes does not fit in a NATS message "
+                f"(max_payload {self._max_payload})"
+            )
+        await self._reserve()
+        if self._end_claimed and not is_end:
+            self._release(1)
+            raise SessionEndedError(f"session {self._sid!r} has ended")
+        seq = self._next_seq
+        self._next_seq += 1
+        if is_end:
+            self._end_seq = seq
+        ev_ts = now_ms() if ts is None else float(ts)
+        ev = '{"seq":%d,"kind":%s,"ts":%s%s,"data":%s}' % (seq, _dumps(kind), _dumps(ev_ts), head_extra, data_json)
+        self._queue.append((seq, ev.encode("utf-8")))
+        self._queue_ev.set()
+        return seq
+
+    def _check_usable(self, is_end: bool) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if not self._started:
+            raise WeirError("publisher not started: use `async with Publisher(...)` or `await pub.start()`")
+        if self._closed:
+            raise WeirError("publisher is closed")
+        if self._end_claimed and not is_end:
+            raise SessionEndedError(f"session {self._sid!r} has ended")
+
+    async def _reserve(self) -> None:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._in_flight < self._max_in_flight:
+                self._in_flight += 1
+                return
+            self._space_ev.clear()
+            await self._space_ev.wait()
+
+    def _release(self, n: int) -> None:
+        self._in_flight -= n
+        self._space_ev.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+            log.error("weir publisher for session %s stopped: %s", self._sid, exc)
+        for ev in (self._space_ev, self._progress_ev, self._gate, self._halt_ev):
+            ev.set()
+
+    async def _sender(self) -> None:
+        try:
+            limit = max(1, min(self._max_batch_bytes, self._max_payload - _HEADER_ROOM))
+            while True:
+                while not self._queue:
+                    self._queue_ev.clear()
+                    await self._queue_ev.wait()
+                first, body = self._queue.popleft()
+                items = [body]
+                last = first
+                size = len(body) + 2
+                # Batch only what is already waiting.
+                while self._queue and len(items) < self._max_batch:
+                    seq, nxt = self._queue[0]
+                    if size + len(nxt) + 1 > limit:
+                        break
+                    self._queue.popleft()
+                    items.append(nxt)
+                    size += len(nxt) + 1
+                    last = seq
+                payload = items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
+                self._fence = await self._store(first, last, payload)
+                self._acked_seq = last
+                self._release(len(items))
+                self._progress_ev.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - reported to every caller
+            self._fail(e)
+
+    async def _store(self, first: int, last: int, payload: bytes) -> int:
+        """Publish one message until it is stored; return its stream sequence."""
+        msg_id = f"{self._sid}:{first}" if first == last else f"{self._sid}:{first}-{last}"
+        headers = {
+            "Nats-Msg-Id": msg_id,
+            "Weir-Seq": str(last),
+            "Nats-Expected-Last-Subject-Sequence": str(self._fence),
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_deadline
+        delay = self._backoff_initial
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ack = await self._js.publish(
+                    self._subject, payload, timeout=self._ack_timeout, stream=self._stream, headers=dict(headers)
+                )
+            except nats.js.errors.APIError as e:
+                if e.err_code == ERR_WRONG_LAST_SEQUENCE:
+                    # Our own earlier attempt may be what is there (a lost ack past the dedup window).
+                    seq = await self._find_own(msg_id, payload)
+                    if seq is not None:
+                        return seq
+                    raise FencedError(self._sid, self._fence, e.description or "wrong last sequence") from None
+                if not isinstance(e, _RETRYABLE):
+                    raise PublishError(f"publishing {msg_id} failed: {e}") from e
+                err: BaseException = e
+            except _RETRYABLE as e:
+                err = e
+            except nats.errors.ConnectionClosedError as e:
+                raise PublishError(f"publishing {msg_id} failed: the NATS connection is closed") from e
+            else:
+                if ack.duplicate:
+                    await self._check_duplicate(msg_id, ack.seq, payload)
+                return int(ack.seq)
+            if loop.time() + delay > deadline:
+                raise PublishError(f"publishing {msg_id} failed after {attempt} attempts: {err!r}")
+            log.warning("publish %s attempt %d failed (%r); retrying in %.2fs", msg_id, attempt, err, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _check_duplicate(self, msg_id: str, stream_seq: int, payload: bytes) -> None:
+        """A duplicate ack is fine only if the stored message is this very message."""
+        raw = await self._with_retry(lambda: self._js.get_msg(self._stream, seq=stream_seq))
+        if raw is None or raw.data != payload:
+            raise FencedError(
+                self._sid, self._fence, f"message id {msg_id} is already stored with other content (stream seq {stream_seq})"
+            )
+
+    async def _find_own(self, msg_id: str, payload: bytes) -> Optional[int]:
+        raw = await self._last_msg()
+        if raw is None or _header(raw.headers, "Nats-Msg-Id") != msg_id or raw.data != payload:
+            return None
+        return int(raw.seq)
+
+    async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        delay = self._backoff_initial
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_deadline
+        while True:
+            try:
+                return await fn()
+            except nats.js.errors.NotFoundError as e:
+                if e.err_code == ERR_STREAM_NOT_FOUND:
+                    raise WeirError(
+                        f"JetStream stream {self._stream} does not exist (edges create it at start-up)"
+                    ) from e
+                return None
+            except _RETRYABLE as e:
+                if loop.time() + delay > deadline:
+                    raise PublishError(f"JetStream request failed: {e!r}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+
+    async def _last_msg(self) -> Any:
+        return await self._with_retry(lambda: self._js.get_last_msg(self._stream, self._subject))
+
+    async def _lookup_last(self) -> Tuple[int, int, Optional[str]]:
+        """(last event seq, its stream seq, kind of the last event) of the session's log; zeros when empty."""
+        raw = await self._last_msg()
+        if raw is None:
+            return 0, 0, None
+        body: Any = None
+        try:
+            body = json.loads(raw.data) if raw.data else None
+        except ValueError:
+            body = None
+        last_ev = body[-1] if isinstance(body, list) and body else body
+        last_kind = last_ev.get("kind") if isinstance(last_ev, dict) else None
+        hdr = _header(raw.headers, "Weir-Seq")
+        if hdr is not None and hdr.strip().isdigit():
+            last_seq = int(hdr)
+        elif isinstance(last_ev, dict) and isinstance(last_ev.get("seq"), int):
+            last_seq = int(last_ev["seq"])
+        else:
+            raise WeirError(f"cannot read the last seq of {self._subject} (stream seq {raw.seq})")
+        return last_seq, int(raw.seq), last_kind
+
+    # ------------------------------------------------------------------ control
+
+    def on(self, op: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback()`` (sync or async) when control ``op`` (pause/resume/cancel) takes effect.
+
+        Returns a function that removes the callback.
+        """
+        if op not in CONTROL_OPS:
+            raise ValueError(f"op must be one of {CONTROL_OPS}")
+        self._listeners[op].append(callback)
+
+        def remove() -> None:
+            try:
+                self._listeners[op].remove(callback)
+            except ValueError:
+                pass
+
+        return remove
+
+    async def wait_if_paused(self) -> bool:
+        """Return at once unless paused; else wait for resume (or cancel).
+
+        Returns False when the run should stop (cancelled, or the publisher failed).
+        """
+        while self._paused and not self._cancelled and self._failure is None and not self._closed:
+            await self._gate.wait()
+        return not self._cancelled and self._failure is None
+
+    async def wait_cancelled(self) -> None:
+        """Wait until a ``cancel`` arrives on the control channel."""
+        await self._cancel_ev.wait()
+
+    async def _wait_halt(self) -> None:
+        """Wait until cancelled or failed (used by adapters to stop a run promptly)."""
+        await self._halt_ev.wait()
+
+    def apply_control(self, op: str) -> bool:
+        """Apply a control op as if it came from ``weir.ctl.<session>``; True if it changed state."""
+        if self._end_claimed or self._failure is not None:
+            return False
+        if op == "pause":
+            if self._paused or self._cancelled:
+                return False
+            self._paused = True
+            self._gate.clear()
+            self._queue_status("paused")
+        elif op == "resume":
+            if not self._paused or self._cancelled:
+                return False
+            self._paused = False
+            self._gate.set()
+            self._queue_status("resumed")
+        elif op == "cancel":
+            if self._cancelled:
+                return False
+            self._cancelled = True
+            self._cancel_ev.set()
+            self._halt_ev.set()
+            self._gate.set()
+        else:
+            log.warning("session %s: unknown control op %r ignored", self._sid, op)
+            return False
+        log.info("session %s: %s", self._sid, op)
+        for cb in list(self._listeners[op]):
+            try:
+                r = cb()
+                if inspect.isawaitable(r):
+                    t = asyncio.ensure_future(r)
+                    self._bg.add(t)
+                    t.add_done_callback(self._bg_done)
+            except Exception:  # noqa: BLE001
+                log.exception("control callback for %s failed", op)
+        return True
+
+    def _bg_done(self, t: "asyncio.Future[Any]") -> None:
+        self._bg.discard(t)  # type: ignore[arg-type]
+        if not t.cancelled() and t.exception() is not None:
+            log.error("control callback failed: %r", t.exception())
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            body = json.loads(msg.data)
+            op = body.get("op") if isinstance(body, dict) else None
+        except ValueError:
+            op = None
+        if not isinstance(op, str):
+            log.warning("session %s: malformed control message %r ignored", self._sid, msg.data[:200])
+            return
+        changed = self.apply_control(op)
+        if msg.reply:
+            try:
+                await msg.respond(_dumps({"ok": True, "op": op, "changed": changed}).encode())
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _queue_status(self, state: str) -> None:
+        if self._publish_status:
+            self._status_q.put_nowait(state)
+
+    async def _status_worker(self) -> None:
+        while True:
+            state = await self._status_q.get()
+            try:
+                await self._emit("status", {"state": state}, None, None)
+            except SessionEndedError:
+                pass
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: BLE001
+                log.debug("status %s not published: %r", state, e)

@@ -1,0 +1,203 @@
+//! The behaviour every bus implementation must have. Each check takes a bus
+//! and a fresh session prefix and panics on a violation; the memory bus runs
+//! them in this crate's tests, the NATS bus in the end-to-end tests against
+//! a real `nats-server`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use weir_protocol::{ControlOp, Event, RawEvent, RunRequest, SessionId};
+
+use crate::{Bus, BusError, Fence};
+
+fn session(prefix: &str, name: &str) -> SessionId {
+    SessionId::parse(&format!("{prefix}{name}")).expect("valid test session id")
+}
+
+fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
+    seqs.map(|s| {
+        Event::new(
+            s,
+            "token",
+            Some("t"),
+            serde_json::json!({ "text": format!("t{s}") }),
+        )
+        .to_raw()
+    })
+    .collect()
+}
+
+async fn read_all(bus: &Bus, s: &SessionId, after: u64, page: usize) -> Vec<u64> {
+    let mut reader = bus.log.reader(s, after).await.expect("reader");
+    let mut out = Vec::new();
+    loop {
+        let p = reader.next_page(page).await.expect("page");
+        if p.is_empty() {
+            return out;
+        }
+        assert!(p.len() <= page.max(1), "page larger than asked");
+        out.extend(p.iter().map(|e| e.seq));
+    }
+}
+
+/// Runs every check.
+pub async fn all(bus: &Bus, prefix: &str) {
+    append_read_and_fence(bus, prefix).await;
+    retried_appends_are_stored_once(bus, prefix).await;
+    follow_starts_at_the_last_message(bus, prefix).await;
+    control_reaches_subscribers(bus, prefix).await;
+    runs_are_taken_once_and_redelivered_until_acked(bus, prefix).await;
+}
+
+pub async fn append_read_and_fence(bus: &Bus, prefix: &str) {
+    let s = session(prefix, "log");
+    assert!(bus.log.last(&s).await.unwrap().is_none());
+    let a = bus.log.append(&s, &events(1..=1), Fence(0)).await.unwrap();
+    assert!(!a.duplicate);
+    let b = bus.log.append(&s, &events(2..=5), a.fence).await.unwrap();
+    // A writer holding the old fence is refused.
+    let stale = bus.log.append(&s, &events(6..=6), a.fence).await;
+    assert!(
+        matches!(stale, Err(BusError::Fenced)),
+        "stale fence accepted"
+    );
+    bus.log.append(&s, &events(6..=9), b.fence).await.unwrap();
+    let last = bus.log.last(&s).await.unwrap().expect("last");
+    assert_eq!(last.event.seq, 9);
+    assert_eq!(read_all(bus, &s, 0, 3).await, (1..=9).collect::<Vec<_>>());
+    // Reading from the middle of a batch starts right after the cursor.
+    assert_eq!(read_all(bus, &s, 3, 100).await, (4..=9).collect::<Vec<_>>());
+    assert!(read_all(bus, &s, 9, 10).await.is_empty());
+    // Sessions do not see each other's events.
+    let other = session(prefix, "other");
+    assert!(read_all(bus, &other, 0, 10).await.is_empty());
+}
+
+pub async fn retried_appends_are_stored_once(bus: &Bus, prefix: &str) {
+    let s = session(prefix, "dup");
+    let first = bus.log.append(&s, &events(1..=3), Fence(0)).await.unwrap();
+    let again = bus.log.append(&s, &events(1..=3), Fence(0)).await.unwrap();
+    assert!(again.duplicate, "retry not recognised");
+    assert_eq!(again.fence, first.fence);
+    assert_eq!(read_all(bus, &s, 0, 10).await, vec![1, 2, 3]);
+}
+
+async fn next_batch(live: &mut crate::EventStream) -> Vec<RawEvent> {
+    tokio::time::timeout(Duration::from_secs(5), live.next())
+        .await
+        .expect("follow delivered nothing")
+        .expect("follow ended")
+        .expect("follow error")
+}
+
+pub async fn follow_starts_at_the_last_message(bus: &Bus, prefix: &str) {
+    let s = session(prefix, "follow");
+    let a = bus.log.append(&s, &events(1..=2), Fence(0)).await.unwrap();
+    let b = bus.log.append(&s, &events(3..=3), a.fence).await.unwrap();
+    let mut live = bus.log.follow(&s).await.unwrap();
+    let seqs = |b: Vec<RawEvent>| b.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(next_batch(&mut live).await), vec![3]);
+    bus.log.append(&s, &events(4..=6), b.fence).await.unwrap();
+    assert_eq!(seqs(next_batch(&mut live).await), vec![4, 5, 6]);
+
+    // Following a session with no events yet gets its first event.
+    let empty = session(prefix, "follow-empty");
+    let mut live = bus.log.follow(&empty).await.unwrap();
+    bus.log
+        .append(&empty, &events(1..=1), Fence(0))
+        .await
+        .unwrap();
+    assert_eq!(seqs(next_batch(&mut live).await), vec![1]);
+}
+
+pub async fn control_reaches_subscribers(bus: &Bus, prefix: &str) {
+    let s = session(prefix, "ctl");
+    let mut sub = bus.control.subscribe(&s).await.unwrap();
+    // Sent to nobody: dropped, like core NATS.
+    bus.control
+        .send(&session(prefix, "nobody"), ControlOp::Pause)
+        .await
+        .unwrap();
+    bus.control.send(&s, ControlOp::Pause).await.unwrap();
+    bus.control.send(&s, ControlOp::Cancel).await.unwrap();
+    for want in [ControlOp::Pause, ControlOp::Cancel] {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("control op not delivered");
+        assert_eq!(got, Some(want));
+    }
+}
+
+/// Needs a bus whose run ack wait is at most 2 s.
+pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: &str) {
+    let wait = Duration::from_millis(200);
+    while bus.runs.take(wait).await.unwrap().is_some() {} // leftovers of other tests
+    let run = |name: &str| RunRequest {
+        session: session(prefix, name),
+        agent: "mock".into(),
+        input: serde_json::json!({}),
+    };
+    bus.runs.enqueue(&run("run1")).await.unwrap();
+    bus.runs.enqueue(&run("run1")).await.unwrap(); // stored once
+    bus.runs.enqueue(&run("run2")).await.unwrap();
+    let t1 = bus
+        .runs
+        .take(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("run1");
+    assert_eq!(t1.request, run("run1"));
+    let t2 = bus
+        .runs
+        .take(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("run2");
+    assert_eq!(t2.request, run("run2"));
+    t2.ack.ack().await.unwrap();
+    // run1 was not acknowledged: it comes back after the ack wait.
+    let again = bus
+        .runs
+        .take(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("redelivery");
+    assert_eq!(again.request, run("run1"));
+    again.ack.ack().await.unwrap();
+    drop(t1);
+    assert!(bus
+        .runs
+        .take(Duration::from_millis(2500))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BusConfig;
+
+    #[tokio::test]
+    async fn memory_bus_conforms() {
+        let bus = Bus::memory(BusConfig {
+            run_ack_wait: Duration::from_secs(1),
+            ..BusConfig::default()
+        });
+        all(&bus, "m-").await;
+    }
+
+    #[tokio::test]
+    async fn memory_log_expires_by_age() {
+        let bus = Bus::memory(BusConfig {
+            retention: Duration::from_millis(300),
+            duplicate_window: Duration::from_millis(300),
+            ..BusConfig::default()
+        });
+        let s = SessionId::parse("old").unwrap();
+        bus.log.append(&s, &events(1..=2), Fence(0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(bus.log.last(&s).await.unwrap().is_none());
+        assert!(read_all(&bus, &s, 0, 10).await.is_empty());
+    }
+}

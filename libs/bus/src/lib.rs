@@ -1,0 +1,196 @@
+//! The bus: each session's event log, the control channel to producers and
+//! the queue of run requests, behind three small traits.
+//!
+//! - [`EventLog`]: append events (idempotent by message id, fenced so that two
+//!   writers can never interleave), read a session's log from a seq, and
+//!   follow it live. The log is the truth; live delivery is an optimisation
+//!   that must give the same sequence.
+//! - [`ControlChannel`]: pause/resume/cancel to whoever runs the session.
+//! - [`RunQueue`]: run requests shared by all producer workers, each taken by one.
+//!
+//! [`nats`] implements them on NATS JetStream (`WEIR_EVENTS`, `WEIR_RUNS`) and
+//! core NATS (`weir.ctl.*`); [`memory`] implements the same semantics in one
+//! process for the embedded mode and unit tests; [`conformance`] is the test
+//! suite both must pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use weir_protocol::{ControlOp, EventError, RawEvent, RunRequest, SessionId};
+
+pub mod conformance;
+pub mod memory;
+pub mod nats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer appended to the session since the fence was taken.
+    #[error("fenced: the session's log moved on under this writer")]
+    Fenced,
+    #[error("malformed message on the bus: {0}")]
+    BadMessage(#[from] EventError),
+}
+
+impl BusError {
+    pub fn unavailable(e: impl std::fmt::Display) -> BusError {
+        BusError::Unavailable(e.to_string())
+    }
+}
+
+/// The position of a session's last message in the log, as the log counts
+/// it. An append names the fence it expects; a writer that lost the session
+/// to another finds its fence stale and stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fence(pub u64);
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The fence for the next append.
+    pub fence: Fence,
+    /// The log already held this message (a retried append); nothing was added.
+    pub duplicate: bool,
+}
+
+/// The last event a session's log holds, with the fence to append after it.
+#[derive(Debug, Clone)]
+pub struct LastEvent {
+    pub event: RawEvent,
+    pub fence: Fence,
+}
+
+/// Batches of events as they are appended to one session.
+pub type EventStream = BoxStream<'static, Result<Vec<RawEvent>, BusError>>;
+
+/// Message id of a batch: `<session>:<seq>` or `<session>:<first>-<last>`.
+pub fn msg_id(session: &SessionId, events: &[RawEvent]) -> String {
+    match events {
+        [one] => format!("{session}:{}", one.seq),
+        [first, .., last] => format!("{session}:{}-{}", first.seq, last.seq),
+        [] => format!("{session}:empty"),
+    }
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends one message (one event, or a batch with contiguous seqs) if the
+    /// session's last message is still at `fence` (`Fence(0)`: the log holds
+    /// nothing of the session). Appending the same message again is a no-op
+    /// reported as `duplicate`.
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: &[RawEvent],
+        fence: Fence,
+    ) -> Result<Appended, BusError>;
+
+    /// The last event of the session in the log, if it holds any.
+    async fn last(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError>;
+
+    /// A reader of the stored events with seq > `after`.
+    async fn reader(&self, session: &SessionId, after: u64)
+        -> Result<Box<dyn LogReader>, BusError>;
+
+    /// Follows the session: yields the log's last message at the time of the
+    /// call (if any), then every message appended after it. Batches may
+    /// repeat or skip when the bus reconnects; callers check seqs.
+    async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError>;
+
+    /// Ok while the log can be reached.
+    async fn ping(&self) -> Result<(), BusError>;
+}
+
+#[async_trait]
+pub trait LogReader: Send {
+    /// Up to about `max` further events, contiguous and in order; an empty
+    /// page means the reader has caught up with the log. The first page
+    /// starts later than `after + 1` when the events between have expired.
+    async fn next_page(&mut self, max: usize) -> Result<Vec<RawEvent>, BusError>;
+}
+
+#[async_trait]
+pub trait ControlChannel: Send + Sync + 'static {
+    /// Sends a control op to whoever runs the session now (at most once).
+    async fn send(&self, session: &SessionId, op: ControlOp) -> Result<(), BusError>;
+    /// Control ops for one session, from now on.
+    async fn subscribe(
+        &self,
+        session: &SessionId,
+    ) -> Result<BoxStream<'static, ControlOp>, BusError>;
+}
+
+/// Acknowledges a taken run request, removing it from the queue.
+#[async_trait]
+pub trait RunAck: Send {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+}
+
+/// A run request taken from the queue. Unacknowledged requests are offered
+/// again after a while (to another worker, if this one died).
+pub struct RunTicket {
+    pub request: RunRequest,
+    pub ack: Box<dyn RunAck>,
+}
+
+#[async_trait]
+pub trait RunQueue: Send + Sync + 'static {
+    /// Queues a run; queueing the same session twice is stored once.
+    async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError>;
+    /// The next run request, waiting up to `wait` for one.
+    async fn take(&self, wait: Duration) -> Result<Option<RunTicket>, BusError>;
+}
+
+/// The three parts of the bus, as the services hold them.
+#[derive(Clone)]
+pub struct Bus {
+    pub log: Arc<dyn EventLog>,
+    pub control: Arc<dyn ControlChannel>,
+    pub runs: Arc<dyn RunQueue>,
+}
+
+/// Settings shared by both implementations.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// How long events are kept.
+    pub retention: Duration,
+    /// How long a message id is remembered for deduplication.
+    pub duplicate_window: Duration,
+    /// How long a taken run may stay unacknowledged before it is offered again.
+    pub run_ack_wait: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            retention: Duration::from_secs(3600),
+            duplicate_window: Duration::from_secs(120),
+            run_ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Bus {
+    /// The in-process bus of the embedded mode.
+    pub fn memory(config: BusConfig) -> Bus {
+        let bus = Arc::new(memory::MemoryBus::new(config));
+        Bus {
+            log: bus.clone(),
+            control: bus.clone(),
+            runs: bus,
+        }
+    }
+
+    /// Connects to NATS and makes sure the streams exist.
+    pub async fn nats(url: &str, name: &str, config: BusConfig) -> Result<Bus, BusError> {
+        let bus = Arc::new(nats::NatsBus::connect(url, name, config).await?);
+        Ok(Bus {
+            log: bus.clone(),
+            control: bus.clone(),
+            runs: bus,
+        })
+    }
+}

@@ -1,0 +1,423 @@
+//! The bus on NATS: JetStream stream `WEIR_EVENTS` (subjects `weir.ev.*`,
+//! retention by age) holds every session's log; `WEIR_RUNS` is a work queue
+//! read through one durable consumer shared by all producer workers; control
+//! goes over core NATS on `weir.ctl.<session>`.
+//!
+//! Appends carry `Nats-Msg-Id` (retries are stored once) and
+//! `Nats-Expected-Last-Subject-Sequence` (the fence: a writer that lost the
+//! session cannot interleave). Follows are ordered push consumers starting
+//! at the subject's last message; reads are pull consumers fetched page by
+//! page, so a slow reader holds at most one page.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::{Client, HeaderMap};
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::OnceCell;
+use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
+
+use crate::{
+    msg_id, Appended, BusConfig, BusError, ControlChannel, EventLog, EventStream, Fence, LastEvent,
+    LogReader, RunAck, RunQueue, RunTicket,
+};
+
+pub const EVENTS_STREAM: &str = "WEIR_EVENTS";
+pub const RUNS_STREAM: &str = "WEIR_RUNS";
+pub const RUNS_SUBJECT: &str = "weir.runs";
+pub const RUNS_CONSUMER: &str = "weir-producers";
+/// Header with the last seq carried by a message.
+pub const SEQ_HEADER: &str = "Weir-Seq";
+const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+
+pub struct NatsBus {
+    client: Client,
+    js: jetstream::Context,
+    events: stream::Stream,
+    runs: stream::Stream,
+    runs_consumer: OnceCell<consumer::PullConsumer>,
+    config: BusConfig,
+}
+
+impl NatsBus {
+    pub async fn connect(url: &str, name: &str, config: BusConfig) -> Result<NatsBus, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected");
+                        metrics::counter!(weir_telemetry::names::BUS_DISCONNECTS).increment(1);
+                    }
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(BusError::unavailable)?;
+        let js = jetstream::new(client.clone());
+        let events = ensure_stream(
+            &js,
+            stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec!["weir.ev.*".into()],
+                max_age: config.retention,
+                duplicate_window: config.duplicate_window.min(config.retention),
+                storage: stream::StorageType::File,
+                allow_direct: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let runs = ensure_stream(
+            &js,
+            stream::Config {
+                name: RUNS_STREAM.into(),
+                subjects: vec![RUNS_SUBJECT.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_age: config.retention,
+                duplicate_window: config.duplicate_window.min(config.retention),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(NatsBus {
+            client,
+            js,
+            events,
+            runs,
+            runs_consumer: OnceCell::new(),
+            config,
+        })
+    }
+
+    async fn runs_consumer(&self) -> Result<&consumer::PullConsumer, BusError> {
+        self.runs_consumer
+            .get_or_try_init(|| async {
+                self.runs
+                    .get_or_create_consumer(
+                        RUNS_CONSUMER,
+                        consumer::pull::Config {
+                            durable_name: Some(RUNS_CONSUMER.into()),
+                            ack_policy: consumer::AckPolicy::Explicit,
+                            ack_wait: self.config.run_ack_wait,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(BusError::unavailable)
+            })
+            .await
+    }
+}
+
+/// Creates the stream, or takes the existing one as it is (the first node to
+/// start decides its settings; changing them is an operator's act).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, BusError> {
+    let mut last_err = None;
+    // Creation races between nodes starting together resolve on a retry.
+    for _ in 0..5 {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                last_err = Some(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Err(BusError::unavailable(last_err.expect("set in the loop")))
+}
+
+fn parse_message(payload: &[u8]) -> Result<Vec<RawEvent>, BusError> {
+    Ok(RawEvent::parse_message(payload)?)
+}
+
+#[async_trait]
+impl EventLog for NatsBus {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: &[RawEvent],
+        fence: Fence,
+    ) -> Result<Appended, BusError> {
+        let last = events.last().ok_or(weir_protocol::EventError::Empty)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id(session, events).as_str());
+        headers.insert(SEQ_HEADER, last.seq.to_string().as_str());
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQ, fence.0.to_string().as_str());
+        let payload = weir_protocol::event::encode_message(events);
+        let ack = self
+            .js
+            .publish_with_headers(session.events_subject(), headers, payload)
+            .await
+            .map_err(BusError::unavailable)?
+            .await
+            .map_err(|e| match e.kind() {
+                PublishErrorKind::WrongLastSequence => BusError::Fenced,
+                _ => BusError::unavailable(e),
+            })?;
+        Ok(Appended {
+            fence: Fence(ack.sequence),
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn last(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self
+            .events
+            .get_last_raw_message_by_subject(&session.events_subject())
+            .await
+        {
+            Ok(msg) => {
+                let mut events = parse_message(&msg.payload)?;
+                Ok(events.pop().map(|event| LastEvent {
+                    event,
+                    fence: Fence(msg.sequence),
+                }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::unavailable(e)),
+        }
+    }
+
+    async fn reader(
+        &self,
+        session: &SessionId,
+        after: u64,
+    ) -> Result<Box<dyn LogReader>, BusError> {
+        Ok(Box::new(NatsReader {
+            events: self.events.clone(),
+            subject: session.events_subject(),
+            cursor: after,
+            next_stream_seq: None,
+            consumer: None,
+            leftover: VecDeque::new(),
+        }))
+    }
+
+    async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError> {
+        let consumer = self
+            .events
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: session.events_subject(),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(BusError::unavailable)?;
+        let messages = consumer.messages().await.map_err(BusError::unavailable)?;
+        Ok(messages
+            .map(|m| match m {
+                Ok(msg) => parse_message(&msg.payload),
+                Err(e) => Err(BusError::unavailable(e)),
+            })
+            .boxed())
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("not connected to NATS".into()));
+        }
+        tokio::time::timeout(Duration::from_secs(2), self.events.get_info())
+            .await
+            .map_err(|_| BusError::Unavailable("JetStream did not answer".into()))?
+            .map_err(BusError::unavailable)?;
+        Ok(())
+    }
+}
+
+/// Reads a session's log page by page through an ephemeral pull consumer,
+/// re-created from where it stopped if the server forgot it.
+struct NatsReader {
+    events: stream::Stream,
+    subject: String,
+    cursor: u64,
+    next_stream_seq: Option<u64>,
+    consumer: Option<consumer::PullConsumer>,
+    leftover: VecDeque<RawEvent>,
+}
+
+impl NatsReader {
+    async fn consumer(&mut self) -> Result<consumer::PullConsumer, BusError> {
+        if let Some(c) = &self.consumer {
+            return Ok(c.clone());
+        }
+        let deliver_policy = match self.next_stream_seq {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::All,
+        };
+        let c = self
+            .events
+            .create_consumer(consumer::pull::Config {
+                filter_subject: self.subject.clone(),
+                deliver_policy,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(BusError::unavailable)?;
+        self.consumer = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One fetch of up to `max` messages; false when the log had nothing more.
+    async fn fetch(&mut self, max: usize) -> Result<bool, BusError> {
+        let consumer = self.consumer().await?;
+        let mut messages = consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(BusError::unavailable)?;
+        let mut got = false;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(BusError::unavailable)?;
+            if let Ok(info) = msg.info() {
+                self.next_stream_seq = Some(info.stream_sequence + 1);
+            }
+            got = true;
+            for ev in parse_message(&msg.payload)? {
+                if ev.seq > self.cursor {
+                    self.cursor = ev.seq;
+                    self.leftover.push_back(ev);
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+#[async_trait]
+impl LogReader for NatsReader {
+    async fn next_page(&mut self, max: usize) -> Result<Vec<RawEvent>, BusError> {
+        let max = max.max(1);
+        while self.leftover.is_empty() {
+            let fetched = match self.fetch(max).await {
+                Ok(f) => f,
+                Err(first) => {
+                    // The server may have dropped an idle consumer: start a
+                    // new one where this one stopped, once.
+                    tracing::debug!(error = %first, "log reader re-created");
+                    self.consumer = None;
+                    self.fetch(max).await?
+                }
+            };
+            if !fetched {
+                break;
+            }
+        }
+        let n = self.leftover.len().min(max);
+        Ok(self.leftover.drain(..n).collect())
+    }
+}
+
+impl Drop for NatsReader {
+    fn drop(&mut self) {
+        if let Some(c) = self.consumer.take() {
+            let name = c.cached_info().name.clone();
+            let events = self.events.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = events.delete_consumer(&name).await;
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ControlChannel for NatsBus {
+    async fn send(&self, session: &SessionId, op: ControlOp) -> Result<(), BusError> {
+        let payload = serde_json::to_vec(&op).expect("control ops serialise");
+        self.client
+            .publish(session.control_subject(), payload.into())
+            .await
+            .map_err(BusError::unavailable)?;
+        self.client.flush().await.map_err(BusError::unavailable)
+    }
+
+    async fn subscribe(
+        &self,
+        session: &SessionId,
+    ) -> Result<BoxStream<'static, ControlOp>, BusError> {
+        let sub = self
+            .client
+            .subscribe(session.control_subject())
+            .await
+            .map_err(BusError::unavailable)?;
+        Ok(sub
+            .filter_map(|m| async move {
+                let op = serde_json::from_slice::<ControlOp>(&m.payload);
+                if op.is_err() {
+                    tracing::warn!(subject = %m.subject, "ignored malformed control message");
+                }
+                op.ok()
+            })
+            .boxed())
+    }
+}
+
+struct NatsAck(jetstream::Message);
+
+#[async_trait]
+impl RunAck for NatsAck {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.0.double_ack().await.map_err(BusError::unavailable)
+    }
+}
+
+#[async_trait]
+impl RunQueue for NatsBus {
+    async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("run:{}", run.session).as_str());
+        let payload = serde_json::to_vec(run).expect("run requests serialise");
+        self.js
+            .publish_with_headers(RUNS_SUBJECT, headers, payload.into())
+            .await
+            .map_err(BusError::unavailable)?
+            .await
+            .map_err(BusError::unavailable)?;
+        Ok(())
+    }
+
+    async fn take(&self, wait: Duration) -> Result<Option<RunTicket>, BusError> {
+        let consumer = self.runs_consumer().await?;
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(BusError::unavailable)?;
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(BusError::unavailable)?;
+            match serde_json::from_slice::<RunRequest>(&msg.payload) {
+                Ok(request) => {
+                    return Ok(Some(RunTicket {
+                        request,
+                        ack: Box::new(NatsAck(msg)),
+                    }))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropped malformed run request");
+                    let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+}

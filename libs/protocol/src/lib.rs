@@ -1,0 +1,30 @@
+//! The weir wire contract as types: events, WebSocket frames, run requests,
+//! control operations, session ids and session tokens.
+//!
+//! This crate is pure: no IO, no runtime. Everything that crosses a process
+//! boundary (the bus, the WebSocket, SSE, history) is described here, so the
+//! edge, the producer and the tests agree on one definition.
+//!
+//! - [`event`]: the event object, and [`RawEvent`], an event kept as its exact
+//!   JSON bytes so edges forward what producers wrote without re-encoding it.
+//! - [`frame`]: server → client and client → server WebSocket frames.
+//! - [`session`]: session ids, run requests, control ops, session status.
+//! - [`token`]: HS256 session tokens (`sub` = session id, `exp`).
+
+pub mod event;
+pub mod frame;
+pub mod session;
+pub mod token;
+
+pub use event::{Event, EventError, RawEvent};
+pub use frame::{ClientFrame, ServerFrame};
+pub use session::{ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status};
+pub use token::{TokenError, TokenKey};
+
+/// Milliseconds since the Unix epoch, with microsecond fraction, as events carry in `ts`.
+pub fn now_ms() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_micros() as f64) / 1000.0
+}

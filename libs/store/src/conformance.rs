@@ -1,0 +1,136 @@
+//! The behaviour every [`SessionStore`] must have; the memory store runs it
+//! here, the Redis store in the end-to-end tests against a real `redis-server`.
+
+use std::time::Duration;
+
+use weir_protocol::{ControlOp, EndReason, SessionId, Status};
+
+use crate::{SessionState, SessionStore, Update};
+
+fn id(prefix: &str, name: &str) -> SessionId {
+    SessionId::parse(&format!("{prefix}{name}")).expect("valid test id")
+}
+
+/// Runs every check. `retention` must be the store's, at most 2 s.
+pub async fn all(store: &dyn SessionStore, prefix: &str, retention: Duration) {
+    state_lifecycle(store, prefix).await;
+    leases(store, prefix).await;
+    expiry(store, prefix, retention).await;
+}
+
+pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {
+    let s = id(prefix, "life");
+    assert!(store.get(&s).await.unwrap().is_none());
+    assert!(!store
+        .update(&s, Update::status(Status::Streaming))
+        .await
+        .unwrap());
+    let new = SessionState::new(s.clone(), "mock");
+    assert!(store.create(&new).await.unwrap());
+    assert!(!store.create(&new).await.unwrap(), "id taken twice");
+    let got = store.get(&s).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.agent.as_str(), got.last_seq),
+        (Status::Queued, "mock", 0)
+    );
+
+    let streaming = Update {
+        status: Some(Status::Streaming),
+        last_seq: Some(10),
+        producer: Some(Some("p1".into())),
+        ..Update::default()
+    };
+    assert!(store.update(&s, streaming).await.unwrap());
+    // last_seq and acked only grow.
+    store
+        .update(
+            &s,
+            Update {
+                last_seq: Some(4),
+                ..Update::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.ack(&s, 7).await.unwrap();
+    store.ack(&s, 3).await.unwrap();
+    store.request_control(&s, ControlOp::Pause).await.unwrap();
+    let got = store.get(&s).await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Streaming);
+    assert_eq!((got.last_seq, got.acked), (10, 7));
+    assert_eq!(got.producer.as_deref(), Some("p1"));
+    assert_eq!(got.control, Some(ControlOp::Pause));
+
+    // Ended is final.
+    store
+        .update(&s, Update::ended(EndReason::Cancelled, 12))
+        .await
+        .unwrap();
+    store
+        .update(&s, Update::status(Status::Streaming))
+        .await
+        .unwrap();
+    store
+        .update(&s, Update::ended(EndReason::Failed, 12))
+        .await
+        .unwrap();
+    let got = store.get(&s).await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Cancelled);
+    assert_eq!(got.end_reason, Some(EndReason::Cancelled));
+    assert_eq!(got.producer, None);
+    assert_eq!(got.last_seq, 12);
+}
+
+pub async fn leases(store: &dyn SessionStore, prefix: &str) {
+    let s = id(prefix, "lease");
+    let ttl = Duration::from_millis(400);
+    assert!(store.acquire_lease(&s, "a", ttl).await.unwrap());
+    assert!(
+        !store.acquire_lease(&s, "b", ttl).await.unwrap(),
+        "lease taken twice"
+    );
+    assert!(store.renew_lease(&s, "a", ttl).await.unwrap());
+    assert!(!store.renew_lease(&s, "b", ttl).await.unwrap());
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+    // Lapsed: listed for reaping, and exactly one reaper can take it over.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.expired_leases(100).await.unwrap().contains(&s));
+    assert!(
+        !store.renew_lease(&s, "a", ttl).await.unwrap(),
+        "lapsed lease renewed"
+    );
+    assert!(store.acquire_lease(&s, "reaper", ttl).await.unwrap());
+    assert!(!store.acquire_lease(&s, "reaper2", ttl).await.unwrap());
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+    store.release_lease(&s, "a").await.unwrap(); // not the owner: no effect
+    assert!(!store.acquire_lease(&s, "c", ttl).await.unwrap());
+    store.release_lease(&s, "reaper").await.unwrap();
+    assert!(store.acquire_lease(&s, "c", ttl).await.unwrap());
+    store.forget_lease(&s).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+}
+
+pub async fn expiry(store: &dyn SessionStore, prefix: &str, retention: Duration) {
+    let s = id(prefix, "expiring");
+    store
+        .create(&SessionState::new(s.clone(), "mock"))
+        .await
+        .unwrap();
+    tokio::time::sleep(retention + Duration::from_millis(300)).await;
+    assert!(
+        store.get(&s).await.unwrap().is_none(),
+        "state outlived its retention"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        let retention = Duration::from_millis(800);
+        all(&crate::MemoryStore::new(retention), "m-", retention).await;
+    }
+}

@@ -1,0 +1,69 @@
+//! Telemetry shared by every weir service: tracing set-up (human or JSON
+//! logs), the Prometheus exporter, and the name of every metric in one place
+//! ([`names`]) with explicit histogram buckets ([`buckets`]).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub mod names;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("log format is human or json, not {s:?}")),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (filter from `RUST_LOG`, default
+/// `info`). Calling it twice is harmless.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in names::HISTOGRAMS {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+                .expect("bucket lists are not empty");
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (several services in one
+        // test process); then this handle renders an empty registry.
+        let _ = metrics::set_global_recorder(recorder);
+        names::describe();
+        handle
+    })
+}
+
+/// Renders the metrics in the Prometheus text format.
+pub fn render() -> String {
+    let handle = prometheus();
+    handle.run_upkeep();
+    handle.render()
+}

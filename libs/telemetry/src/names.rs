@@ -1,0 +1,123 @@
+//! Every metric weir exports. Dashboards and alert rules use these names.
+
+// Edge: connections and delivery.
+pub const CONNECTIONS_OPEN: &str = "weir_edge_connections_open";
+pub const CONNECTIONS_ACCEPTED: &str = "weir_edge_connections_accepted_total";
+pub const CONNECTIONS_REJECTED: &str = "weir_edge_connections_rejected_total";
+pub const SESSIONS_SUBSCRIBED: &str = "weir_edge_sessions_subscribed";
+pub const EVENTS_DELIVERED: &str = "weir_edge_events_delivered_total";
+pub const FRAMES_SENT: &str = "weir_edge_frames_sent_total";
+pub const EVENTS_PER_FRAME: &str = "weir_edge_events_per_frame";
+pub const BYTES_SENT: &str = "weir_edge_bytes_sent_total";
+pub const DELIVERY_LATENCY: &str = "weir_edge_delivery_latency_seconds";
+pub const BUFFER_FILL: &str = "weir_edge_buffer_fill_ratio";
+pub const BACKPRESSURE_PAUSES: &str = "weir_edge_backpressure_pauses_total";
+pub const LOG_READS: &str = "weir_edge_log_reads_total";
+pub const RESUMES: &str = "weir_edge_resumes_total";
+pub const CLOSES: &str = "weir_edge_closes_total";
+pub const SLOW_CONSUMERS: &str = "weir_edge_slow_consumer_disconnects_total";
+pub const AUTH_FAILURES: &str = "weir_edge_auth_failures_total";
+pub const HTTP_REQUESTS: &str = "weir_edge_http_requests_total";
+pub const SESSIONS_CREATED: &str = "weir_edge_sessions_created_total";
+pub const UPSTREAM_GAPS: &str = "weir_edge_upstream_gaps_total";
+
+// Producer.
+pub const RUNS: &str = "weir_producer_runs_total";
+pub const RUNS_ACTIVE: &str = "weir_producer_runs_active";
+pub const EVENTS_PUBLISHED: &str = "weir_producer_events_published_total";
+pub const PUBLISH_LATENCY: &str = "weir_producer_publish_latency_seconds";
+pub const EVENTS_PER_PUBLISH: &str = "weir_producer_events_per_publish";
+pub const TIME_TO_FIRST_TOKEN: &str = "weir_producer_time_to_first_token_seconds";
+pub const LEASE_LOSSES: &str = "weir_producer_lease_losses_total";
+pub const RUNS_REAPED: &str = "weir_producer_runs_reaped_total";
+pub const PUBLISH_RETRIES: &str = "weir_producer_publish_retries_total";
+
+// Both: the bus and the store.
+pub const BUS_ERRORS: &str = "weir_bus_errors_total";
+pub const BUS_DISCONNECTS: &str = "weir_bus_disconnects_total";
+pub const STORE_ERRORS: &str = "weir_store_errors_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+const FIRST_TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+const RATIO_BUCKETS: &[f64] = &[0.0, 0.1, 0.3, 0.5, 0.8, 0.9, 1.0];
+
+/// Histograms and their buckets.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (DELIVERY_LATENCY, LATENCY_BUCKETS),
+    (PUBLISH_LATENCY, LATENCY_BUCKETS),
+    (TIME_TO_FIRST_TOKEN, FIRST_TOKEN_BUCKETS),
+    (EVENTS_PER_FRAME, COUNT_BUCKETS),
+    (EVENTS_PER_PUBLISH, COUNT_BUCKETS),
+    (BUFFER_FILL, RATIO_BUCKETS),
+];
+
+/// Registers help texts.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS_OPEN, "WebSocket and SSE connections open now");
+    describe_counter!(CONNECTIONS_ACCEPTED, "Connections accepted, by transport");
+    describe_counter!(
+        CONNECTIONS_REJECTED,
+        "Connections refused at the node's limit"
+    );
+    describe_gauge!(
+        SESSIONS_SUBSCRIBED,
+        "Sessions with an upstream subscription on this node"
+    );
+    describe_counter!(EVENTS_DELIVERED, "Events written to client sockets");
+    describe_counter!(FRAMES_SENT, "Event frames written to client sockets");
+    describe_histogram!(EVENTS_PER_FRAME, "Events coalesced into one frame");
+    describe_counter!(BYTES_SENT, Unit::Bytes, "Bytes of event frames written");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Event ts to written to the socket"
+    );
+    describe_histogram!(
+        BUFFER_FILL,
+        "Per-connection buffer fill when a frame is sent"
+    );
+    describe_counter!(
+        BACKPRESSURE_PAUSES,
+        "Times a connection hit its high watermark"
+    );
+    describe_counter!(
+        LOG_READS,
+        "Pages read from the log for clients behind the live feed"
+    );
+    describe_counter!(
+        RESUMES,
+        "Connections that resumed with after > 0, by outcome"
+    );
+    describe_counter!(CLOSES, "WebSocket closes sent, by code");
+    describe_counter!(SLOW_CONSUMERS, "Connections closed with 4008");
+    describe_counter!(AUTH_FAILURES, "Requests refused for a bad token or API key");
+    describe_counter!(HTTP_REQUESTS, "HTTP API requests, by route and status");
+    describe_counter!(SESSIONS_CREATED, "Sessions created through the API");
+    describe_counter!(
+        UPSTREAM_GAPS,
+        "Seq gaps on a live feed, filled from the log"
+    );
+    describe_counter!(RUNS, "Runs finished, by outcome");
+    describe_gauge!(RUNS_ACTIVE, "Runs in progress on this producer");
+    describe_counter!(EVENTS_PUBLISHED, "Events appended to the log");
+    describe_histogram!(PUBLISH_LATENCY, Unit::Seconds, "JetStream publish to ack");
+    describe_histogram!(EVENTS_PER_PUBLISH, "Events per bus message");
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Run start to first event"
+    );
+    describe_counter!(LEASE_LOSSES, "Runs stopped because their lease was lost");
+    describe_counter!(RUNS_REAPED, "Runs of dead producers ended as failed");
+    describe_counter!(PUBLISH_RETRIES, "Publishes retried after a bus error");
+    describe_counter!(BUS_ERRORS, "Bus operations that failed");
+    describe_counter!(BUS_DISCONNECTS, "Disconnections from NATS");
+    describe_counter!(STORE_ERRORS, "Store operations that failed");
+}
