@@ -13,6 +13,7 @@
 
 pub mod event;
 pub mod frame;
+pub mod mock;
 pub mod session;
 pub mod token;
 

@@ -1,1 +1,135 @@
+//! `weir-producer`: takes run requests from the `WEIR_RUNS` work queue, runs
+//! an agent for each (up to `concurrency` at once), and publishes the
+//! session's events to its log.
+//!
+//! - [`config`]: flags and environment.
+//! - [`agents`]: the `Agent` trait and the agents (`mock`, …).
+//! - [`run`]: one run — lease, seqs, batching, fenced publishing, control.
+//! - [`reaper`]: ends the runs of producers that died.
+//!
+//! [`run`](fn@run) is what the binary and the tests call.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::{http::StatusCode, routing::get, Router};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_bus::{Bus, BusConfig};
+use weir_store::{RedisStore, SessionStore};
+
+pub mod agents;
+pub mod config;
+pub mod reaper;
+pub mod run;
+
+pub use agents::Registry;
+pub use config::ProducerConfig;
+
+/// What every run of this worker shares.
+pub struct Ctx {
+    pub bus: Bus,
+    pub store: Arc<dyn SessionStore>,
+    pub agents: Registry,
+    pub node: String,
+    pub config: ProducerConfig,
+}
+
+/// Connects to NATS and Redis as configured.
+pub async fn connect(config: &ProducerConfig, node: &str) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
+    let bus_config = BusConfig {
+        retention: config.retention,
+        ..BusConfig::default()
+    };
+    let bus = Bus::nats(&config.nats_url, node, bus_config).await?;
+    let store = RedisStore::connect(&config.redis_url, config.retention).await?;
+    Ok((bus, Arc::new(store)))
+}
+
+/// Runs the worker until `shutdown`, then drains: no new runs are taken,
+/// running ones get `drain_grace` to finish, the rest end `failed`.
+pub async fn run(
+    config: ProducerConfig,
+    bus: Bus,
+    store: Arc<dyn SessionStore>,
+    agents: Registry,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = config.node_id();
+    let ctx = Arc::new(Ctx { bus, store, agents, node: node.clone(), config });
+    let tasks = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    if let Some(listener) = listener {
+        tasks.spawn(serve_metrics(ctx.clone(), listener, hard_stop.clone()));
+    }
+    tasks.spawn(reaper::run(ctx.clone(), shutdown.clone()));
+    tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
+
+    let permits = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
+    let runs = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let ticket = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            t = ctx.bus.runs.take(Duration::from_secs(5)) => t,
+        };
+        match ticket {
+            Ok(Some(ticket)) => {
+                let (ctx, stop) = (ctx.clone(), hard_stop.clone());
+                runs.spawn(async move {
+                    run::execute(ctx, ticket, stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!(weir_telemetry::names::BUS_ERRORS, "op" => "take").increment(1);
+                tracing::warn!(error = %e, "could not take run requests");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    runs.close();
+    tracing::info!(active = runs.len(), grace = ?ctx.config.drain_grace, "draining");
+    if tokio::time::timeout(ctx.config.drain_grace, runs.wait()).await.is_err() {
+        hard_stop.cancel();
+        runs.wait().await;
+    }
+    hard_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(|| async { weir_telemetry::render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ctx = ctx.clone();
+                async move {
+                    match (ctx.bus.log.ping().await, ctx.store.ping().await) {
+                        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
+                        (b, s) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("bus: {b:?}, store: {s:?}"),
+                        ),
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}

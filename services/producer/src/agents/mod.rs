@@ -1,0 +1,145 @@
+//! Agents: what a producer runs for a session. An agent turns its input into
+//! events through an [`Emitter`]; seqs, batching, publishing, pause and
+//! cancel are the producer's business, so a new agent is one file here plus
+//! a line in [`Registry::standard`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+pub mod mock;
+
+/// One item of an agent's output, before the producer gives it a seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub kind: String,
+    pub source: Option<String>,
+    pub data: serde_json::Value,
+    /// When the agent produced it (Unix ms).
+    pub ts: f64,
+}
+
+/// How an agent ends when it does not fail.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finish {
+    /// AutoGen-style stop reason, when the agent has one.
+    pub stop_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AgentError {
+    /// The run was cancelled or the producer stopped it; not a failure of the agent.
+    #[error("run stopped")]
+    Stopped,
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error("{message}")]
+    Failed { code: String, message: String },
+}
+
+impl AgentError {
+    /// `(code, message)` of the `error` event this becomes.
+    pub fn code_and_message(&self) -> (String, String) {
+        match self {
+            AgentError::Stopped => ("stopped".into(), self.to_string()),
+            AgentError::BadInput(m) => ("bad_input".into(), m.clone()),
+            AgentError::Failed { code, message } => (code.clone(), message.clone()),
+        }
+    }
+}
+
+/// Whether the run may go on: pause holds every emit, cancel fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    Paused,
+    Stopped,
+}
+
+/// The agent's side of a run: emits wait while the run is paused and fail
+/// once it is stopped, so pausing stops generation, not just delivery.
+pub struct Emitter {
+    tx: mpsc::Sender<Output>,
+    gate: watch::Receiver<Gate>,
+}
+
+impl Emitter {
+    pub fn new(tx: mpsc::Sender<Output>, gate: watch::Receiver<Gate>) -> Emitter {
+        Emitter { tx, gate }
+    }
+
+    /// Emits one event; waits while paused or while the producer is behind.
+    pub async fn emit(
+        &mut self,
+        kind: &str,
+        source: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<(), AgentError> {
+        let permit = self.tx.reserve().await.map_err(|_| AgentError::Stopped)?;
+        wait_open(&mut self.gate).await?;
+        permit.send(Output {
+            kind: kind.to_owned(),
+            source: source.map(str::to_owned),
+            data,
+            ts: weir_protocol::now_ms(),
+        });
+        Ok(())
+    }
+
+    /// Returns when the run is not paused; fails when it is stopped.
+    pub async fn wait_open(&mut self) -> Result<(), AgentError> {
+        wait_open(&mut self.gate).await
+    }
+
+    /// Resolves when the run is stopped (for agents blocked on something else).
+    pub async fn stopped(&mut self) {
+        let _ = self.gate.wait_for(|g| *g == Gate::Stopped).await;
+    }
+}
+
+async fn wait_open(gate: &mut watch::Receiver<Gate>) -> Result<(), AgentError> {
+    let gate = gate
+        .wait_for(|g| *g != Gate::Paused)
+        .await
+        .map_err(|_| AgentError::Stopped)?;
+    match *gate {
+        Gate::Stopped => Err(AgentError::Stopped),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// Runs to completion, emitting events. The producer adds the `end` event.
+    async fn run(&self, input: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError>;
+}
+
+/// The agents a producer can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    agents: HashMap<String, Arc<dyn Agent>>,
+}
+
+impl Registry {
+    pub fn standard() -> Registry {
+        let mut r = Registry::default();
+        r.insert("mock", Arc::new(mock::MockAgent));
+        r
+    }
+
+    pub fn insert(&mut self, name: &str, agent: Arc<dyn Agent>) {
+        self.agents.insert(name.to_owned(), agent);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Agent>> {
+        self.agents.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.agents.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

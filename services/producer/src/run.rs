@@ -1,0 +1,338 @@
+//! One run: claim the session (lease), run its agent, give the agent's output
+//! seqs, publish it to the log (batched, retried, fenced), obey control ops,
+//! and end the session exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use weir_bus::{BusError, Fence, RunTicket};
+use weir_protocol::{ControlOp, EndReason, Event, RawEvent, SessionId, Status};
+use weir_store::Update;
+use weir_telemetry::names;
+
+use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
+use crate::Ctx;
+
+/// How a run stopped.
+#[derive(Debug)]
+enum Outcome {
+    Finished(Result<Finish, AgentError>),
+    Cancelled,
+    /// The producer is shutting down and the drain grace ran out.
+    Shutdown,
+    /// Another node owns the session now: publish nothing more.
+    Lost,
+}
+
+/// Executes one run request; every failure ends up in the session or the log.
+pub async fn execute(ctx: Arc<Ctx>, ticket: RunTicket, hard_stop: CancellationToken) {
+    let id = ticket.request.session.clone();
+    let span = tracing::info_span!("run", session = %id, node = %ctx.node);
+    async move {
+        match claim(&ctx, ticket).await {
+            Ok(Some(claimed)) => claimed.run(&ctx, hard_stop).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not start the run; it will be offered again"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Claimed {
+    id: SessionId,
+    agent: String,
+    input: serde_json::Value,
+    control: Option<ControlOp>,
+    publisher: Publisher,
+}
+
+/// Takes the session's lease and acknowledges the request; `None` when the
+/// session is gone, ended, or already run by someone else.
+async fn claim(ctx: &Arc<Ctx>, ticket: RunTicket) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
+    let req = ticket.request;
+    let id = req.session.clone();
+    let Some(state) = ctx.store.get(&id).await? else {
+        tracing::info!("session unknown or expired; run dropped");
+        ticket.ack.ack().await?;
+        return Ok(None);
+    };
+    if state.status.is_ended() || !ctx.store.acquire_lease(&id, &ctx.node, ctx.config.lease_ttl).await? {
+        tracing::info!(status = state.status.as_str(), "session ended or owned elsewhere; run dropped");
+        ticket.ack.ack().await?;
+        return Ok(None);
+    }
+    let last = match ctx.bus.log.last(&id).await {
+        Ok(last) => last,
+        Err(e) => {
+            ctx.store.release_lease(&id, &ctx.node).await?;
+            return Err(e.into());
+        }
+    };
+    ticket.ack.ack().await?;
+    let (next_seq, fence) = last
+        .as_ref()
+        .map_or((1, Fence(0)), |l| (l.event.seq + 1, l.fence));
+    Ok(Some(Claimed {
+        publisher: Publisher {
+            ctx: ctx.clone(),
+            id: id.clone(),
+            fence,
+            next_seq,
+            ended: last.is_some_and(|l| l.event.end),
+            store_updated: Instant::now(),
+        },
+        id,
+        agent: req.agent,
+        input: req.input,
+        control: state.control,
+    }))
+}
+
+impl Claimed {
+    async fn run(mut self, ctx: &Arc<Ctx>, hard_stop: CancellationToken) {
+        metrics::gauge!(names::RUNS_ACTIVE).increment(1.0);
+        let lost = CancellationToken::new();
+        let keeper = tokio::spawn(keep_lease(ctx.clone(), self.id.clone(), lost.clone()));
+        let outcome = if self.publisher.ended {
+            tracing::info!("the log already holds this session's end");
+            None
+        } else {
+            Some(self.drive(ctx, &hard_stop, &lost).await)
+        };
+        keeper.abort();
+        let label = match &outcome {
+            None => "already_ended",
+            Some(o) => self.finish(o).await,
+        };
+        if let Err(e) = ctx.store.release_lease(&self.id, &ctx.node).await {
+            tracing::warn!(error = %e, "could not release the lease; it will lapse");
+        }
+        metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
+        metrics::counter!(names::RUNS, "outcome" => label).increment(1);
+        tracing::info!(outcome = label, last_seq = self.publisher.next_seq - 1, "run finished");
+    }
+
+    /// Runs the agent and publishes its output until it ends or is stopped.
+    async fn drive(&mut self, ctx: &Arc<Ctx>, hard_stop: &CancellationToken, lost: &CancellationToken) -> Outcome {
+        let Some(agent) = ctx.agents.get(&self.agent) else {
+            let known = ctx.agents.names().join(", ");
+            return Outcome::Finished(Err(AgentError::Failed {
+                code: "unknown_agent".into(),
+                message: format!("no agent {:?} on this producer (it has: {known})", self.agent),
+            }));
+        };
+        let mut control = match ctx.bus.control.subscribe(&self.id).await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Finished(Err(AgentError::Failed { code: "bus_unavailable".into(), message: e.to_string() })),
+        };
+        // An op asked for before this producer subscribed is in the store.
+        let initial = match self.control {
+            Some(ControlOp::Cancel) => return Outcome::Cancelled,
+            Some(ControlOp::Pause) => Gate::Paused,
+            _ => Gate::Open,
+        };
+        let _ = ctx.store.update(&self.id, Update {
+            status: Some(if initial == Gate::Paused { Status::Paused } else { Status::Streaming }),
+            producer: Some(Some(ctx.node.clone())),
+            ..Update::default()
+        }).await;
+        if initial == Gate::Paused {
+            if let Err(o) = self.publisher.publish(vec![status_output("paused")], lost, hard_stop).await {
+                return o;
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(ctx.config.run_buffer.max(1));
+        let (gate_tx, gate_rx) = watch::channel(initial);
+        let input = std::mem::take(&mut self.input);
+        let mut agent_task = tokio::spawn(async move {
+            let mut emitter = Emitter::new(tx, gate_rx);
+            agent.run(input, &mut emitter).await
+        });
+        let started = Instant::now();
+        let mut first = true;
+        let mut batch = Vec::with_capacity(ctx.config.max_batch);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = lost.cancelled() => break Outcome::Lost,
+                _ = hard_stop.cancelled() => break Outcome::Shutdown,
+                op = control.next() => {
+                    let Some(op) = op else {
+                        control = futures::stream::pending().boxed();
+                        continue;
+                    };
+                    let current = *gate_tx.borrow();
+                    let (gate, status) = match (op, current) {
+                        (ControlOp::Cancel, _) => break Outcome::Cancelled,
+                        (ControlOp::Pause, Gate::Open) => (Gate::Paused, Status::Paused),
+                        (ControlOp::Resume, Gate::Paused) => (Gate::Open, Status::Streaming),
+                        _ => continue,
+                    };
+                    gate_tx.send_replace(gate);
+                    // What the agent made before the pause goes out before the notice.
+                    let mut items = Vec::new();
+                    while let Ok(o) = rx.try_recv() {
+                        items.push(o);
+                    }
+                    items.push(status_output(if gate == Gate::Paused { "paused" } else { "resumed" }));
+                    if let Err(o) = self.publisher.publish(items, lost, hard_stop).await {
+                        break o;
+                    }
+                    let _ = ctx.store.update(&self.id, Update { status: Some(status), last_seq: Some(self.publisher.next_seq - 1), ..Update::default() }).await;
+                }
+                n = rx.recv_many(&mut batch, ctx.config.max_batch) => {
+                    if n == 0 {
+                        break match (&mut agent_task).await {
+                            Ok(result) => Outcome::Finished(result),
+                            Err(e) => Outcome::Finished(Err(AgentError::Failed { code: "agent_panicked".into(), message: e.to_string() })),
+                        };
+                    }
+                    if std::mem::take(&mut first) {
+                        metrics::histogram!(names::TIME_TO_FIRST_TOKEN).record(started.elapsed().as_secs_f64());
+                    }
+                    if let Err(o) = self.publisher.publish(std::mem::take(&mut batch), lost, hard_stop).await {
+                        break o;
+                    }
+                }
+            }
+        };
+        gate_tx.send_replace(Gate::Stopped);
+        agent_task.abort();
+        match outcome {
+            // A cancel that raced with the agent's own end still cancels.
+            Outcome::Finished(Err(AgentError::Stopped)) => Outcome::Cancelled,
+            o => o,
+        }
+    }
+
+    /// Publishes the closing events and records the end; returns the outcome label.
+    async fn finish(&mut self, outcome: &Outcome) -> &'static str {
+        let (reason, error, stop_reason, label) = match outcome {
+            Outcome::Lost => {
+                metrics::counter!(names::LEASE_LOSSES).increment(1);
+                tracing::warn!("lost the session to another node; stopped without ending it");
+                return "lost";
+            }
+            Outcome::Finished(Ok(f)) => (EndReason::Completed, None, f.stop_reason.clone(), "completed"),
+            Outcome::Finished(Err(e)) => (EndReason::Failed, Some(e.code_and_message()), None, "failed"),
+            Outcome::Cancelled => (EndReason::Cancelled, None, None, "cancelled"),
+            Outcome::Shutdown => (
+                EndReason::Failed,
+                Some(("producer_shutdown".to_owned(), "the producer shut down before the run finished".to_owned())),
+                None,
+                "shutdown",
+            ),
+        };
+        let mut closing = Vec::new();
+        if let Some((code, message)) = error {
+            closing.push(Output { kind: "error".into(), source: None, data: serde_json::json!({"code": code, "message": message}), ts: weir_protocol::now_ms() });
+        }
+        let mut end = Event::end(0, reason, stop_reason.as_deref());
+        closing.push(Output { kind: end.kind.clone(), source: None, data: std::mem::take(&mut end.data), ts: end.ts });
+        // The closing events are published even while shutting down, but not
+        // after the session was lost.
+        let never = CancellationToken::new();
+        let lost = CancellationToken::new();
+        if self.publisher.publish(closing, &lost, &never).await.is_err() {
+            return "lost";
+        }
+        let last = self.publisher.next_seq - 1;
+        if let Err(e) = self.publisher.ctx.store.update(&self.id, Update::ended(reason, last)).await {
+            tracing::warn!(error = %e, "could not record the end in the store");
+        }
+        label
+    }
+}
+
+fn status_output(state: &str) -> Output {
+    Output {
+        kind: "status".into(),
+        source: None,
+        data: serde_json::json!({ "state": state }),
+        ts: weir_protocol::now_ms(),
+    }
+}
+
+/// Gives outputs their seqs and appends them, fenced, retrying bus errors
+/// with the same message so that a retry is stored once.
+struct Publisher {
+    ctx: Arc<Ctx>,
+    id: SessionId,
+    fence: Fence,
+    next_seq: u64,
+    ended: bool,
+    store_updated: Instant,
+}
+
+const STORE_UPDATE_EVERY: Duration = Duration::from_millis(100);
+
+impl Publisher {
+    async fn publish(&mut self, outputs: Vec<Output>, lost: &CancellationToken, hard_stop: &CancellationToken) -> Result<(), Outcome> {
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<RawEvent> = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| Event { seq: self.next_seq + i as u64, kind: o.kind, ts: o.ts, source: o.source, data: o.data }.to_raw())
+            .collect();
+        let mut backoff = Duration::from_millis(25);
+        let started = Instant::now();
+        let appended = loop {
+            match self.ctx.bus.log.append(&self.id, &events, self.fence).await {
+                Ok(a) => break a,
+                Err(BusError::Fenced) => return Err(Outcome::Lost),
+                Err(e) => {
+                    metrics::counter!(names::PUBLISH_RETRIES).increment(1);
+                    metrics::counter!(names::BUS_ERRORS, "op" => "append").increment(1);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "publish failed; retrying");
+                    tokio::select! {
+                        _ = lost.cancelled() => return Err(Outcome::Lost),
+                        _ = hard_stop.cancelled() => return Err(Outcome::Shutdown),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        metrics::histogram!(names::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(names::EVENTS_PER_PUBLISH).record(events.len() as f64);
+        metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
+        self.fence = appended.fence;
+        self.next_seq += events.len() as u64;
+        if self.store_updated.elapsed() >= STORE_UPDATE_EVERY {
+            self.store_updated = Instant::now();
+            let update = Update { last_seq: Some(self.next_seq - 1), ..Update::default() };
+            if let Err(e) = self.ctx.store.update(&self.id, update).await {
+                tracing::debug!(error = %e, "last_seq not recorded");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renews the run's lease every third of its time; cancels `lost` when it
+/// is taken away or cannot be renewed before it lapses.
+async fn keep_lease(ctx: Arc<Ctx>, id: SessionId, lost: CancellationToken) {
+    let ttl = ctx.config.lease_ttl;
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match ctx.store.renew_lease(&id, &ctx.node, ttl).await {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                if last_ok.elapsed() >= ttl {
+                    break;
+                }
+            }
+        }
+    }
+    lost.cancel();
+}
