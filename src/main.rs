@@ -1,1 +1,33 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+
+/// weir: stream AI agent output to browsers, resumable on any node.
+#[derive(Parser)]
+#[command(name = "weir", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One process: edge + producer on the in-memory bus and store, demo page at /.
+    Dev(weir::dev::DevConfig),
+    /// An edge node (same as `weir-edge`).
+    Edge(weir_edge::EdgeConfig),
+    /// A producer worker (same as `weir-producer`).
+    Producer(weir_producer::ProducerConfig),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Dev(config) => {
+            weir_telemetry::init_tracing(weir_telemetry::LogFormat::Human);
+            weir_telemetry::prometheus();
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            weir::dev::run(config, listener, weir_telemetry::shutdown_on_signal()).await
+        }
+        Command::Edge(config) => weir_edge::main(config).await,
+        Command::Producer(config) => weir_producer::main(config).await,
+    }
+}

@@ -82,7 +82,10 @@ mod tests {
     fn input_is_checked() {
         let ok = MockInput::parse(&serde_json::json!({"tokens": 5, "rate": 10, "seed": 1}));
         assert_eq!(ok.unwrap().tokens, 5);
-        assert_eq!(MockInput::parse(&serde_json::Value::Null).unwrap().tokens, 100);
+        assert_eq!(
+            MockInput::parse(&serde_json::Value::Null).unwrap().tokens,
+            100
+        );
         for bad in [
             serde_json::json!({"tokens": -1}),
             serde_json::json!({"tokens": "many"}),

@@ -1,1 +1,218 @@
+//! `weir-edge`: the HTTP API, WebSocket and SSE in front of the bus. Edges
+//! are stateless — any edge serves any session at any time — so a client
+//! that loses its node reconnects to another with its last seq.
+//!
+//! - [`config`]: flags and environment.
+//! - [`api`], [`ws`], [`sse`]: the endpoints; [`error`]: their error type.
+//! - [`sessions`]: auth, session view, resume checks and control.
+//! - [`hub`]: one upstream feed per session per node, fanned out.
+//! - [`subscription`]: a subscriber's cursor over ring and log.
+//! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
+//!   heartbeats, write timeout, drain.
+//!
+//! [`run`] is what the binary and the tests call.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use weir_bus::{Bus, BusConfig};
+use weir_protocol::{ControlOp, TokenKey};
+use weir_store::{RedisStore, SessionStore};
+use weir_telemetry::names;
+
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod hub;
+pub mod sessions;
+pub mod sse;
+pub mod subscription;
+pub mod ws;
+
+pub use config::EdgeConfig;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: EdgeConfig,
+    pub node: String,
+    pub bus: Bus,
+    pub store: Arc<dyn SessionStore>,
+    pub hub: hub::Hub,
+    pub keys: TokenKey,
+    pub permits: Arc<Semaphore>,
+    /// Cancelled when the node starts draining.
+    pub drain: CancellationToken,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: EdgeConfig, bus: Bus, store: Arc<dyn SessionStore>) -> AppState {
+        AppState(Arc::new(Inner {
+            node: config.node_id(),
+            hub: hub::Hub::new(bus.log.clone(), config.session_ring),
+            keys: TokenKey::new(config.secret.as_bytes()),
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            drain: CancellationToken::new(),
+            config,
+            bus,
+            store,
+        }))
+    }
+
+    pub fn limits(&self) -> connection::Limits {
+        let (high, low) = self.config.watermarks();
+        connection::Limits {
+            buffer: self.config.conn_buffer,
+            high,
+            low,
+            max_frame_events: self.config.max_frame_events,
+            heartbeat: self.config.heartbeat,
+            write_timeout: self.config.write_timeout,
+        }
+    }
+}
+
+/// Holds one of the node's connection slots and counts the connection open.
+pub struct ConnectionGuard(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl ConnectionGuard {
+    /// A slot, unless the node is full or draining.
+    pub fn try_new(state: &AppState, transport: &'static str) -> Option<ConnectionGuard> {
+        let permit = state
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .filter(|_| !state.drain.is_cancelled());
+        match permit {
+            Some(p) => {
+                metrics::counter!(names::CONNECTIONS_ACCEPTED, "transport" => transport)
+                    .increment(1);
+                metrics::gauge!(names::CONNECTIONS_OPEN).increment(1.0);
+                Some(ConnectionGuard(p))
+            }
+            None => {
+                metrics::counter!(names::CONNECTIONS_REJECTED).increment(1);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let control = |op: ControlOp| {
+        move |s, p: axum::extract::Path<String>, h, q| {
+            api::control(s, axum::extract::Path((p.0, op.as_str().to_owned())), h, q)
+        }
+    };
+    Router::new()
+        .route("/", get(api::demo_page))
+        .route("/weir-client.js", get(api::client_js))
+        .route("/v1/sessions", post(api::create))
+        .route("/v1/sessions/{id}", get(api::get))
+        .route("/v1/sessions/{id}/history", get(api::history))
+        .route("/v1/sessions/{id}/events", get(sse::events))
+        .route("/v1/sessions/{id}/ws", get(ws::upgrade))
+        .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
+        .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
+        .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(api::count_requests))
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .with_state(state)
+}
+
+/// Connects to NATS and Redis as configured.
+pub async fn connect(
+    config: &EdgeConfig,
+    node: &str,
+) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
+    let bus_config = BusConfig {
+        retention: config.retention,
+        ..BusConfig::default()
+    };
+    let bus = Bus::nats(&config.nats_url, node, bus_config).await?;
+    let store = RedisStore::connect(&config.redis_url, config.retention).await?;
+    Ok((bus, Arc::new(store)))
+}
+
+/// Serves until `shutdown`, then drains: stops accepting, tells every
+/// client to reconnect elsewhere (`reconnect` + 1012), and waits up to
+/// `drain_grace` for connections and requests to finish.
+pub async fn run(
+    config: EdgeConfig,
+    bus: Bus,
+    store: Arc<dyn SessionStore>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let grace = config.drain_grace;
+    let max_connections = config.max_connections;
+    let state = AppState::new(config, bus, store);
+    tracing::info!(node = %state.node, addr = %listener.local_addr()?, "edge listening");
+    let drain = state.drain.clone();
+    let permits = state.permits.clone();
+    let app = router(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+        drain.cancel();
+    });
+    let server = tokio::spawn(async move { server.await });
+    state.drain.cancelled().await;
+    tracing::info!(grace = ?grace, "draining");
+    // Connections hold permits; all permits back means all connections gone.
+    let all_closed = async {
+        let _all = permits.acquire_many(max_connections as u32).await;
+    };
+    let _ = tokio::time::timeout(grace, async {
+        all_closed.await;
+        let _ = server.await;
+    })
+    .await;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// The `weir-edge` process: logs, connections, listener, signals, [`run`].
+pub async fn main(config: EdgeConfig) -> anyhow::Result<()> {
+    weir_telemetry::init_tracing(config.log_format);
+    config.validate().map_err(anyhow::Error::msg)?;
+    weir_telemetry::prometheus();
+    let node = config.node_id();
+    let (bus, store) = connect(&config, &node).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    run(
+        config,
+        bus,
+        store,
+        listener,
+        weir_telemetry::shutdown_on_signal(),
+    )
+    .await
+}

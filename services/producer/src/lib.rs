@@ -38,7 +38,10 @@ pub struct Ctx {
 }
 
 /// Connects to NATS and Redis as configured.
-pub async fn connect(config: &ProducerConfig, node: &str) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
+pub async fn connect(
+    config: &ProducerConfig,
+    node: &str,
+) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
     let bus_config = BusConfig {
         retention: config.retention,
         ..BusConfig::default()
@@ -59,7 +62,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let node = config.node_id();
-    let ctx = Arc::new(Ctx { bus, store, agents, node: node.clone(), config });
+    let ctx = Arc::new(Ctx {
+        bus,
+        store,
+        agents,
+        node: node.clone(),
+        config,
+    });
     let tasks = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     if let Some(listener) = listener {
@@ -97,7 +106,10 @@ pub async fn run(
     }
     runs.close();
     tracing::info!(active = runs.len(), grace = ?ctx.config.drain_grace, "draining");
-    if tokio::time::timeout(ctx.config.drain_grace, runs.wait()).await.is_err() {
+    if tokio::time::timeout(ctx.config.drain_grace, runs.wait())
+        .await
+        .is_err()
+    {
         hard_stop.cancel();
         runs.wait().await;
     }
@@ -132,4 +144,24 @@ async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationT
     {
         tracing::error!(error = %e, "metrics server failed");
     }
+}
+
+/// The `weir-producer` process: logs, connections, metrics listener,
+/// signals, [`run`](fn@run).
+pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
+    weir_telemetry::init_tracing(config.log_format);
+    weir_telemetry::prometheus();
+    let node = config.node_id();
+    let (bus, store) = connect(&config, &node).await?;
+    let listener = TcpListener::bind(config.metrics_listen).await?;
+    let shutdown = weir_telemetry::shutdown_on_signal();
+    run(
+        config,
+        bus,
+        store,
+        Registry::standard(),
+        Some(listener),
+        shutdown,
+    )
+    .await
 }

@@ -34,7 +34,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 }
 
 async fn reap(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if !ctx.store.acquire_lease(id, &ctx.node, ctx.config.lease_ttl).await? {
+    if !ctx
+        .store
+        .acquire_lease(id, &ctx.node, ctx.config.lease_ttl)
+        .await?
+    {
         return Ok(()); // renewed meanwhile, or another reaper has it
     }
     // On an error the lease is kept: it lapses and the session is reaped again.
@@ -43,7 +47,10 @@ async fn reap(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-async fn end_failed(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn end_failed(
+    ctx: &Ctx,
+    id: &SessionId,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let Some(state) = ctx.store.get(id).await? else {
         ctx.store.forget_lease(id).await?;
         return Ok(());
@@ -55,7 +62,9 @@ async fn end_failed(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error:
             .ok()
             .and_then(|e| e.data["reason"].as_str().and_then(EndReason::parse))
             .unwrap_or(EndReason::Failed);
-        ctx.store.update(id, Update::ended(reason, l.event.seq)).await?;
+        ctx.store
+            .update(id, Update::ended(reason, l.event.seq))
+            .await?;
         return Ok(());
     }
     if state.status.is_ended() {
@@ -66,7 +75,11 @@ async fn end_failed(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error:
     let seq = loop {
         let (seq, fence) = last.map_or((0, Default::default()), |l| (l.event.seq, l.fence));
         let events = [
-            Event::error(seq + 1, "producer_lost", "the producer running this session stopped responding"),
+            Event::error(
+                seq + 1,
+                "producer_lost",
+                "the producer running this session stopped responding",
+            ),
             Event::end(seq + 2, EndReason::Failed, None),
         ]
         .map(|e| e.to_raw());
@@ -84,7 +97,9 @@ async fn end_failed(ctx: &Ctx, id: &SessionId) -> Result<(), Box<dyn std::error:
             Err(e) => return Err(e.into()),
         }
     };
-    ctx.store.update(id, Update::ended(EndReason::Failed, seq + 2)).await?;
+    ctx.store
+        .update(id, Update::ended(EndReason::Failed, seq + 2))
+        .await?;
     metrics::counter!(names::RUNS_REAPED).increment(1);
     tracing::warn!(session = %id, producer = ?state.producer, "ended the run of a lost producer as failed");
     Ok(())

@@ -36,7 +36,9 @@ pub async fn execute(ctx: Arc<Ctx>, ticket: RunTicket, hard_stop: CancellationTo
         match claim(&ctx, ticket).await {
             Ok(Some(claimed)) => claimed.run(&ctx, hard_stop).await,
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not start the run; it will be offered again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the run; it will be offered again")
+            }
         }
     }
     .instrument(span)
@@ -53,7 +55,10 @@ struct Claimed {
 
 /// Takes the session's lease and acknowledges the request; `None` when the
 /// session is gone, ended, or already run by someone else.
-async fn claim(ctx: &Arc<Ctx>, ticket: RunTicket) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
+async fn claim(
+    ctx: &Arc<Ctx>,
+    ticket: RunTicket,
+) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
     let req = ticket.request;
     let id = req.session.clone();
     let Some(state) = ctx.store.get(&id).await? else {
@@ -61,8 +66,16 @@ async fn claim(ctx: &Arc<Ctx>, ticket: RunTicket) -> Result<Option<Claimed>, Box
         ticket.ack.ack().await?;
         return Ok(None);
     };
-    if state.status.is_ended() || !ctx.store.acquire_lease(&id, &ctx.node, ctx.config.lease_ttl).await? {
-        tracing::info!(status = state.status.as_str(), "session ended or owned elsewhere; run dropped");
+    if state.status.is_ended()
+        || !ctx
+            .store
+            .acquire_lease(&id, &ctx.node, ctx.config.lease_ttl)
+            .await?
+    {
+        tracing::info!(
+            status = state.status.as_str(),
+            "session ended or owned elsewhere; run dropped"
+        );
         ticket.ack.ack().await?;
         return Ok(None);
     }
@@ -114,21 +127,38 @@ impl Claimed {
         }
         metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
         metrics::counter!(names::RUNS, "outcome" => label).increment(1);
-        tracing::info!(outcome = label, last_seq = self.publisher.next_seq - 1, "run finished");
+        tracing::info!(
+            outcome = label,
+            last_seq = self.publisher.next_seq - 1,
+            "run finished"
+        );
     }
 
     /// Runs the agent and publishes its output until it ends or is stopped.
-    async fn drive(&mut self, ctx: &Arc<Ctx>, hard_stop: &CancellationToken, lost: &CancellationToken) -> Outcome {
+    async fn drive(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        hard_stop: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Outcome {
         let Some(agent) = ctx.agents.get(&self.agent) else {
             let known = ctx.agents.names().join(", ");
             return Outcome::Finished(Err(AgentError::Failed {
                 code: "unknown_agent".into(),
-                message: format!("no agent {:?} on this producer (it has: {known})", self.agent),
+                message: format!(
+                    "no agent {:?} on this producer (it has: {known})",
+                    self.agent
+                ),
             }));
         };
         let mut control = match ctx.bus.control.subscribe(&self.id).await {
             Ok(c) => c,
-            Err(e) => return Outcome::Finished(Err(AgentError::Failed { code: "bus_unavailable".into(), message: e.to_string() })),
+            Err(e) => {
+                return Outcome::Finished(Err(AgentError::Failed {
+                    code: "bus_unavailable".into(),
+                    message: e.to_string(),
+                }))
+            }
         };
         // An op asked for before this producer subscribed is in the store.
         let initial = match self.control {
@@ -136,13 +166,27 @@ impl Claimed {
             Some(ControlOp::Pause) => Gate::Paused,
             _ => Gate::Open,
         };
-        let _ = ctx.store.update(&self.id, Update {
-            status: Some(if initial == Gate::Paused { Status::Paused } else { Status::Streaming }),
-            producer: Some(Some(ctx.node.clone())),
-            ..Update::default()
-        }).await;
+        let _ = ctx
+            .store
+            .update(
+                &self.id,
+                Update {
+                    status: Some(if initial == Gate::Paused {
+                        Status::Paused
+                    } else {
+                        Status::Streaming
+                    }),
+                    producer: Some(Some(ctx.node.clone())),
+                    ..Update::default()
+                },
+            )
+            .await;
         if initial == Gate::Paused {
-            if let Err(o) = self.publisher.publish(vec![status_output("paused")], lost, hard_stop).await {
+            if let Err(o) = self
+                .publisher
+                .publish(vec![status_output("paused")], lost, hard_stop)
+                .await
+            {
                 return o;
             }
         }
@@ -218,31 +262,65 @@ impl Claimed {
                 tracing::warn!("lost the session to another node; stopped without ending it");
                 return "lost";
             }
-            Outcome::Finished(Ok(f)) => (EndReason::Completed, None, f.stop_reason.clone(), "completed"),
-            Outcome::Finished(Err(e)) => (EndReason::Failed, Some(e.code_and_message()), None, "failed"),
+            Outcome::Finished(Ok(f)) => (
+                EndReason::Completed,
+                None,
+                f.stop_reason.clone(),
+                "completed",
+            ),
+            Outcome::Finished(Err(e)) => (
+                EndReason::Failed,
+                Some(e.code_and_message()),
+                None,
+                "failed",
+            ),
             Outcome::Cancelled => (EndReason::Cancelled, None, None, "cancelled"),
             Outcome::Shutdown => (
                 EndReason::Failed,
-                Some(("producer_shutdown".to_owned(), "the producer shut down before the run finished".to_owned())),
+                Some((
+                    "producer_shutdown".to_owned(),
+                    "the producer shut down before the run finished".to_owned(),
+                )),
                 None,
                 "shutdown",
             ),
         };
         let mut closing = Vec::new();
         if let Some((code, message)) = error {
-            closing.push(Output { kind: "error".into(), source: None, data: serde_json::json!({"code": code, "message": message}), ts: weir_protocol::now_ms() });
+            closing.push(Output {
+                kind: "error".into(),
+                source: None,
+                data: serde_json::json!({"code": code, "message": message}),
+                ts: weir_protocol::now_ms(),
+            });
         }
         let mut end = Event::end(0, reason, stop_reason.as_deref());
-        closing.push(Output { kind: end.kind.clone(), source: None, data: std::mem::take(&mut end.data), ts: end.ts });
+        closing.push(Output {
+            kind: end.kind.clone(),
+            source: None,
+            data: std::mem::take(&mut end.data),
+            ts: end.ts,
+        });
         // The closing events are published even while shutting down, but not
         // after the session was lost.
         let never = CancellationToken::new();
         let lost = CancellationToken::new();
-        if self.publisher.publish(closing, &lost, &never).await.is_err() {
+        if self
+            .publisher
+            .publish(closing, &lost, &never)
+            .await
+            .is_err()
+        {
             return "lost";
         }
         let last = self.publisher.next_seq - 1;
-        if let Err(e) = self.publisher.ctx.store.update(&self.id, Update::ended(reason, last)).await {
+        if let Err(e) = self
+            .publisher
+            .ctx
+            .store
+            .update(&self.id, Update::ended(reason, last))
+            .await
+        {
             tracing::warn!(error = %e, "could not record the end in the store");
         }
         label
@@ -272,14 +350,28 @@ struct Publisher {
 const STORE_UPDATE_EVERY: Duration = Duration::from_millis(100);
 
 impl Publisher {
-    async fn publish(&mut self, outputs: Vec<Output>, lost: &CancellationToken, hard_stop: &CancellationToken) -> Result<(), Outcome> {
+    async fn publish(
+        &mut self,
+        outputs: Vec<Output>,
+        lost: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), Outcome> {
         if outputs.is_empty() {
             return Ok(());
         }
         let events: Vec<RawEvent> = outputs
             .into_iter()
             .enumerate()
-            .map(|(i, o)| Event { seq: self.next_seq + i as u64, kind: o.kind, ts: o.ts, source: o.source, data: o.data }.to_raw())
+            .map(|(i, o)| {
+                Event {
+                    seq: self.next_seq + i as u64,
+                    kind: o.kind,
+                    ts: o.ts,
+                    source: o.source,
+                    data: o.data,
+                }
+                .to_raw()
+            })
             .collect();
         let mut backoff = Duration::from_millis(25);
         let started = Instant::now();
@@ -307,7 +399,10 @@ impl Publisher {
         self.next_seq += events.len() as u64;
         if self.store_updated.elapsed() >= STORE_UPDATE_EVERY {
             self.store_updated = Instant::now();
-            let update = Update { last_seq: Some(self.next_seq - 1), ..Update::default() };
+            let update = Update {
+                last_seq: Some(self.next_seq - 1),
+                ..Update::default()
+            };
             if let Err(e) = self.ctx.store.update(&self.id, update).await {
                 tracing::debug!(error = %e, "last_seq not recorded");
             }

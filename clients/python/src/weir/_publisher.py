@@ -292,7 +292,10 @@ class Publisher:
             self._acked_seq = last_seq
             self._fence = fence
             self._ctl_sub = await self._nc.subscribe(self._ctl_subject, cb=self._on_control)
-            # Make sure the server has the subscription before anyone relies on it.
+            # Make sure the server has the subscription before anyone relies on it. Twice: nats-py
+            # (2.16) writes a flush's PING straight to the socket, possibly ahead of the SUB still
+            # queued for its flusher task, so only the second PONG proves the SUB was processed.
+            await self._nc.flush(timeout=self._ack_timeout)
             await self._nc.flush(timeout=self._ack_timeout)
         except BaseException:
             if self._own_nc:

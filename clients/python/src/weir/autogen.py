@@ -281,6 +281,7 @@ async def stream_to_weir(
     end: bool = True,
     usage: bool = True,
     close_timeout: float = 10.0,
+    cancel_grace: float = 5.0,
     **run_kwargs: Any,
 ) -> RunOutcome:
     """Run an AutoGen team or agent (anything with ``run_stream``) and publish its stream.
@@ -290,8 +291,10 @@ async def stream_to_weir(
     async generator returned by ``run_stream``); pass the ``cancellation_token`` given to that
     ``run_stream`` then, or cancel cannot reach the run's model calls and tools.
 
-    Control: ``cancel`` cancels the token and stops the run at once (``end`` reason
-    ``cancelled``); ``pause`` stops pulling from the stream until ``resume``. An exception of
+    Control: ``cancel`` cancels the token, publishes nothing more from the run, and ends the
+    session with reason ``cancelled`` as soon as the run has stopped (a run that ignores the
+    token is cancelled with ``asyncio`` after ``cancel_grace`` seconds, and its stream is
+    closed at the next item anyway); ``pause`` stops pulling from the stream until ``resume``. An exception of
     the run publishes ``error`` and ``end`` reason ``failed`` and is returned in
     :attr:`RunOutcome.error` (not raised). Errors of the publisher itself (e.g.
     :class:`weir.FencedError`) cancel the run and are raised.
@@ -325,6 +328,8 @@ async def stream_to_weir(
                 except StopAsyncIteration:
                     return "exhausted"
                 for kind, data, source in to_weir_events(item, usage=usage):
+                    if publisher.cancelled or publisher.failure is not None:
+                        return "halted"  # nothing more is published once cancel arrived
                     if kind == "end":
                         outcome.result = item if isinstance(item, TaskResult) else None
                         outcome.stop_reason = data.get("stop_reason")
@@ -350,9 +355,13 @@ async def stream_to_weir(
                     log.exception("publishing end(cancelled) failed")
             raise
         if not pump_task.done():
-            # Cancelled on the control channel, or the publisher failed: stop the run now.
+            # Cancelled on the control channel, or the publisher failed: cancel the token, which
+            # lets AutoGen stop its model calls, tools and team runtime cleanly; nothing more is
+            # published. A run that ignores the token is cancelled hard after `cancel_grace`.
             token.cancel()
-            pump_task.cancel()
+            await asyncio.wait({pump_task}, timeout=cancel_grace)
+            if not pump_task.done():
+                pump_task.cancel()
             await asyncio.gather(pump_task, return_exceptions=True)
             if publisher.failure is not None:
                 raise publisher.failure

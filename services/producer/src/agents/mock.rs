@@ -56,7 +56,9 @@ mod tests {
             assert_eq!(o.data["text"], token_text(9, n));
         }
         gate_tx.send(Gate::Stopped).unwrap();
-        let stopped = MockAgent.run(serde_json::json!({"tokens": 100}), &mut out).await;
+        let stopped = MockAgent
+            .run(serde_json::json!({"tokens": 100}), &mut out)
+            .await;
         assert_eq!(stopped, Err(AgentError::Stopped));
     }
 }

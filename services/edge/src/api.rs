@@ -1,0 +1,289 @@
+//! The HTTP API (protocol.md §4), except the streams (`ws`, `sse`).
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use weir_protocol::mock::MockInput;
+use weir_protocol::{ControlOp, RunRequest, SessionId};
+use weir_store::SessionState;
+use weir_telemetry::names;
+
+use crate::error::ApiError;
+use crate::sessions::{self, bearer};
+use crate::AppState;
+
+pub const EXTERNAL_AGENT: &str = "external";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    agent: String,
+    #[serde(default)]
+    input: serde_json::Value,
+    /// Optional caller-chosen id (idempotent creation); random otherwise.
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge;
+    }
+    ApiError::BadRequest(rejection.body_text())
+}
+
+/// Constant-time comparison, so the API key cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /v1/sessions`
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if let Some(key) = &state.config.api_key {
+        let given = bearer(&headers, None).unwrap_or_default();
+        if !same(given.as_bytes(), key.as_bytes()) {
+            return Err(ApiError::Unauthorized("missing or wrong API key".into()));
+        }
+    }
+    let Json(body) = body.map_err(json_error)?;
+    let agent = body.agent.as_str();
+    if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown agent {agent:?}; this cluster runs: external, {}",
+            state.config.agents.join(", ")
+        )));
+    }
+    if !(body.input.is_object() || body.input.is_null()) {
+        return Err(ApiError::BadRequest("input must be a JSON object".into()));
+    }
+    if agent == "mock" {
+        MockInput::parse(&body.input).map_err(ApiError::BadRequest)?;
+    }
+    let id = match &body.id {
+        Some(id) => SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => SessionId::random(),
+    };
+    if !state
+        .store
+        .create(&SessionState::new(id.clone(), agent))
+        .await?
+    {
+        return Err(ApiError::Conflict(format!("session {id} already exists")));
+    }
+    if agent != EXTERNAL_AGENT {
+        let run = RunRequest {
+            session: id.clone(),
+            agent: agent.to_owned(),
+            input: body.input,
+        };
+        state.bus.runs.enqueue(&run).await?;
+    }
+    metrics::counter!(names::SESSIONS_CREATED, "agent" => agent.to_owned()).increment(1);
+    let token = state.keys.issue(&id, state.config.token_ttl.as_secs());
+    let base = public_base(&state, &headers);
+    let ws_base = base.replacen("http", "ws", 1);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": id,
+            "token": token,
+            "ws_url": format!("{ws_base}/v1/sessions/{id}/ws?token={token}"),
+            "events_url": format!("{base}/v1/sessions/{id}/events?token={token}"),
+        })),
+    ))
+}
+
+/// `http(s)://host` as clients reach this edge.
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::BadRequest(e.body_text())
+}
+
+/// `GET /v1/sessions/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SessionState>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    Ok(Json(sessions::view(&state, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    token: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// `GET /v1/sessions/{id}/history?after=N&limit=M`
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100));
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_HISTORY_PAGE}"
+        )));
+    }
+    let s = sessions::view(&state, &id).await?;
+    let events = match sessions::check_resume(&state, &s, after).await? {
+        sessions::Resume::Complete => Vec::new(),
+        sessions::Resume::Stream => {
+            state
+                .bus
+                .log
+                .reader(&id, after)
+                .await?
+                .next_page(limit)
+                .await?
+        }
+    };
+    if let Some(first) = events.first().filter(|e| e.seq != after + 1) {
+        return Err(ApiError::Expired(format!(
+            "events {} to {} are no longer stored",
+            after + 1,
+            first.seq - 1
+        )));
+    }
+    let next_after = events.last().map_or(after, |e| e.seq);
+    // The events' own bytes, not re-encoded.
+    let mut body = String::from(r#"{"events":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(std::str::from_utf8(&e.json).unwrap_or("null"));
+    }
+    body.push_str(&format!(r#"],"next_after":{next_after}}}"#));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `POST /v1/sessions/{id}/{pause|resume|cancel}`
+pub async fn control(
+    State(state): State<AppState>,
+    Path((id, op)): Path<(String, String)>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let op = ControlOp::parse(&op).ok_or(ApiError::NotFound)?;
+    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    sessions::control(&state, &id, op).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "op": op.as_str() })),
+    ))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when both the bus and the store answer.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (bus, store) = tokio::join!(state.bus.log.ping(), state.store.ping());
+    let body = serde_json::json!({
+        "bus": bus.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "draining": state.drain.is_cancelled(),
+    });
+    let ok = bus.is_ok() && store.is_ok() && !state.drain.is_cancelled();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        weir_telemetry::render(),
+    )
+        .into_response()
+}
+
+pub async fn demo_page() -> Html<&'static str> {
+    Html(include_str!("../static/index.html"))
+}
+
+pub async fn client_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../clients/js/weir-client.js"),
+    )
+        .into_response()
+}
+
+/// Unknown routes get a JSON 404 like every other error.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Counts requests by route and status.
+pub async fn count_requests(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    response
+}
+
+/// Parses `?after=` and `Last-Event-ID`-style cursors.
+pub fn parse_after(raw: Option<&str>) -> Result<u64, ApiError> {
+    match raw {
+        None | Some("") => Ok(0),
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("after must be a seq (u64), not {s:?}"))),
+    }
+}
+
+/// Query parameters of the stream endpoints, parsed by hand so that a bad
+/// value becomes a protocol error rather than a bare 400.
+pub type RawQuery = Query<HashMap<String, String>>;

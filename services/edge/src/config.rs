@@ -1,0 +1,142 @@
+//! The edge's configuration: `--flags` mirrored by `WEIR_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use weir_telemetry::LogFormat;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeConfig {
+    /// HTTP, WebSocket and SSE address.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// NATS server(s) with JetStream.
+    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Redis holding session state.
+    #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// This node's id, sent in `hello` frames (default: edge-<host>-<pid>).
+    #[arg(long, env = "WEIR_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Shared HS256 secret that signs session tokens (same on every edge).
+    #[arg(long, env = "WEIR_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// When set, `POST /v1/sessions` needs `Authorization: Bearer <key>`.
+    #[arg(long, env = "WEIR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Agents sessions may ask for, besides `external` (comma-separated).
+    #[arg(
+        long,
+        env = "WEIR_AGENTS",
+        default_value = "mock,openai",
+        value_delimiter = ','
+    )]
+    pub agents: Vec<String>,
+    /// How long events and session state are kept.
+    #[arg(long, env = "WEIR_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Lifetime of the session tokens this edge issues.
+    #[arg(long, env = "WEIR_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+    /// Base URL put in `ws_url`/`events_url` (default: from the request's Host).
+    #[arg(long, env = "WEIR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Per-connection buffer: most events held for one client.
+    #[arg(long, env = "WEIR_CONN_BUFFER", default_value_t = 1024)]
+    pub conn_buffer: usize,
+    /// Stop pulling a connection's events at this fill of its buffer...
+    #[arg(long, env = "WEIR_HIGH_WATERMARK", default_value_t = 0.8)]
+    pub high_watermark: f64,
+    /// ...and pull again once it has drained to this fill.
+    #[arg(long, env = "WEIR_LOW_WATERMARK", default_value_t = 0.3)]
+    pub low_watermark: f64,
+    /// Most events coalesced into one frame.
+    #[arg(long, env = "WEIR_MAX_FRAME_EVENTS", default_value_t = 256)]
+    pub max_frame_events: usize,
+    /// Recent events kept per session for live fan-out; clients further
+    /// behind are fed from the log.
+    #[arg(long, env = "WEIR_SESSION_RING", default_value_t = 1024)]
+    pub session_ring: usize,
+    /// Heartbeat frame after this much idle time.
+    #[arg(long, env = "WEIR_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+    /// A client that does not take a frame for this long is closed with 4008.
+    #[arg(long, env = "WEIR_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+    /// Largest client frame, in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "WEIR_MAX_CLIENT_FRAME", default_value_t = 65536)]
+    pub max_client_frame: usize,
+    /// Most WebSocket + SSE connections on this node; more get 503.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 20000)]
+    pub max_connections: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "WEIR_MAX_BODY", default_value_t = 65536)]
+    pub max_body: usize,
+    /// On SIGTERM, how long to wait for connections to close after `reconnect`.
+    #[arg(long, env = "WEIR_DRAIN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
+    /// Log format: human or json.
+    #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+impl EdgeConfig {
+    /// Defaults, for tests and the embedded mode.
+    pub fn local(secret: &str) -> EdgeConfig {
+        EdgeConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            node_id: None,
+            secret: secret.into(),
+            api_key: None,
+            agents: vec!["mock".into(), "openai".into()],
+            retention: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(3600),
+            public_url: None,
+            conn_buffer: 1024,
+            high_watermark: 0.8,
+            low_watermark: 0.3,
+            max_frame_events: 256,
+            session_ring: 1024,
+            heartbeat: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
+            max_client_frame: 65536,
+            max_connections: 20000,
+            max_body: 65536,
+            drain_grace: Duration::from_secs(10),
+            log_format: LogFormat::Human,
+        }
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+            format!("edge-{host}-{}", std::process::id())
+        })
+    }
+
+    /// Checks the settings that flags alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.secret.len() < 8 {
+            return Err("WEIR_SECRET must be at least 8 bytes".into());
+        }
+        let (lo, hi) = (self.low_watermark, self.high_watermark);
+        if !(0.0 < hi && hi <= 1.0 && 0.0 <= lo && lo < hi) {
+            return Err("watermarks must satisfy 0 <= low < high <= 1".into());
+        }
+        if self.conn_buffer == 0 || self.max_frame_events == 0 || self.session_ring == 0 {
+            return Err("buffer sizes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Buffer fills (in events) where pulling stops and starts again.
+    pub fn watermarks(&self) -> (usize, usize) {
+        let cap = self.conn_buffer as f64;
+        let high = ((cap * self.high_watermark).ceil() as usize).clamp(1, self.conn_buffer);
+        let low = ((cap * self.low_watermark).floor() as usize).min(high - 1);
+        (high, low)
+    }
+}

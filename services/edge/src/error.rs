@@ -1,0 +1,84 @@
+//! The HTTP API's one error type: every failure becomes a status and a JSON
+//! body `{"error": {"code", "message"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use weir_bus::BusError;
+use weir_protocol::TokenError;
+use weir_store::StoreError;
+use weir_telemetry::names;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("no such session")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("history expired: {0}")]
+    Expired(String),
+    #[error("request body too large")]
+    TooLarge,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Expired(_) => StatusCode::GONE,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Expired(_) => "history_expired",
+            ApiError::TooLarge => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, ApiError::Unauthorized(_)) {
+            metrics::counter!(names::AUTH_FAILURES).increment(1);
+        }
+        let body =
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> ApiError {
+        metrics::counter!(names::BUS_ERRORS, "op" => "api").increment(1);
+        ApiError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,275 @@
+//! One upstream subscription per session per node, fanned out to every
+//! local subscriber of that session.
+//!
+//! A [`Feed`] follows the session's log live and keeps its most recent
+//! events in a bounded ring (always a contiguous run of seqs). Subscribers
+//! read from the ring at their own pace; one that falls behind the ring's
+//! start reads the log instead (see [`crate::subscription`]). The feed lives
+//! while someone holds it and stops following once it has seen `end`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use weir_bus::EventLog;
+use weir_protocol::{RawEvent, SessionId};
+use weir_telemetry::names;
+
+#[derive(Clone)]
+pub struct Hub {
+    feeds: Arc<Mutex<HashMap<SessionId, Weak<Feed>>>>,
+    log: Arc<dyn EventLog>,
+    ring_capacity: usize,
+}
+
+pub struct Feed {
+    ring: RwLock<Ring>,
+    /// Last seq in the ring; changes wake subscribers.
+    last: watch::Sender<u64>,
+    /// True once the upstream subscription is in place.
+    ready: watch::Sender<bool>,
+    stop: CancellationToken,
+}
+
+/// The newest events of a session, contiguous by seq.
+pub struct Ring {
+    events: VecDeque<RawEvent>,
+    capacity: usize,
+}
+
+impl Ring {
+    pub fn new(capacity: usize) -> Ring {
+        Ring {
+            events: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+        }
+    }
+
+    pub fn first_seq(&self) -> Option<u64> {
+        self.events.front().map(|e| e.seq)
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.events.back().map(|e| e.seq)
+    }
+
+    /// Adds a batch; returns true if it did not follow on (the ring restarts).
+    pub fn push(&mut self, batch: Vec<RawEvent>) -> bool {
+        let mut gap = false;
+        for ev in batch {
+            if let Some(last) = self.last_seq() {
+                if ev.seq <= last {
+                    continue; // a repeat after a reconnect
+                }
+                if ev.seq != last + 1 {
+                    gap = true;
+                    self.events.clear();
+                }
+            }
+            if self.events.len() == self.capacity {
+                self.events.pop_front();
+            }
+            self.events.push_back(ev);
+        }
+        gap
+    }
+
+    /// Up to `max` events with seq > `cursor`, when the ring holds cursor + 1.
+    pub fn after(&self, cursor: u64, max: usize) -> RingRead {
+        let (Some(first), Some(last)) = (self.first_seq(), self.last_seq()) else {
+            return RingRead::Nothing;
+        };
+        if cursor + 1 < first {
+            return RingRead::Behind { first };
+        }
+        if cursor >= last {
+            return RingRead::Nothing;
+        }
+        let start = (cursor + 1 - first) as usize;
+        let end = (start + max.max(1)).min(self.events.len());
+        RingRead::Events(self.events.range(start..end).cloned().collect())
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum RingRead {
+    Events(Vec<RawEvent>),
+    /// The ring starts at `first`, after the cursor: read the log.
+    Behind {
+        first: u64,
+    },
+    Nothing,
+}
+
+impl Feed {
+    pub fn read(&self, cursor: u64, max: usize) -> RingRead {
+        self.ring.read().expect("ring lock").after(cursor, max)
+    }
+
+    pub fn watch_last(&self) -> watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+
+    fn push(&self, batch: Vec<RawEvent>) -> bool {
+        let ended = batch.last().is_some_and(|e| e.end);
+        let mut ring = self.ring.write().expect("ring lock");
+        if ring.push(batch) {
+            metrics::counter!(names::UPSTREAM_GAPS).increment(1);
+        }
+        let last = ring.last_seq().unwrap_or(0);
+        drop(ring);
+        self.last.send_replace(last);
+        ended
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        metrics::gauge!(names::SESSIONS_SUBSCRIBED).decrement(1.0);
+    }
+}
+
+impl Hub {
+    pub fn new(log: Arc<dyn EventLog>, ring_capacity: usize) -> Hub {
+        Hub {
+            feeds: Arc::default(),
+            log,
+            ring_capacity: ring_capacity.max(1),
+        }
+    }
+
+    /// The node's feed of `session`, started if nobody holds one. Waits a
+    /// moment for the upstream subscription so that new subscribers start
+    /// from the ring instead of the log.
+    pub async fn feed(&self, session: &SessionId) -> Arc<Feed> {
+        let feed = {
+            let mut feeds = self.feeds.lock().expect("hub lock");
+            match feeds.get(session).and_then(Weak::upgrade) {
+                Some(f) => f,
+                None => {
+                    feeds.retain(|_, f| f.strong_count() > 0);
+                    let f = Arc::new(Feed {
+                        ring: RwLock::new(Ring::new(self.ring_capacity)),
+                        last: watch::channel(0).0,
+                        ready: watch::channel(false).0,
+                        stop: CancellationToken::new(),
+                    });
+                    metrics::gauge!(names::SESSIONS_SUBSCRIBED).increment(1.0);
+                    feeds.insert(session.clone(), Arc::downgrade(&f));
+                    tokio::spawn(follow(
+                        self.log.clone(),
+                        session.clone(),
+                        Arc::downgrade(&f),
+                        f.stop.clone(),
+                    ));
+                    f
+                }
+            }
+        };
+        let mut ready = feed.ready.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
+        feed
+    }
+
+    /// Sessions with a live feed on this node.
+    pub fn len(&self) -> usize {
+        let feeds = self.feeds.lock().expect("hub lock");
+        feeds.values().filter(|f| f.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Follows the session's log into the feed, re-subscribing after bus errors,
+/// until the feed is dropped or has seen `end`.
+async fn follow(
+    log: Arc<dyn EventLog>,
+    session: SessionId,
+    feed: Weak<Feed>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = log.follow(&session) => s,
+        };
+        match subscribed {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(100);
+                if let Some(f) = feed.upgrade() {
+                    f.ready.send_replace(true);
+                }
+                loop {
+                    let item = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        item = stream.next() => item,
+                    };
+                    match item {
+                        Some(Ok(batch)) => {
+                            let Some(f) = feed.upgrade() else { return };
+                            if f.push(batch) {
+                                return; // `end` seen: nothing follows it
+                            }
+                        }
+                        Some(Err(e)) => {
+                            metrics::counter!(names::BUS_ERRORS, "op" => "follow").increment(1);
+                            tracing::warn!(session = %session, error = %e, "live feed error");
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!(names::BUS_ERRORS, "op" => "follow").increment(1);
+                tracing::warn!(session = %session, error = %e, "could not follow session; retrying");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_protocol::Event;
+
+    fn evs(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
+        seqs.map(|s| Event::new(s, "token", None, serde_json::json!({})).to_raw())
+            .collect()
+    }
+
+    fn seqs(r: RingRead) -> Vec<u64> {
+        match r {
+            RingRead::Events(e) => e.iter().map(|e| e.seq).collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_contiguous_and_deduplicating() {
+        let mut ring = Ring::new(4);
+        assert_eq!(ring.after(0, 10), RingRead::Nothing);
+        assert!(!ring.push(evs(1..=3)));
+        assert!(!ring.push(evs(2..=6))); // repeats dropped
+        assert_eq!((ring.first_seq(), ring.last_seq()), (Some(3), Some(6)));
+        assert_eq!(ring.after(1, 10), RingRead::Behind { first: 3 });
+        assert_eq!(seqs(ring.after(2, 10)), vec![3, 4, 5, 6]);
+        assert_eq!(seqs(ring.after(3, 2)), vec![4, 5]);
+        assert_eq!(ring.after(6, 10), RingRead::Nothing);
+        // A gap restarts the ring at the new batch.
+        assert!(ring.push(evs(9..=10)));
+        assert_eq!(ring.after(6, 10), RingRead::Behind { first: 9 });
+        assert_eq!(seqs(ring.after(8, 10)), vec![9, 10]);
+    }
+}

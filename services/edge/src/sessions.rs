@@ -1,0 +1,112 @@
+//! Session operations shared by the HTTP API, WebSocket and SSE: auth,
+//! the session's view (store reconciled with the log), resume checks and
+//! control.
+
+use axum::http::HeaderMap;
+use weir_protocol::{ControlOp, EndReason, Event, SessionId, Status};
+use weir_store::SessionState;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The bearer token of a request: `Authorization: Bearer` or `?token=`.
+pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| query_token.map(str::to_owned))
+}
+
+/// Parses the session id and checks the session token for it.
+pub fn authorize(state: &AppState, id: &str, token: Option<String>) -> Result<SessionId, ApiError> {
+    let id = SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let token = token.ok_or(weir_protocol::TokenError::Missing)?;
+    state.keys.verify(&token, &id)?;
+    Ok(id)
+}
+
+/// The session's state, reconciled with its log (the truth): outside
+/// producers publish events without writing state, and a producer may die
+/// between appending `end` and recording it.
+pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiError> {
+    let mut s = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
+    if let Some(last) = state.bus.log.last(id).await? {
+        s.last_seq = s.last_seq.max(last.event.seq);
+        if last.event.end && !s.status.is_ended() {
+            let reason = serde_json::from_slice::<Event>(&last.event.json)
+                .ok()
+                .and_then(|e| e.data["reason"].as_str().and_then(EndReason::parse))
+                .unwrap_or(EndReason::Completed);
+            s.status = reason.status();
+            s.end_reason = Some(reason);
+            s.producer = None;
+        } else if s.status == Status::Queued {
+            s.status = Status::Streaming;
+        }
+    }
+    Ok(s)
+}
+
+/// Where a subscriber asking for events after `after` stands.
+pub enum Resume {
+    /// Stream from `after`.
+    Stream,
+    /// The client already holds the whole session, `end` included.
+    Complete,
+}
+
+/// Checks `after` against the log: beyond the last seq is a client error,
+/// and events that should be there but are not have expired.
+pub async fn check_resume(
+    state: &AppState,
+    s: &SessionState,
+    after: u64,
+) -> Result<Resume, ApiError> {
+    let last = state.bus.log.last(&s.id).await?;
+    let outcome = match &last {
+        Some(l) if after > l.event.seq => {
+            return Err(ApiError::BadRequest(format!(
+                "after={after} is beyond the session's last seq {}",
+                l.event.seq
+            )))
+        }
+        Some(l) if l.event.end && after >= l.event.seq => Ok(Resume::Complete),
+        Some(_) => Ok(Resume::Stream),
+        None if s.last_seq > after => Err(ApiError::Expired(format!(
+            "events after {after} are no longer stored"
+        ))),
+        None if after > 0 => {
+            return Err(ApiError::BadRequest(format!(
+                "after={after} is beyond the session's last seq {}",
+                s.last_seq
+            )))
+        }
+        None => Ok(Resume::Stream),
+    };
+    if after > 0 {
+        let label = if outcome.is_ok() {
+            "recovered"
+        } else {
+            "expired"
+        };
+        metrics::counter!(weir_telemetry::names::RESUMES, "outcome" => label).increment(1);
+    }
+    outcome
+}
+
+/// Asks the session's producer to pause, resume or cancel.
+pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<(), ApiError> {
+    let s = view(state, id).await?;
+    if s.status.is_ended() {
+        return Err(ApiError::Conflict(format!(
+            "session already ended ({})",
+            s.status.as_str()
+        )));
+    }
+    // Recorded first, so that a producer that has not subscribed yet obeys it.
+    state.store.request_control(id, op).await?;
+    state.bus.control.send(id, op).await?;
+    Ok(())
+}

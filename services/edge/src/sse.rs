@@ -1,0 +1,82 @@
+//! `GET /v1/sessions/{id}/events`: the session as Server-Sent Events —
+//! `id:` = seq, `event:` = kind, `data:` = the event. Resumes after
+//! `Last-Event-ID` or `?after=`. The body is pulled by the socket, so a
+//! client that reads slowly holds at most one batch on this node.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, StreamExt};
+use weir_protocol::RawEvent;
+
+use crate::api::{parse_after, RawQuery};
+use crate::error::ApiError;
+use crate::sessions::{self, bearer, Resume};
+use crate::subscription::Subscription;
+use crate::{AppState, ConnectionGuard};
+
+fn sse_event(e: &RawEvent) -> SseEvent {
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .event(e.kind())
+        .data(std::str::from_utf8(&e.json).unwrap_or("null"))
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let id = sessions::authorize(
+        &state,
+        &id,
+        bearer(&headers, query.get("token").map(String::as_str)),
+    )?;
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
+    let s = sessions::view(&state, &id).await?;
+    let resume = sessions::check_resume(&state, &s, after).await?;
+    let guard = ConnectionGuard::try_new(&state, "sse").ok_or_else(|| {
+        ApiError::Unavailable("this node is at its connection limit or draining".into())
+    })?;
+    let keep_alive = KeepAlive::new().interval(state.config.heartbeat);
+    if let Resume::Complete = resume {
+        return Ok(Sse::new(stream::empty::<Result<SseEvent, Infallible>>()).into_response());
+    }
+    let feed = state.hub.feed(&id).await;
+    let sub = Subscription::new(id, feed, state.bus.log.clone(), after);
+    let max = state.config.max_frame_events;
+    let drain = state.drain.clone();
+    // State: (subscription, done, the connection's permit).
+    let batches = stream::unfold((sub, false, guard), move |(mut sub, done, guard)| {
+        let drain = drain.clone();
+        async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                _ = drain.cancelled() => {
+                    let bye = SseEvent::default().event("reconnect").data(r#"{"type":"reconnect","reason":"node draining"}"#);
+                    Some((vec![bye], (sub, true, guard)))
+                }
+                r = sub.next(max) => match r {
+                    Ok(events) => {
+                        let ended = events.last().is_some_and(|e| e.end);
+                        Some((events.iter().map(sse_event).collect(), (sub, ended, guard)))
+                    }
+                    Err(e) => {
+                        let frame = weir_protocol::ServerFrame::error("history_expired", e.to_string());
+                        let err = SseEvent::default().event("error").data(frame.to_json());
+                        Some((vec![err], (sub, true, guard)))
+                    }
+                }
+            }
+        }
+    });
+    let body = batches.flat_map(|b| stream::iter(b.into_iter().map(Ok::<_, Infallible>)));
+    Ok(Sse::new(body).keep_alive(keep_alive).into_response())
+}

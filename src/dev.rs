@@ -1,0 +1,68 @@
+//! `weir dev`: one process, one edge and one producer on the in-memory bus
+//! and store — the same code paths as the distributed mode, minus NATS and
+//! Redis. For trying weir out and for single-node use.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weir_bus::{Bus, BusConfig};
+use weir_edge::EdgeConfig;
+use weir_producer::{ProducerConfig, Registry};
+use weir_store::MemoryStore;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevConfig {
+    /// HTTP, WebSocket and SSE address (the demo page is at /).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Secret for session tokens (default: a random one per process).
+    #[arg(long, env = "WEIR_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// When set, `POST /v1/sessions` needs `Authorization: Bearer <key>`.
+    #[arg(long, env = "WEIR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// How long events and session state are kept.
+    #[arg(long, env = "WEIR_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+}
+
+/// Runs the embedded node on `listener` until `shutdown`.
+pub async fn run(
+    config: DevConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let secret = config
+        .secret
+        .clone()
+        .unwrap_or_else(|| format!("dev-{}", weir_protocol::SessionId::random()));
+    let bus = Bus::memory(BusConfig {
+        retention: config.retention,
+        ..BusConfig::default()
+    });
+    let store = Arc::new(MemoryStore::new(config.retention));
+    let mut edge = EdgeConfig::local(&secret);
+    edge.listen = listener.local_addr()?;
+    edge.node_id = Some("dev".into());
+    edge.api_key = config.api_key.clone();
+    edge.retention = config.retention;
+    edge.agents = Registry::standard().names();
+    let mut producer = ProducerConfig::local();
+    producer.node_id = Some("dev-producer".into());
+    producer.retention = config.retention;
+    let producer_task = tokio::spawn(weir_producer::run(
+        producer,
+        bus.clone(),
+        store.clone(),
+        Registry::standard(),
+        None,
+        shutdown.clone(),
+    ));
+    tracing::info!("weir dev: open http://{}/", edge.listen);
+    weir_edge::run(edge, bus, store, listener, shutdown).await?;
+    producer_task.await??;
+    Ok(())
+}
