@@ -321,13 +321,16 @@ describe('reconnect', () => {
 
   test('a socket that never opens is abandoned after connectTimeout', async () => {
     const { s, sock, nth, log } = setup({ connectTimeout: 30 });
-    s.connect();
-    const t0 = Date.now();
-    await nth(1);
-    assert.ok(Date.now() - t0 >= 25);
-    assert.equal(sock(0).closedByClient.code, 4000);
-    assert.match(log.infos.find((x) => x.reason)?.reason ?? '', /connect timeout/);
-    s.close();
+    try {
+      s.connect();
+      const t0 = Date.now();
+      await nth(1);
+      assert.ok(Date.now() - t0 >= 25);
+      assert.equal(sock(0).closedByClient.code, 4000);
+      assert.ok(log.infos.some((x) => x.reason === 'connect timeout'));
+    } finally {
+      s.close();
+    }
   });
 
   test('close() stops everything: state closed, socket closed, no reconnect', async () => {
@@ -520,7 +523,7 @@ describe('async iteration', () => {
       for await (const ev of s) if (ev.seq === 2) break;
     })();
     await sleep(0);
-    s._ws && (await nth(0)).events(1, 2, 3);
+    (await nth(0)).events(1, 2, 3);
     await loop;
     assert.equal(s.state, 'closed');
   });

@@ -182,7 +182,7 @@ async def test_pause_holds_the_run_between_events(nats_server, nc):
     assert evs[p]["data"] == {"state": "paused"}
     r = kinds.index("status", p + 1)
     assert evs[r]["data"] == {"state": "resumed"}
-    assert kinds[p + 1:r].count("token") <= 2  # at most what was already produced when pause arrived
+    assert r == p + 1  # nothing is published while paused
     assert kinds[-1] == "end"
 
 

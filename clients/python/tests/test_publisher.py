@@ -416,3 +416,43 @@ async def test_session_ids_are_checked():
     with pytest.raises(ValueError):
         weir.Publisher("x" * 65)
     assert weir.Publisher({"id": "ok_ID-1"}).session_id == "ok_ID-1"
+
+
+async def test_emit_holds_while_paused(nats_server, nc):
+    sid = new_session_id()
+    async with weir.Publisher(sid, nats_url=nats_server.url) as pub:
+        await pub.emit("token", {"text": "before"})
+        pub.apply_control("pause")
+        held = asyncio.create_task(pub.emit("token", {"text": "held"}))
+        await asyncio.sleep(0.2)
+        assert not held.done()
+        await pub.flush()
+        # While paused, the log ends with the status: readers can tell the session is paused.
+        log = await read_log(nc, sid)
+        assert events_of(log)[-1]["kind"] == "status" and events_of(log)[-1]["data"] == {"state": "paused"}
+        pub.apply_control("resume")
+        assert await asyncio.wait_for(held, 5) == 4
+        # end is never held, cancel releases held emits
+        pub.apply_control("pause")
+        held2 = asyncio.create_task(pub.emit("token", {"text": "held2"}))
+        await asyncio.sleep(0.1)
+        assert not held2.done()
+        pub.apply_control("cancel")
+        assert await asyncio.wait_for(held2, 5) == 6
+        await pub.end("cancelled")
+    evs = events_of(await read_log(nc, sid))
+    assert_contiguous(evs)
+    assert [(e["kind"], e["data"].get("text") or e["data"].get("state") or e["data"].get("reason")) for e in evs] == [
+        ("token", "before"), ("status", "paused"), ("status", "resumed"), ("token", "held"),
+        ("status", "paused"), ("token", "held2"), ("end", "cancelled"),
+    ]
+
+
+async def test_end_is_not_held_by_pause(nats_server, nc):
+    sid = new_session_id()
+    async with weir.Publisher(sid, nats_url=nats_server.url) as pub:
+        pub.apply_control("pause")
+        await asyncio.wait_for(pub.end("completed"), 5)
+        assert pub.apply_control("resume") is False  # nothing after end
+    evs = events_of(await read_log(nc, sid))
+    assert [e["kind"] for e in evs] == ["status", "end"]

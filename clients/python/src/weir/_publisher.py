@@ -121,8 +121,12 @@ class Publisher:
     Control (``{"op": "pause"|"resume"|"cancel"}`` on ``weir.ctl.<session>``) sets
     :attr:`paused` / :attr:`cancelled`, wakes :meth:`wait_if_paused`, runs the callbacks
     registered with :meth:`on` (or ``on_pause=`` … in the constructor) and, for pause and
-    resume, publishes a ``status`` event ``{"state": "paused"|"resumed"}``. Cancel does not
-    end the session by itself: the producer stops its run and calls ``end("cancelled")``.
+    resume, publishes a ``status`` event ``{"state": "paused"|"resumed"}`` at once. While
+    paused, :meth:`emit` holds its caller (``hold_while_paused=True``), so ``status paused``
+    is the session's last event until ``status resumed``: generation stops, not just
+    delivery, and anyone reading the log sees that the session is paused. Cancel does not end
+    the session by itself: the producer stops its run and calls ``end("cancelled")``
+    (cancel also releases a paused :meth:`emit`).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class Publisher:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         publish_status: bool = True,
+        hold_while_paused: bool = True,
         auto_end: bool = True,
         on_pause: Optional[Callback] = None,
         on_resume: Optional[Callback] = None,
@@ -164,6 +169,7 @@ class Publisher:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._publish_status = publish_status
+        self._hold_while_paused = hold_while_paused
         self._auto_end = auto_end
 
         self._js: Any = None
@@ -194,8 +200,6 @@ class Publisher:
         self._cancel_ev = asyncio.Event()
         self._halt_ev = asyncio.Event()  # cancelled or failed
         self._listeners: Dict[str, List[Callback]] = {op: [] for op in CONTROL_OPS}
-        self._status_q: "asyncio.Queue[str]" = asyncio.Queue()
-        self._status_task: Optional[asyncio.Task[None]] = None
         self._bg: set[asyncio.Task[Any]] = set()
         for op, cb in (("pause", on_pause), ("resume", on_resume), ("cancel", on_cancel)):
             if cb is not None:
@@ -302,7 +306,6 @@ class Publisher:
                 await self._nc.close()
             raise
         self._sender_task = asyncio.create_task(self._sender(), name=f"weir-sender-{self._sid}")
-        self._status_task = asyncio.create_task(self._status_worker(), name=f"weir-status-{self._sid}")
         self._started = True
         log.debug("publisher %s starts after seq %d (fence %d)", self._sid, self._acked_seq, self._fence)
         return self
@@ -316,10 +319,10 @@ class Publisher:
             if self._started and self._failure is None:
                 await self.flush()
         finally:
-            for t in (self._status_task, self._sender_task, *self._bg):
+            for t in (self._sender_task, *self._bg):
                 if t is not None and not t.done():
                     t.cancel()
-            for t in (self._status_task, self._sender_task, *self._bg):
+            for t in (self._sender_task, *self._bg):
                 if t is not None:
                     try:
                         await t
@@ -345,7 +348,9 @@ class Publisher:
         source: Optional[str] = None,
         ts: Optional[float] = None,
     ) -> int:
-        """Queue one event and return its seq. Waits while the in-flight window is full.
+        """Queue one event and return its seq. Waits while the in-flight window is full, and
+        while the session is paused (unless ``hold_while_paused=False``): so ``status``
+        ``paused`` stays the last event in the log until ``resume``.
 
         ``data`` must be JSON-serialisable. Raises the publisher's failure (e.g.
         :class:`FencedError`) if it has stopped, and :class:`SessionEndedError` after
@@ -411,19 +416,38 @@ class Publisher:
                 f"{kind} event of {len(data_json)} bytes does not fit in a NATS message "
                 f"(max_payload {self._max_payload})"
             )
-        await self._reserve()
-        if self._end_claimed and not is_end:
-            self._release(1)
-            raise SessionEndedError(f"session {self._sid!r} has ended")
-        seq = self._next_seq
-        self._next_seq += 1
+        hold = self._hold_while_paused and not is_end
+        while True:
+            if hold:
+                await self._wait_gate()
+            await self._reserve()
+            if self._end_claimed and not is_end:
+                self._release(1)
+                raise SessionEndedError(f"session {self._sid!r} has ended")
+            if hold and self._paused and not self._cancelled:
+                self._release(1)  # paused while we waited for room: hold again
+                continue
+            break
+        seq = self._enqueue(kind, data_json, head_extra, ts)
         if is_end:
             self._end_seq = seq
+        return seq
+
+    def _enqueue(self, kind: str, data_json: str, head_extra: str, ts: Optional[float]) -> int:
+        """Assign the next seq and queue the event (its window slot is already taken)."""
+        seq = self._next_seq
+        self._next_seq += 1
         ev_ts = now_ms() if ts is None else float(ts)
         ev = '{"seq":%d,"kind":%s,"ts":%s%s,"data":%s}' % (seq, _dumps(kind), _dumps(ev_ts), head_extra, data_json)
         self._queue.append((seq, ev.encode("utf-8")))
         self._queue_ev.set()
         return seq
+
+    async def _wait_gate(self) -> None:
+        while self._paused and not self._cancelled and self._failure is None and not self._closed:
+            await self._gate.wait()
+        if self._failure is not None:
+            raise self._failure
 
     def _check_usable(self, is_end: bool) -> None:
         if self._failure is not None:
@@ -628,15 +652,17 @@ class Publisher:
         if op == "pause":
             if self._paused or self._cancelled:
                 return False
+            # The status takes its seq now, before anything that is held by the pause.
             self._paused = True
             self._gate.clear()
-            self._queue_status("paused")
+            self._status_now("paused")
         elif op == "resume":
             if not self._paused or self._cancelled:
                 return False
+            # The status takes its seq now, before the held emits are let through.
+            self._status_now("resumed")
             self._paused = False
             self._gate.set()
-            self._queue_status("resumed")
         elif op == "cancel":
             if self._cancelled:
                 return False
@@ -680,18 +706,15 @@ class Publisher:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _queue_status(self, state: str) -> None:
-        if self._publish_status:
-            self._status_q.put_nowait(state)
-
-    async def _status_worker(self) -> None:
-        while True:
-            state = await self._status_q.get()
-            try:
-                await self._emit("status", {"state": state}, None, None)
-            except SessionEndedError:
-                pass
-            except asyncio.CancelledError:
-                raise
-            except BaseException as e:  # noqa: BLE001
-                log.debug("status %s not published: %r", state, e)
+    def _status_now(self, state: str) -> None:
+        """Queue a ``status`` event at once. It takes a window slot without waiting for one (a
+        control message must not wait behind the run), within a hard bound of twice the window."""
+        if not self._publish_status or not self._started or self._closed:
+            return
+        if self._end_claimed or self._failure is not None:
+            return
+        if self._in_flight >= 2 * self._max_in_flight:
+            log.warning("session %s: status %s not published: too much in flight", self._sid, state)
+            return
+        self._in_flight += 1
+        self._enqueue("status", _dumps({"state": state}), "", None)

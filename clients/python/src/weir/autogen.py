@@ -38,7 +38,12 @@ import re
 import sys
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
-from autogen_agentchat.base import Response, TaskResult
+try:
+    from autogen_agentchat.base import Response, TaskResult
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "weir.autogen needs autogen-agentchat 0.7: pip install 'weir-producer[autogen]'"
+    ) from e
 from autogen_agentchat.messages import (
     BaseAgentEvent,
     BaseChatMessage,

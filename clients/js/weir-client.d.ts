@@ -1,0 +1,213 @@
+// Types for weir-client.js (the JS file is the source of truth; its JSDoc says the same).
+
+/** One item of a session's output (protocol.md §1). */
+export interface WeirEvent<D = any> {
+  /** 1, 2, 3, … contiguous per session; the resume cursor. */
+  seq: number;
+  /** `token`, `message`, `tool_call`, `tool_result`, `usage`, `status`, `error`, `end`, or a newer kind. */
+  kind: 'token' | 'message' | 'tool_call' | 'tool_result' | 'usage' | 'status' | 'error' | 'end' | (string & {});
+  /** Producer wall clock in Unix milliseconds (a fraction allowed). */
+  ts: number;
+  /** Agent name, when known. */
+  source?: string;
+  /** Kind-specific payload: `{text}` for tokens, `{reason}` for end, `{code, message}` for error, … */
+  data: D;
+}
+
+/**
+ * `idle` (not started) → `connecting` → `open` ⇄ `reconnecting` → `ended` | `failed` | `closed`.
+ * `closed` means close() was called.
+ */
+export type WeirState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'ended' | 'failed' | 'closed';
+
+export interface StateInfo {
+  previous?: WeirState;
+  /** Edge base URL in use, or about to be used. */
+  url?: string;
+  /** Node id from the server's hello. */
+  node?: string;
+  /** Consecutive unsuccessful attempts so far. */
+  attempt?: number;
+  /** Milliseconds until the next attempt (state `reconnecting`). */
+  delay?: number;
+  /** Close code of the connection that just ended. */
+  closeCode?: number;
+  /** Why the state changed. */
+  reason?: string;
+  /** Session status from the hello frame (`streaming`, `paused`, `completed`, …). */
+  serverStatus?: string;
+  /** The end event (state `ended`). */
+  end?: WeirEvent;
+  /** The error (state `failed`). */
+  error?: WeirError;
+}
+
+export type WeirErrorCode =
+  | 'unauthorized'
+  | 'no_such_session'
+  | 'history_expired'
+  | 'frame_too_large'
+  | 'unreachable'
+  | 'token_refresh_failed'
+  | 'http_error'
+  | 'protocol'
+  | 'handler'
+  | 'bad_url'
+  | (string & {});
+
+export class WeirError extends Error {
+  constructor(
+    code: string,
+    message: string,
+    extra?: { closeCode?: number; status?: number; fatal?: boolean; cause?: unknown; body?: unknown },
+  );
+  readonly name: 'WeirError';
+  /** Stable machine-readable code. */
+  code: WeirErrorCode;
+  /** WebSocket close code, when the error came from a close. */
+  closeCode?: number;
+  /** HTTP status, for the HTTP helpers. */
+  status?: number;
+  /** True when this error made the session `failed`. */
+  fatal: boolean;
+  body?: unknown;
+}
+
+/** Close codes of protocol.md §5. */
+export const CloseCode: Readonly<{
+  DONE: 1000;
+  TOO_LARGE: 1009;
+  DRAINING: 1012;
+  UNAUTHORIZED: 4001;
+  NO_SUCH_SESSION: 4004;
+  SLOW_CONSUMER: 4008;
+  EXPIRED: 4010;
+}>;
+
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface BackoffOptions {
+  /** First retry waits up to this many ms (default 250). */
+  initial?: number;
+  /** Upper bound of any wait (default 10000). */
+  max?: number;
+  /** Growth per attempt (default 2). */
+  factor?: number;
+}
+
+export interface WeirSessionOptions {
+  /** Session id. */
+  session: string;
+  /** Session token (JWT). When absent, getToken() supplies it. */
+  token?: string;
+  /** Edge base URLs (array or comma-separated), tried in rotation. Default: `[location.origin]`. */
+  urls?: string | string[];
+  /** Last seq already held (default 0, or the persisted one if larger). */
+  after?: number;
+  /** Called once after a 4001 (and when no token was given) for a fresh token; null/undefined ⇒ failed. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** Keep lastSeq under `weir:<session>` so a page reload resumes. Default false. */
+  persist?: 'sessionStorage' | 'localStorage' | StorageLike | false;
+  /** The server's heartbeat interval in ms (default 15000); no frame for 2× this ⇒ reconnect. */
+  heartbeatInterval?: number;
+  /** Ms for a socket to open before the attempt is abandoned (default 10000). */
+  connectTimeout?: number;
+  /** Exponential backoff with full jitter between attempts. */
+  backoff?: BackoffOptions;
+  /** Consecutive failed attempts before `failed` with code `unreachable` (default Infinity). */
+  maxAttempts?: number;
+  /** Ack delivered events automatically: true = at most once a second, a number = that interval in ms. */
+  autoAck?: boolean | number;
+  /** WebSocket constructor (default globalThis.WebSocket). In Node < 22 pass `ws`. */
+  WebSocket?: any;
+  onEvent?: (ev: WeirEvent) => void;
+  onState?: (state: WeirState, info: StateInfo) => void;
+  onError?: (err: WeirError) => void;
+  /** Source of randomness for jitter, [0, 1) (tests). */
+  random?: () => number;
+}
+
+/**
+ * One subscriber of one session: every event exactly once, in seq order, across reconnects,
+ * edge failures and (with `persist`) page reloads.
+ */
+export class WeirSession implements AsyncIterable<WeirEvent> {
+  constructor(opts: WeirSessionOptions);
+  readonly session: string;
+  token: string | undefined;
+  readonly urls: string[];
+  /** Last seq delivered: the resume cursor. */
+  lastSeq: number;
+  state: WeirState;
+  /** Node id of the edge serving the current connection (from hello). */
+  node: string | undefined;
+  /** Session status from the last hello. */
+  serverStatus: string | undefined;
+  /** The `end` event, once delivered. */
+  endEvent: WeirEvent | undefined;
+  /** The error that made the session `failed`. */
+  error: WeirError | undefined;
+  /** Connections opened so far (hello received). */
+  connections: number;
+  /** The edge base URL of the current (or next) connection. */
+  readonly url: string;
+  /** True in `ended`, `failed` and `closed`. */
+  readonly done: boolean;
+  /** Resolves with the end event (undefined after close()); rejects with the WeirError on `failed`. */
+  readonly finished: Promise<WeirEvent | undefined>;
+
+  onEvent?: (ev: WeirEvent) => void;
+  onState?: (state: WeirState, info: StateInfo) => void;
+  onError?: (err: WeirError) => void;
+
+  /** Starts streaming; resolves on the first open (or end), rejects if the session fails first. */
+  connect(): Promise<void>;
+  /** Stops for good (state `closed`). */
+  close(): void;
+  /** Drops the connection and resumes (by default on the next URL, at once). */
+  reconnect(opts?: { rotate?: boolean; delay?: number }): void;
+  /** Acknowledges events up to seq (default lastSeq); monotonic. */
+  ack(seq?: number): void;
+  pause(): void;
+  resume(): void;
+  /** The session then ends with `end` reason `cancelled`. */
+  cancel(): void;
+  on(type: 'event', fn: (ev: WeirEvent) => void): () => void;
+  on(type: 'state', fn: (state: WeirState, info: StateInfo) => void): () => void;
+  on(type: 'error', fn: (err: WeirError) => void): () => void;
+  /** Events from now on; connects if idle; ends after `end`; throws on failure; break closes. */
+  events(): AsyncIterableIterator<WeirEvent>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<WeirEvent>;
+}
+
+export default WeirSession;
+
+export interface CreatedSession {
+  id: string;
+  token: string;
+  ws_url: string;
+  events_url: string;
+}
+
+/** `POST <baseUrl>/v1/sessions` with `{agent, input}` (and `Authorization: Bearer <apiKey>`). */
+export function createSession(
+  baseUrl: string,
+  opts?: { agent?: string; input?: unknown; apiKey?: string; fetch?: typeof fetch; signal?: AbortSignal },
+): Promise<CreatedSession>;
+
+/** `GET <baseUrl>/v1/sessions/<id>/history`; with `all: true` follows `next_after` to the end. */
+export function fetchHistory(
+  baseUrl: string,
+  session: string,
+  opts?: { token?: string; after?: number; limit?: number; all?: boolean; fetch?: typeof fetch; signal?: AbortSignal },
+): Promise<{ events: WeirEvent[]; next_after: number }>;
+
+/** The WebSocket URL of a session on one edge (http→ws, https→wss). */
+export function wsUrl(base: string, session: string, q?: { after?: number; token?: string }): string;
+
+/** Full-jitter exponential backoff: uniform in [0, min(max, initial·factor^attempt)]. */
+export function backoffDelay(attempt: number, opts?: BackoffOptions, random?: () => number): number;

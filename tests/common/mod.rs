@@ -1,0 +1,561 @@
+//! End-to-end harness: real `nats-server` and `redis-server` processes on
+//! free ports, edges and producers as real `weir` processes, all killed on
+//! drop; and real WebSocket / SSE / HTTP clients.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = "e2e-test-secret";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory for this test's logs and data.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn which(bin: &str, fallback: &str) -> String {
+    if std::path::Path::new(fallback).exists() {
+        fallback.to_owned()
+    } else {
+        bin.to_owned()
+    }
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        cmd.stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Nats {
+    pub proc: Proc,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Nats {
+    pub fn start(dir: &std::path::Path) -> Nats {
+        let port = free_port();
+        let dir = dir.join("nats");
+        std::fs::create_dir_all(&dir).unwrap();
+        let proc = Self::spawn(port, &dir);
+        Nats { proc, port, dir }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Proc {
+        let mut cmd = Command::new(which("nats-server", "/usr/sbin/nats-server"));
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("store"));
+        let p = Proc::spawn("nats-server", cmd, dir.join("nats.log"));
+        wait_port(port, "nats-server");
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and store.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.proc.kill9();
+        std::thread::sleep(down_for);
+        self.proc = Self::spawn(self.port, &self.dir);
+    }
+}
+
+pub struct Redis {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(dir: &std::path::Path) -> Redis {
+        let port = free_port();
+        let mut cmd = Command::new(which("redis-server", "/usr/bin/redis-server"));
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir);
+        let proc = Proc::spawn("redis-server", cmd, dir.join("redis.log"));
+        wait_port(port, "redis-server");
+        Redis { proc, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+pub struct Node {
+    pub proc: Proc,
+    pub port: u16,
+    pub id: String,
+}
+
+impl Node {
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+/// NATS + Redis + edges + producers for one test.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nats: Nats,
+    pub redis: Redis,
+    pub edges: Vec<Node>,
+    pub producers: Vec<Node>,
+}
+
+fn wait_ready(url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = std::process::Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "2", url])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} not ready at {url}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    pub fn start(name: &str, edges: usize, producers: usize) -> Cluster {
+        Self::start_with(name, edges, producers, &[], &[])
+    }
+
+    pub fn start_with(
+        name: &str,
+        edges: usize,
+        producers: usize,
+        edge_args: &[&str],
+        producer_args: &[&str],
+    ) -> Cluster {
+        let dir = scratch(name);
+        let nats = Nats::start(&dir);
+        let redis = Redis::start(&dir);
+        let mut c = Cluster {
+            dir,
+            nats,
+            redis,
+            edges: Vec::new(),
+            producers: Vec::new(),
+        };
+        for i in 0..edges {
+            let e = c.spawn_edge(&format!("edge-{i}"), edge_args);
+            c.edges.push(e);
+        }
+        for i in 0..producers {
+            let p = c.spawn_producer(&format!("producer-{i}"), producer_args);
+            c.producers.push(p);
+        }
+        c
+    }
+
+    pub fn spawn_edge(&self, id: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.arg("edge")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--nats-url",
+                &self.nats.url(),
+                "--redis-url",
+                &self.redis.url(),
+            ])
+            .args(["--node-id", id, "--secret", SECRET])
+            .args(extra)
+            .env("RUST_LOG", "info,weir_edge=debug");
+        let proc = Proc::spawn(id, cmd, self.dir.join(format!("{id}.log")));
+        wait_ready(&format!("http://127.0.0.1:{port}/readyz"), id);
+        Node {
+            proc,
+            port,
+            id: id.into(),
+        }
+    }
+
+    pub fn spawn_producer(&self, id: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.arg("producer")
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--nats-url",
+                &self.nats.url(),
+                "--redis-url",
+                &self.redis.url(),
+            ])
+            .args(["--node-id", id])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(id, cmd, self.dir.join(format!("{id}.log")));
+        wait_ready(&format!("http://127.0.0.1:{port}/readyz"), id);
+        Node {
+            proc,
+            port,
+            id: id.into(),
+        }
+    }
+
+    pub fn edge(&self, i: usize) -> &Node {
+        &self.edges[i]
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub struct Session {
+    pub id: String,
+    pub token: String,
+}
+
+pub async fn create(edge: &Node, body: Value) -> Session {
+    let r = http()
+        .post(format!("{}/v1/sessions", edge.http()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "create failed: {}",
+        r.text().await.unwrap()
+    );
+    let v: Value = r.json().await.unwrap();
+    Session {
+        id: v["id"].as_str().unwrap().into(),
+        token: v["token"].as_str().unwrap().into(),
+    }
+}
+
+pub async fn create_mock(edge: &Node, tokens: u64, rate: f64, seed: u64) -> Session {
+    create(
+        edge,
+        json!({"agent": "mock", "input": {"tokens": tokens, "rate": rate, "seed": seed}}),
+    )
+    .await
+}
+
+pub async fn state(edge: &Node, s: &Session) -> Value {
+    let r = http()
+        .get(format!(
+            "{}/v1/sessions/{}?token={}",
+            edge.http(),
+            s.id,
+            s.token
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Every stored event, through `history` pages.
+pub async fn history(edge: &Node, s: &Session) -> Vec<Value> {
+    let mut after = 0;
+    let mut out = Vec::new();
+    loop {
+        let url = format!(
+            "{}/v1/sessions/{}/history?after={after}&limit=1000&token={}",
+            edge.http(),
+            s.id,
+            s.token
+        );
+        let r = http().get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let events = v["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            return out;
+        }
+        after = v["next_after"].as_u64().unwrap();
+        out.extend(events);
+    }
+}
+
+/// Waits until the session has ended (its history ends with `end`).
+pub async fn wait_ended(edge: &Node, s: &Session, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = state(edge, s).await;
+        if ["completed", "cancelled", "failed"].contains(&st["status"].as_str().unwrap_or("")) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {} did not end: {st}",
+            s.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_connect(edge: &Node, id: &str, token: &str, after: u64) -> Ws {
+    let url = format!(
+        "{}/v1/sessions/{id}/ws?token={token}&after={after}",
+        edge.ws()
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// What a WebSocket client saw.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub hello: Option<Value>,
+    pub events: Vec<Value>,
+    pub frames: usize,
+    pub errors: Vec<Value>,
+    pub other: Vec<Value>,
+    /// `None`: the connection dropped without a close frame.
+    pub close: Option<u16>,
+}
+
+impl Received {
+    pub fn seqs(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.seqs().last().copied().unwrap_or(0)
+    }
+}
+
+pub enum Stop {
+    /// Read until the server closes.
+    Close,
+    /// Stop after this many events (leave the socket open).
+    After(usize),
+}
+
+/// Reads frames until the server closes (or `stop`), within `within`.
+pub async fn read(ws: &mut Ws, stop: Stop, within: Duration) -> Received {
+    let mut got = Received::default();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Stop::After(n) = stop {
+            if got.events.len() >= n {
+                return got;
+            }
+        }
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!(
+                "no close within {within:?}; got {} events",
+                got.events.len()
+            ),
+            Ok(None) | Ok(Some(Err(_))) => return got,
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                match v["type"].as_str() {
+                    Some("hello") => got.hello = Some(v),
+                    Some("events") => {
+                        got.frames += 1;
+                        got.events
+                            .extend(v["events"].as_array().unwrap().iter().cloned());
+                    }
+                    Some("error") => got.errors.push(v),
+                    _ => got.other.push(v),
+                }
+            }
+            Message::Close(f) => {
+                got.close = f
+                    .map(|f| u16::from(f.code))
+                    .or(Some(u16::from(CloseCode::Status)));
+                return got;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads a whole session over WebSocket, reconnecting (to `edges` in turn)
+/// with the last seq held whenever the connection drops before `end`.
+pub async fn read_all_resuming(
+    edges: &[&Node],
+    s: &Session,
+    within: Duration,
+) -> (Vec<Value>, usize) {
+    let deadline = Instant::now() + within;
+    let mut events: Vec<Value> = Vec::new();
+    let mut reconnects = 0;
+    let mut i = 0;
+    loop {
+        let after = events.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let url = format!(
+            "{}/v1/sessions/{}/ws?token={}&after={after}",
+            edges[i % edges.len()].ws(),
+            s.id,
+            s.token
+        );
+        if let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        {
+            let got = read(
+                &mut ws,
+                Stop::Close,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await;
+            events.extend(got.events);
+            if got.close == Some(1000) {
+                return (events, reconnects);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {} not finished in time",
+            s.id
+        );
+        reconnects += 1;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// Checks seqs are exactly 1..=n, in order, ending with `end`.
+pub fn assert_complete(events: &[Value], reason: &str) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "gap, repeat or disorder at index {i}"
+        );
+    }
+    let last = events.last().expect("no events");
+    assert_eq!(last["kind"], "end");
+    assert_eq!(last["data"]["reason"], reason);
+    assert_eq!(events.iter().filter(|e| e["kind"] == "end").count(), 1);
+}
