@@ -53,6 +53,7 @@ export type WeirErrorCode =
   | 'protocol'
   | 'handler'
   | 'bad_url'
+  | 'bad_request'
   | (string & {});
 
 export class WeirError extends Error {
@@ -196,7 +197,7 @@ export interface CreatedSession {
 /** `POST <baseUrl>/v1/sessions` with `{agent, input}` (and `Authorization: Bearer <apiKey>`). */
 export function createSession(
   baseUrl: string,
-  opts?: { agent?: string; input?: unknown; apiKey?: string; fetch?: typeof fetch; signal?: AbortSignal },
+  opts?: { agent?: string; input?: unknown; id?: string; apiKey?: string; fetch?: typeof fetch; signal?: AbortSignal },
 ): Promise<CreatedSession>;
 
 /** `GET <baseUrl>/v1/sessions/<id>/history`; with `all: true` follows `next_after` to the end. */

@@ -65,7 +65,9 @@ const TERMINAL_STATUS = new Set(['completed', 'cancelled', 'failed']);
  * An error reported by weir. `code` is a stable string:
  * `unauthorized` (4001, after any token refresh), `no_such_session` (4004),
  * `history_expired` (4010), `frame_too_large` (1009), `unreachable` (maxAttempts used up),
- * `token_refresh_failed`, `http_error` (createSession / fetchHistory), `protocol` (a frame
+ * `token_refresh_failed`, `bad_request` (1008: the edge refused the request, e.g. `after`
+ * beyond the session's last seq), `http_error` or the edge's error code (createSession /
+ * fetchHistory), `protocol` (a frame
  * the client cannot read), `handler` (an exception thrown by your callback), or the `code`
  * of a server `error` frame (e.g. `bad_request`).
  */
@@ -153,7 +155,8 @@ function httpUrl(base, path) {
 /**
  * Creates a session: `POST <baseUrl>/v1/sessions` with `{agent, input}`.
  * @param {string} baseUrl edge base URL
- * @param {{agent?: string, input?: any, apiKey?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * `id` (optional) asks for a caller-chosen session id, which makes creation idempotent.
+ * @param {{agent?: string, input?: any, id?: string, apiKey?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
  * @returns {Promise<{id: string, token: string, ws_url: string, events_url: string}>}
  */
 export async function createSession(baseUrl, opts = {}) {
@@ -164,6 +167,7 @@ export async function createSession(baseUrl, opts = {}) {
   /** @type {any} */
   const body = { agent: opts.agent ?? 'mock' };
   if (opts.input !== undefined) body.input = opts.input;
+  if (opts.id !== undefined) body.id = opts.id;
   const res = await f(httpUrl(baseUrl, 'v1/sessions').toString(), {
     method: 'POST',
     headers,
@@ -216,9 +220,14 @@ async function readJson(res, what) {
     /* keep the text */
   }
   if (!res.ok) {
-    const msg =
-      (body && typeof body === 'object' && (body.message || body.error)) || text || res.statusText;
-    const code = res.status === 401 ? 'unauthorized' : res.status === 404 ? 'no_such_session' : res.status === 410 ? 'history_expired' : 'http_error';
+    // Edges answer errors as {"error": {"code", "message"}}.
+    const e = body && typeof body === 'object' ? (typeof body.error === 'object' && body.error ? body.error : body) : null;
+    const msg = (e && (e.message || (typeof e.error === 'string' && e.error))) || text || res.statusText;
+    const code =
+      res.status === 401 ? 'unauthorized'
+      : res.status === 404 ? 'no_such_session'
+      : res.status === 410 ? 'history_expired'
+      : (e && typeof e.code === 'string' && e.code) || 'http_error';
     throw new WeirError(code, `${what}: HTTP ${res.status}: ${msg}`, { status: res.status, body });
   }
   return body;
@@ -803,6 +812,9 @@ export class WeirSession {
         return;
       case CloseCode.TOO_LARGE:
         this._fail(new WeirError('frame_too_large', `a client frame was too large (${detail})`, { closeCode: code }));
+        return;
+      case 1008: // policy violation: the edge refused the request itself (e.g. `after` beyond the last seq)
+        this._fail(new WeirError(se ? se.code : 'bad_request', `request refused (${detail})`, { closeCode: code }));
         return;
       case CloseCode.SLOW_CONSUMER:
       default:

@@ -144,6 +144,16 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// [`Nats::restart`] without blocking the test's runtime.
+    pub async fn restart_async(&mut self, down_for: Duration) {
+        self.proc.kill9();
+        tokio::time::sleep(down_for).await;
+        let (port, dir) = (self.port, self.dir.clone());
+        self.proc = tokio::task::spawn_blocking(move || Self::spawn(port, &dir))
+            .await
+            .unwrap();
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self, down_for: Duration) {
         self.proc.kill9();
@@ -499,12 +509,22 @@ pub async fn read_all_resuming(
     s: &Session,
     within: Duration,
 ) -> (Vec<Value>, usize) {
+    read_resuming_from(edges, s, 0, within).await
+}
+
+/// [`read_all_resuming`] for a client that already holds seqs up to `start`.
+pub async fn read_resuming_from(
+    edges: &[&Node],
+    s: &Session,
+    start: u64,
+    within: Duration,
+) -> (Vec<Value>, usize) {
     let deadline = Instant::now() + within;
     let mut events: Vec<Value> = Vec::new();
     let mut reconnects = 0;
     let mut i = 0;
     loop {
-        let after = events.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let after = events.last().map_or(start, |e| e["seq"].as_u64().unwrap());
         let url = format!(
             "{}/v1/sessions/{}/ws?token={}&after={after}",
             edges[i % edges.len()].ws(),

@@ -75,7 +75,8 @@ describe('helpers', () => {
     const calls = [];
     const fetch = async (url, init) => {
       calls.push({ url, init });
-      if (init.headers.authorization !== 'Bearer k1') return new Response('{"error":"unauthorized","message":"bad key"}', { status: 401 });
+      if (init.headers.authorization !== 'Bearer k1') return new Response('{"error":{"code":"unauthorized","message":"bad key"}}', { status: 401 });
+      if (JSON.parse(init.body).agent === 'nope') return new Response('{"error":{"code":"bad_request","message":"unknown agent"}}', { status: 400 });
       return new Response(JSON.stringify({ id: 'abc', token: 't', ws_url: '/v1/sessions/abc/ws', events_url: '/v1/sessions/abc/events' }), { status: 201 });
     };
     const r = await createSession('http://h:1/', { agent: 'mock', input: { tokens: 3 }, apiKey: 'k1', fetch });
@@ -83,6 +84,7 @@ describe('helpers', () => {
     assert.equal(calls[0].url, 'http://h:1/v1/sessions');
     assert.equal(calls[0].init.method, 'POST');
     assert.deepEqual(JSON.parse(calls[0].init.body), { agent: 'mock', input: { tokens: 3 } });
+    await assert.rejects(createSession('http://h:1', { agent: 'nope', apiKey: 'k1', fetch }), (e) => e.code === 'bad_request' && e.status === 400 && /unknown agent/.test(e.message));
     await assert.rejects(createSession('http://h:1', { apiKey: 'wrong', fetch }), (e) => e instanceof WeirError && e.code === 'unauthorized' && e.status === 401 && /bad key/.test(e.message));
   });
 
@@ -382,6 +384,7 @@ describe('fatal close codes', () => {
     [4010, 'history_expired'],
     [1009, 'frame_too_large'],
     [4001, 'unauthorized'],
+    [1008, 'x'], // refused request: the code of the server's error frame
   ]) {
     test(`${code} ⇒ failed with ${want}`, async () => {
       const { s, sock, log, WS } = setup();

@@ -39,22 +39,34 @@ pub struct NatsBus {
     runs: stream::Stream,
     runs_consumer: OnceCell<consumer::PullConsumer>,
     config: BusConfig,
+    /// Counts reconnections to the server. Ordered consumers are ephemeral
+    /// and die with a restarted server, so follows end on a reconnect and
+    /// their callers follow again (and fill any gap from the log).
+    reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl NatsBus {
     pub async fn connect(url: &str, name: &str, config: BusConfig) -> Result<NatsBus, BusError> {
+        let reconnects = tokio::sync::watch::Sender::new(0u64);
+        let on_event = reconnects.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS disconnected");
-                        metrics::counter!(weir_telemetry::names::BUS_DISCONNECTS).increment(1);
+            .event_callback(move |event| {
+                let on_event = on_event.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS disconnected");
+                            metrics::counter!(weir_telemetry::names::BUS_DISCONNECTS).increment(1);
+                        }
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS connected");
+                            on_event.send_modify(|n| *n += 1);
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
                     }
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
             .connect(url)
@@ -94,6 +106,7 @@ impl NatsBus {
             runs,
             runs_consumer: OnceCell::new(),
             config,
+            reconnects,
         })
     }
 
@@ -216,7 +229,15 @@ impl EventLog for NatsBus {
             })
             .await
             .map_err(BusError::unavailable)?;
-        let messages = consumer.messages().await.map_err(BusError::unavailable)?;
+        let mut reconnected = self.reconnects.subscribe();
+        reconnected.borrow_and_update();
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(BusError::unavailable)?
+            .take_until(async move {
+                let _ = reconnected.changed().await;
+            });
         Ok(messages
             .map(|m| match m {
                 Ok(msg) => parse_message(&msg.payload),

@@ -411,9 +411,10 @@ class Publisher:
         except (TypeError, ValueError) as e:
             raise TypeError(f"event data is not JSON-serialisable: {e}") from e
         head_extra = "" if source is None else ',"source":' + _dumps(str(source))
-        if len(data_json) + len(head_extra) + len(kind) + 100 > self._max_payload - _HEADER_ROOM:
+        size = len(data_json.encode("utf-8")) + len(head_extra.encode("utf-8")) + len(kind.encode("utf-8")) + 100
+        if size > self._max_payload - _HEADER_ROOM:
             raise EventTooLargeError(
-                f"{kind} event of {len(data_json)} bytes does not fit in a NATS message "
+                f"{kind} event of about {size} bytes does not fit in a NATS message "
                 f"(max_payload {self._max_payload})"
             )
         hold = self._hold_while_paused and not is_end

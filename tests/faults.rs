@@ -1,0 +1,162 @@
+//! Failures of clients and components: a client that stops reading, a
+//! producer killed mid-run, nats-server restarted mid-stream, an edge drained
+//! with SIGTERM. Nothing is lost or repeated; memory stays bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_costs_bounded_memory_and_loses_nothing() {
+    let c = Cluster::start_with(
+        "slow-reader",
+        1,
+        1,
+        &["--write-timeout", "2s", "--conn-buffer", "512"],
+        &[],
+    );
+    let edge = c.edge(0);
+    // Let the edge settle, then take its baseline.
+    let warm = create_mock(edge, 50, 0.0, 1).await;
+    let mut ws = ws_connect(edge, &warm.id, &warm.token, 0).await;
+    read(&mut ws, Stop::Close, MINUTE).await;
+    let baseline = edge.proc.rss_kib();
+
+    const TOKENS: u64 = 300_000;
+    let s = create_mock(edge, TOKENS, 0.0, 2).await;
+    let mut ws = ws_connect(edge, &s.id, &s.token, 0).await;
+    let mut events = read(&mut ws, Stop::After(100), MINUTE).await.events;
+    // Stop reading for six seconds while the producer runs at full speed.
+    let mut peak = 0;
+    let stall = Instant::now();
+    while stall.elapsed() < Duration::from_secs(6) {
+        peak = peak.max(edge.proc.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = state(edge, &s).await["last_seq"].as_u64().unwrap();
+    // Read on: what the socket still held, then the close.
+    let tail = read(&mut ws, Stop::Close, MINUTE).await;
+    assert_ne!(
+        tail.close,
+        Some(1000),
+        "the stalled client was not disconnected"
+    );
+    assert!(
+        matches!(tail.close, None | Some(4008)),
+        "close {:?}",
+        tail.close
+    );
+    events.extend(tail.events);
+    let after = events.last().unwrap()["seq"].as_u64().unwrap();
+    let (rest, _) = read_resuming_from(&[edge], &s, after, Duration::from_secs(300)).await;
+    events.extend(rest);
+    assert_eq!(events.len() as u64, TOKENS + 1);
+    assert_complete(&events, "completed");
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!("edge RSS baseline {baseline} KiB, peak {peak} KiB, growth {growth_mib} MiB; producer at seq {during} during the stall");
+    // The session is ~30 MB of JSON; the edge may hold one ring and one
+    // connection buffer of it, not the backlog.
+    assert!(
+        during > 50_000,
+        "the producer was not far ahead during the stall ({during})"
+    );
+    assert!(
+        growth_mib < 24,
+        "edge RSS grew {growth_mib} MiB while a client stalled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_producer_fails_its_session_within_the_lease() {
+    let lease = ["--lease-ttl", "2s", "--reap-interval", "250ms"];
+    let mut c = Cluster::start_with("producer-kill", 1, 2, &[], &lease);
+    let edge_http = c.edge(0).http();
+    let s = create_mock(c.edge(0), 2000, 20.0, 5).await;
+    let mut ws = ws_connect(c.edge(0), &s.id, &s.token, 0).await;
+    let first = read(&mut ws, Stop::After(10), MINUTE).await;
+    let owner = state(c.edge(0), &s).await["producer"]
+        .as_str()
+        .expect("a producer owns the run")
+        .to_owned();
+    let victim = c.producers.iter_mut().find(|p| p.id == owner).unwrap();
+    victim.proc.kill9();
+    let killed = Instant::now();
+    let rest = read(&mut ws, Stop::Close, MINUTE).await;
+    let took = killed.elapsed();
+    assert_eq!(rest.close, Some(1000));
+    let events: Vec<Value> = first.events.into_iter().chain(rest.events).collect();
+    assert_complete(&events, "failed");
+    let error = &events[events.len() - 2];
+    assert_eq!(error["kind"], "error");
+    assert_eq!(error["data"]["code"], "producer_lost");
+    // Lease 2 s + one reap interval, with room for a loaded machine.
+    assert!(took < Duration::from_secs(5), "failure took {took:?}");
+    let st: Value = http()
+        .get(format!(
+            "{edge_http}/v1/sessions/{}?token={}",
+            s.id, s.token
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["status"], "failed");
+    assert_eq!(st["end_reason"], "failed");
+    assert!(st["producer"].is_null());
+    assert_eq!(events, history(c.edge(0), &s).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_nats_mid_stream_loses_and_repeats_nothing() {
+    let mut c = Cluster::start("nats-restart", 2, 1);
+    let sessions: Vec<Session> = futures::future::join_all(
+        (0..5).map(|i| create_mock(&c.edges[i % 2], 400, 80.0, i as u64)),
+    )
+    .await;
+    let Cluster { nats, edges, .. } = &mut c;
+    let edges: Vec<&Node> = edges.iter().collect();
+    let readers = futures::future::join_all(
+        sessions
+            .iter()
+            .map(|s| read_all_resuming(&edges, s, Duration::from_secs(120))),
+    );
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nats.restart_async(Duration::from_millis(1500)).await;
+    };
+    let (results, ()) = tokio::join!(readers, restart);
+    for ((events, _reconnects), s) in results.into_iter().zip(&sessions) {
+        assert_complete(&events, "completed");
+        assert_eq!(events.len(), 401, "session {}", s.id);
+        assert_eq!(events, history(edges[0], s).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_edge_and_clients_resume_elsewhere() {
+    let mut c = Cluster::start_with("drain", 2, 1, &["--drain-grace", "5s"], &[]);
+    let s = create_mock(&c.edges[0], 300, 100.0, 9).await;
+    let mut ws = ws_connect(&c.edges[0], &s.id, &s.token, 0).await;
+    let mut events = read(&mut ws, Stop::After(20), MINUTE).await.events;
+    c.edges[0].proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let tail = read(&mut ws, Stop::Close, MINUTE).await;
+    assert_eq!(tail.close, Some(1012));
+    assert_eq!(tail.other.last().unwrap()["type"], "reconnect");
+    assert!(
+        c.edges[0].proc.wait_exit(Duration::from_secs(6)),
+        "edge did not exit after draining"
+    );
+    events.extend(tail.events);
+    let after = events.last().unwrap()["seq"].as_u64().unwrap();
+    let mut ws = ws_connect(&c.edges[1], &s.id, &s.token, after).await;
+    let rest = read(&mut ws, Stop::Close, MINUTE).await;
+    events.extend(rest.events);
+    assert_complete(&events, "completed");
+}
