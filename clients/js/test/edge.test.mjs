@@ -36,6 +36,7 @@ describe('against a real cluster', { skip: why ? `skipped: ${why}` : false, time
       WebSocket,
       backoff: { initial: 50, max: 500 },
       heartbeatInterval: 500,
+      onError: () => {}, // failures are asserted through connect()/finished
       ...opts,
     });
     open.push(s);
@@ -84,6 +85,8 @@ describe('against a real cluster', { skip: why ? `skipped: ${why}` : false, time
 
   test('resume from after=N gets exactly N+1..end', async () => {
     const created = await c.createMock({ tokens: 120, rate: 0, seed: 2 });
+    // `after` must not be beyond what the session has published (the edge refuses that: 1008).
+    await waitFor(async () => (await c.history(created.id, created.token)).length >= 77, { timeout: 10000, what: '77 events stored' });
     const s = session(created, { after: 77 });
     const got = [];
     for await (const ev of s) got.push(ev);
@@ -127,6 +130,28 @@ describe('against a real cluster', { skip: why ? `skipped: ${why}` : false, time
     await c.restart(victim);
   });
 
+  test('SIGTERM (drain) of the serving edge: `reconnect` frame, immediate move to the other edge', async () => {
+    const created = await c.createMock({ tokens: 300, rate: 100, seed: 8 });
+    const s = session(created, { backoff: { initial: 5000, max: 5000 } }); // only an immediate reconnect is fast
+    const got = [];
+    const infos = [];
+    s.onEvent = (ev) => got.push(ev);
+    s.on('state', (st, info) => infos.push({ st, ...info, node: s.node }));
+    await s.connect();
+    await waitFor(() => s.lastSeq >= 30, { timeout: 15000, what: '30 events' });
+    const victim = c.edges.find((e) => e.name === s.node);
+    const drained = c.signal(victim, 'SIGTERM');
+    await waitFor(() => infos.some((i) => i.st === 'reconnecting'), { timeout: 10000, what: 'reconnecting' });
+    const r = infos.find((i) => i.st === 'reconnecting');
+    assert.equal(r.delay, 0, `reconnected at once (${r.reason})`);
+    assert.match(r.reason, /draining/);
+    await s.finished;
+    await drained;
+    assert.notEqual(infos.filter((i) => i.st === 'open').at(-1).node, victim.name);
+    await assertMatchesHistory(got, created);
+    await c.restart(victim);
+  });
+
   test('4001 then getToken(): the fresh token is used and the stream completes', async () => {
     const created = await c.createMock({ tokens: 50, rate: 0, seed: 5 });
     let calls = 0;
@@ -150,6 +175,7 @@ describe('against a real cluster', { skip: why ? `skipped: ${why}` : false, time
     const b = await c.createMock({ tokens: 5 });
     let calls = 0;
     const s = session({ id: b.id, token: 'bad' }, { getToken: () => (calls++, 'still-bad') });
+    await assert.rejects(s.connect(), (e) => e.code === 'unauthorized');
     await assert.rejects(s.finished, (e) => e.code === 'unauthorized' && e.closeCode === 4001);
     assert.equal(calls, 1);
   });

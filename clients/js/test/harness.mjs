@@ -199,6 +199,14 @@ export async function startCluster(opts = {}) {
       node.proc.kill('SIGKILL');
       await node.proc.exited;
     };
+    /** Sends a signal (e.g. SIGTERM: graceful drain) and waits until the node exits. */
+    c.signal = async (node, sig, { timeout = 30000 } = {}) => {
+      if (!node.proc || node.proc.exitCode !== null || node.proc.signalCode) return;
+      node.proc.kill(sig);
+      const t = setTimeout(() => node.proc.kill('SIGKILL'), timeout);
+      await node.proc.exited;
+      clearTimeout(t);
+    };
     /** Starts a killed node again on the same port. */
     c.restart = async (node) => {
       await c.kill(node);

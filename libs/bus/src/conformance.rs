@@ -44,6 +44,7 @@ async fn read_all(bus: &Bus, s: &SessionId, after: u64, page: usize) -> Vec<u64>
 pub async fn all(bus: &Bus, prefix: &str) {
     append_read_and_fence(bus, prefix).await;
     retried_appends_are_stored_once(bus, prefix).await;
+    long_logs_are_read_from_any_seq(bus, prefix).await;
     follow_starts_at_the_last_message(bus, prefix).await;
     control_reaches_subscribers(bus, prefix).await;
     runs_are_taken_once_and_redelivered_until_acked(bus, prefix).await;
@@ -71,6 +72,37 @@ pub async fn append_read_and_fence(bus: &Bus, prefix: &str) {
     // Sessions do not see each other's events.
     let other = session(prefix, "other");
     assert!(read_all(bus, &other, 0, 10).await.is_empty());
+}
+
+pub async fn long_logs_are_read_from_any_seq(bus: &Bus, prefix: &str) {
+    let (s, noise) = (session(prefix, "long"), session(prefix, "noise"));
+    let (mut fence, mut noise_fence) = (Fence(0), Fence(0));
+    let mut seq = 0;
+    // Messages of one to three events, interleaved with another session's.
+    while seq < 300 {
+        let n = 1 + seq % 3;
+        fence = bus
+            .log
+            .append(&s, &events(seq + 1..=seq + n), fence)
+            .await
+            .unwrap()
+            .fence;
+        seq += n;
+        noise_fence = bus
+            .log
+            .append(&noise, &events(seq..=seq), noise_fence)
+            .await
+            .unwrap()
+            .fence;
+    }
+    for after in [0, 1, 2, 150, 151, 152, 298, 299, seq - 1, seq] {
+        let got = read_all(bus, &s, after, 64).await;
+        assert_eq!(
+            got,
+            (after + 1..=seq).collect::<Vec<_>>(),
+            "read after {after}"
+        );
+    }
 }
 
 pub async fn retried_appends_are_stored_once(bus: &Bus, prefix: &str) {

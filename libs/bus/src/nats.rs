@@ -150,6 +150,18 @@ async fn ensure_stream(
     Err(BusError::unavailable(last_err.expect("set in the loop")))
 }
 
+/// The last seq a stored message carries: its `Weir-Seq` header, or its payload.
+fn last_seq_in(msg: &jetstream::message::StreamMessage) -> Result<u64, BusError> {
+    let header = msg
+        .headers
+        .get(SEQ_HEADER)
+        .and_then(|v| v.as_str().parse::<u64>().ok());
+    match header {
+        Some(seq) => Ok(seq),
+        None => Ok(parse_message(&msg.payload)?.last().map_or(0, |e| e.seq)),
+    }
+}
+
 fn parse_message(payload: &[u8]) -> Result<Vec<RawEvent>, BusError> {
     Ok(RawEvent::parse_message(payload)?)
 }
@@ -274,6 +286,9 @@ impl NatsReader {
         if let Some(c) = &self.consumer {
             return Ok(c.clone());
         }
+        if self.next_stream_seq.is_none() && self.cursor > 0 {
+            self.next_stream_seq = self.locate().await?;
+        }
         let deliver_policy = match self.next_stream_seq {
             Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
             None => consumer::DeliverPolicy::All,
@@ -292,6 +307,45 @@ impl NatsReader {
             .map_err(BusError::unavailable)?;
         self.consumer = Some(c.clone());
         Ok(c)
+    }
+
+    /// The stream sequence of the first message holding a seq after the
+    /// cursor, found by bisection over the stream (a few direct reads)
+    /// instead of replaying the session from its start.
+    async fn locate(&self) -> Result<Option<u64>, BusError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let last = match self
+            .events
+            .get_last_raw_message_by_subject(&self.subject)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(BusError::unavailable(e)),
+        };
+        if last_seq_in(&last)? <= self.cursor {
+            return Ok(Some(last.sequence + 1));
+        }
+        let (mut lo, mut hi) = (1, last.sequence);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let next = self
+                .events
+                .raw_message_builder()
+                .sequence(mid)
+                .next_by_subject(self.subject.clone())
+                .send()
+                .await;
+            match next {
+                Ok(m) if last_seq_in(&m)? <= self.cursor => lo = m.sequence + 1,
+                Ok(_) => hi = mid,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => hi = mid,
+                Err(e) => return Err(BusError::unavailable(e)),
+            }
+        }
+        Ok(Some(lo))
     }
 
     /// One fetch of up to `max` messages; false when the log had nothing more.

@@ -31,6 +31,9 @@ fn default_tokens() -> u64 {
 impl MockInput {
     /// Parses and checks an input object (`null` = all defaults).
     pub fn parse(input: &serde_json::Value) -> Result<MockInput, String> {
+        if !(input.is_null() || input.is_object()) {
+            return Err("mock input must be a JSON object".into());
+        }
         let parsed: MockInput = if input.is_null() {
             serde_json::from_value(serde_json::json!({}))
         } else {

@@ -236,7 +236,25 @@ where
     if let Ok(WriterEnd::Slow) = writer.await {
         metrics::counter!(names::SLOW_CONSUMERS).increment(1);
     }
+    if stats.close_code.is_some() {
+        linger(&mut incoming, stats.close_code == Some(close::TOO_LARGE)).await;
+    }
     stats
+}
+
+/// After our close frame, gives the client a moment to read it before the
+/// socket goes: closing a socket with unread input resets it, and a reset
+/// can discard the close frame on the client's side.
+async fn linger<R: Stream<Item = Incoming> + Unpin>(incoming: &mut R, unreadable: bool) {
+    if unreadable {
+        // The rest of an oversized frame is still in the socket.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Incoming::Text(_) | Incoming::Binary) = incoming.next().await {}
+    })
+    .await;
 }
 
 async fn reply(tx: &mpsc::Sender<Frame>, frame: ServerFrame) {
