@@ -71,6 +71,10 @@ pub struct ConnStats {
     pub last_seq: u64,
 }
 
+/// A pull from the subscription in flight; it owns the subscription and
+/// hands it back with the result, so no pull is ever dropped half-done.
+type Fetch = BoxFuture<'static, (Subscription, Result<Vec<RawEvent>, DeliveryError>)>;
+
 struct Frame {
     out: Outgoing,
     /// `ts` of each event in the frame, for the delivery latency.
@@ -117,9 +121,7 @@ where
     let mut buffer: VecDeque<RawEvent> = VecDeque::new();
     let mut throttled = false;
     let mut end_pulled = false;
-    let mut fetch: Option<
-        BoxFuture<'static, (Subscription, Result<Vec<RawEvent>, DeliveryError>)>,
-    > = None;
+    let mut fetch: Option<Fetch> = None;
     let mut idle_since = Instant::now();
     // `sub` moves into the fetch future and comes back with its result.
     let mut parked = Some(sub);

@@ -1,6 +1,7 @@
 //! Ends the runs of dead producers. A run whose lease lapsed is taken over
-//! by exactly one reaper (taking the lease is atomic), which appends `error`
-//! + `end` reason `failed` fenced on the log's last message: if the old
+//! by exactly one reaper (taking the lease is atomic), which appends an
+//! `error` and an `end` with reason `failed`, fenced on the log's last
+//! message: if the old
 //! producer was only slow and wrote meanwhile, the fence refuses the reaper,
 //! and if the reaper wrote first, the fence refuses the old producer.
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (scripts/setup.sh), then runs
+# the Rust tests (unit, conformance and end-to-end against real nats-server
+# and redis-server processes), the JS client's tests (Node, and the browser
+# test in Chromium) and the Python adapter's tests (real AutoGen).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --workspace --bins
+cargo test --workspace
+(cd clients/js && npm test)
+WEIR_E2E_REQUIRED=1 clients/python/.venv/bin/pytest -q clients/python/tests
