@@ -67,6 +67,8 @@ pub struct ConnStats {
     pub frames: u64,
     pub max_buffered: usize,
     pub backpressure_pauses: u64,
+    /// The highest buffer fill at which a throttled connection pulled again.
+    pub max_fill_at_resume: usize,
     pub close_code: Option<u16>,
     pub last_seq: u64,
 }
@@ -167,6 +169,7 @@ where
                 idle_since = Instant::now();
                 if throttled && buffer.len() <= limits.low {
                     throttled = false;
+                    stats.max_fill_at_resume = stats.max_fill_at_resume.max(buffer.len());
                 }
                 if ended {
                     break Some((close::DONE, None, "session ended"));
@@ -331,4 +334,224 @@ where
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     WriterEnd::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::channel::mpsc as fmpsc;
+    use weir_bus::{Bus, BusConfig, Fence};
+    use weir_protocol::{Event, SessionId};
+
+    use super::*;
+    use crate::hub::Hub;
+
+    #[derive(Default)]
+    struct Recorder {
+        acks: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ClientActions for Recorder {
+        async fn ack(&self, seq: u64) {
+            self.acks.lock().unwrap().push(seq);
+        }
+        async fn control(&self, _op: ControlOp) -> Result<(), (String, String)> {
+            Ok(())
+        }
+    }
+
+    fn limits(buffer: usize, high: usize, low: usize) -> Limits {
+        Limits {
+            buffer,
+            high,
+            low,
+            max_frame_events: 10,
+            heartbeat: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A session of `n` tokens and `end`, already in a memory log.
+    async fn session(n: u64) -> (Bus, Hub, SessionId) {
+        let bus = Bus::memory(BusConfig::default());
+        let id = SessionId::parse("s").unwrap();
+        let mut events: Vec<_> = (1..=n)
+            .map(|s| Event::new(s, "token", None, serde_json::json!({"text": "x"})).to_raw())
+            .collect();
+        events.push(Event::end(n + 1, weir_protocol::EndReason::Completed, None).to_raw());
+        let mut fence = Fence(0);
+        for chunk in events.chunks(7) {
+            fence = bus.log.append(&id, chunk, fence).await.unwrap().fence;
+        }
+        let hub = Hub::new(bus.log.clone(), 16);
+        (bus, hub, id)
+    }
+
+    async fn subscription(bus: &Bus, hub: &Hub, id: &SessionId) -> Subscription {
+        Subscription::new(id.clone(), hub.feed(id).await, bus.log.clone(), 0)
+    }
+
+    fn hello() -> ServerFrame {
+        ServerFrame::Heartbeat { ts: 0.0 }
+    }
+
+    fn events_in(frame: &Outgoing) -> Vec<u64> {
+        let Outgoing::Text(t) = frame else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        if v["type"] != "events" {
+            return Vec::new();
+        }
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_coalesced_frames_within_the_watermarks() {
+        let (bus, hub, id) = session(1000).await;
+        let sub = subscription(&bus, &hub, &id).await;
+        let (sink, mut frames) = fmpsc::channel::<Outgoing>(0);
+        let (_client, incoming) = fmpsc::channel::<Incoming>(1);
+        let actions = Recorder::default();
+        let reader = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            let mut sizes = Vec::new();
+            let mut close = None;
+            while let Some(f) = frames.next().await {
+                // A slow client: every frame takes a while to read.
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                let s = events_in(&f);
+                if !s.is_empty() {
+                    sizes.push(s.len());
+                }
+                seqs.extend(s);
+                if let Outgoing::Close(code, _) = f {
+                    close = Some(code);
+                }
+            }
+            (seqs, sizes, close)
+        });
+        let stats = serve(
+            sink,
+            incoming,
+            sub,
+            hello(),
+            limits(100, 80, 30),
+            &actions,
+            CancellationToken::new(),
+        )
+        .await;
+        let (seqs, sizes, close) = reader.await.unwrap();
+        assert_eq!(seqs, (1..=1001).collect::<Vec<_>>());
+        assert_eq!(close, Some(close::DONE));
+        assert!(
+            sizes.iter().all(|n| *n <= 10),
+            "a frame over max_frame_events"
+        );
+        assert!(
+            sizes.iter().any(|n| *n > 1),
+            "nothing was coalesced: {sizes:?}"
+        );
+        assert!(
+            stats.max_buffered <= 100,
+            "buffer bound broken: {}",
+            stats.max_buffered
+        );
+        assert!(
+            stats.backpressure_pauses > 0,
+            "never reached the high watermark"
+        );
+        assert!(
+            stats.max_fill_at_resume <= 30,
+            "resumed above the low watermark"
+        );
+        assert_eq!((stats.events, stats.close_code), (1001, Some(close::DONE)));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_closed_with_4008() {
+        let (bus, hub, id) = session(100).await;
+        let sub = subscription(&bus, &hub, &id).await;
+        let (sink, frames) = fmpsc::channel::<Outgoing>(0);
+        let (_client, incoming) = fmpsc::channel::<Incoming>(1);
+        let mut l = limits(50, 40, 10);
+        l.write_timeout = Duration::from_millis(200);
+        let stats = serve(
+            sink,
+            incoming,
+            sub,
+            hello(),
+            l,
+            &Recorder::default(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(stats.close_code, Some(close::SLOW_CONSUMER));
+        drop(frames);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_get_heartbeats_acks_are_recorded_and_drain_says_reconnect() {
+        let bus = Bus::memory(BusConfig::default());
+        let hub = Hub::new(bus.log.clone(), 16);
+        let id = SessionId::parse("idle").unwrap();
+        let sub = subscription(&bus, &hub, &id).await;
+        let (sink, mut frames) = fmpsc::channel::<Outgoing>(8);
+        let (mut client, incoming) = fmpsc::channel::<Incoming>(4);
+        let mut l = limits(50, 40, 10);
+        l.heartbeat = Duration::from_millis(50);
+        let drain = CancellationToken::new();
+        let actions = Arc::new(Recorder::default());
+        let conn = {
+            let (drain, actions) = (drain.clone(), actions.clone());
+            tokio::spawn(async move {
+                serve(sink, incoming, sub, hello(), l, actions.as_ref(), drain).await
+            })
+        };
+        let mut kinds = Vec::new();
+        while kinds.iter().filter(|k| *k == "heartbeat").count() < 3 {
+            let Some(Outgoing::Text(t)) = frames.next().await else {
+                panic!("closed early")
+            };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            kinds.push(v["type"].as_str().unwrap().to_owned());
+        }
+        client
+            .send(Incoming::Text(r#"{"type":"ack","seq":3}"#.into()))
+            .await
+            .unwrap();
+        client
+            .send(Incoming::Text("nonsense".into()))
+            .await
+            .unwrap();
+        let error = loop {
+            let Some(Outgoing::Text(t)) = frames.next().await else {
+                panic!("closed early")
+            };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "error" {
+                break v;
+            }
+        };
+        assert_eq!(error["code"], "bad_request");
+        assert_eq!(*actions.acks.lock().unwrap(), vec![3]);
+        drain.cancel();
+        let mut rest = Vec::new();
+        while let Some(f) = frames.next().await {
+            rest.push(f);
+        }
+        let Outgoing::Text(reconnect) = &rest[rest.len() - 2] else {
+            panic!("{rest:?}")
+        };
+        assert!(reconnect.contains(r#""type":"reconnect""#));
+        assert!(matches!(rest.last(), Some(Outgoing::Close(1012, _))));
+        assert_eq!(conn.await.unwrap().close_code, Some(close::DRAINING));
+    }
 }
