@@ -29,7 +29,7 @@ pub struct EdgeConfig {
     #[arg(
         long,
         env = "WEIR_AGENTS",
-        default_value = "mock,openai",
+        default_value = "mock",
         value_delimiter = ','
     )]
     pub agents: Vec<String>,
@@ -91,7 +91,7 @@ impl EdgeConfig {
             node_id: None,
             secret: secret.into(),
             api_key: None,
-            agents: vec!["mock".into(), "openai".into()],
+            agents: vec!["mock".into()],
             retention: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(3600),
             public_url: None,

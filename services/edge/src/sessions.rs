@@ -42,8 +42,12 @@ pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiE
             s.status = reason.status();
             s.end_reason = Some(reason);
             s.producer = None;
-        } else if s.status == Status::Queued {
-            s.status = Status::Streaming;
+        } else if s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT {
+            // Outside producers announce pauses in the log only.
+            s.status = match serde_json::from_slice::<Event>(&last.event.json) {
+                Ok(e) if e.kind == "status" && e.data["state"] == "paused" => Status::Paused,
+                _ => Status::Streaming,
+            };
         }
     }
     Ok(s)
@@ -107,6 +111,26 @@ pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<
     }
     // Recorded first, so that a producer that has not subscribed yet obeys it.
     state.store.request_control(id, op).await?;
+    if op == ControlOp::Cancel && s.agent == crate::api::EXTERNAL_AGENT && s.last_seq == 0 {
+        return cancel_unstarted(state, id).await;
+    }
     state.bus.control.send(id, op).await?;
+    Ok(())
+}
+
+/// Ends an outside producer's session that has not published anything: such
+/// a producer reads no state, so it could not learn of the cancel. The end
+/// is appended at seq 1 behind the empty-log fence; a producer that starts
+/// later finds the log taken and stops.
+async fn cancel_unstarted(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
+    let end = Event::end(1, EndReason::Cancelled, None).to_raw();
+    match state.bus.log.append(id, &[end], weir_bus::Fence(0)).await {
+        Ok(_) => {
+            state.store.update(id, weir_store::Update::ended(EndReason::Cancelled, 1)).await?;
+        }
+        // The producer published first: it gets the cancel on the bus.
+        Err(weir_bus::BusError::Fenced) => state.bus.control.send(id, ControlOp::Cancel).await?,
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
