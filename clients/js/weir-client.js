@@ -58,6 +58,8 @@ export const CloseCode = Object.freeze({
 /** Close code this client uses when it drops a connection on purpose (gap, timeout, reconnect()). */
 const CLIENT_DROP = 4000;
 
+const noop = () => {};
+
 /** Terminal session statuses (protocol.md §3). */
 const TERMINAL_STATUS = new Set(['completed', 'cancelled', 'failed']);
 
@@ -296,11 +298,11 @@ export class WeirSession {
     this._storage = resolveStorage(opts.persist ?? false);
     this._storageKey = `weir:${this.session}`;
 
-    /** @type {(ev: WeirEvent) => void | undefined} called for each event, once, in seq order */
+    /** @type {((ev: WeirEvent) => void) | undefined} called for each event, once, in seq order */
     this.onEvent = opts.onEvent;
-    /** @type {(state: WeirState, info: StateInfo) => void | undefined} */
+    /** @type {((state: WeirState, info: StateInfo) => void) | undefined} */
     this.onState = opts.onState;
-    /** @type {(err: WeirError) => void | undefined} */
+    /** @type {((err: WeirError) => void) | undefined} */
     this.onError = opts.onError;
 
     let after = Math.max(0, Math.floor(Number(opts.after ?? 0)) || 0);
@@ -653,7 +655,9 @@ export class WeirSession {
     this._ws = null;
     this._connId++;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      // No-ops rather than null: the `ws` package emits 'error' when a socket is closed
+      // before its handshake ends, and an EventEmitter with no 'error' listener throws.
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = noop;
       try {
         ws.close(code, reason);
       } catch {

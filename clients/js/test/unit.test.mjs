@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 
 import { WeirSession, WeirError, backoffDelay, wsUrl, createSession, fetchHistory } from '../weir-client.js';
 import { makeFakeWebSocket, tok, end, waitFor, sleep } from './fake-ws.mjs';
+import net from 'node:net';
+import WebSocket from 'ws';
 
 const A = 'http://edge-a:8080';
 const B = 'http://edge-b:8080';
@@ -335,6 +337,26 @@ describe('reconnect', () => {
     }
   });
 
+  test('with the ws package: a handshake that hangs is abandoned without an uncaught error', async () => {
+    // A TCP server that accepts and never answers the HTTP upgrade.
+    const conns = [];
+    const srv = net.createServer((sock) => conns.push(sock));
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${srv.address().port}`;
+    const states = [];
+    const s = new WeirSession({ session: 's1', token: 't', urls: [url], WebSocket, connectTimeout: 50, backoff: { initial: 1, max: 5 }, onState: (st, i) => states.push([st, i.reason]) });
+    try {
+      s.connect();
+      await waitFor(() => conns.length >= 3, { what: 'three attempts' });
+      await sleep(20); // the aborted handshakes emit their errors now
+      assert.ok(states.filter(([st, why]) => st === 'reconnecting' && why === 'connect timeout').length >= 2);
+    } finally {
+      s.close();
+      conns.forEach((c) => c.destroy());
+      srv.close();
+    }
+  });
+
   test('close() stops everything: state closed, socket closed, no reconnect', async () => {
     const { s, sock, WS, log } = setup();
     s.connect();
@@ -365,11 +387,11 @@ describe('heartbeat', () => {
   });
 
   test('heartbeat frames keep a quiet connection alive', async () => {
-    const { s, sock, WS } = setup({ heartbeatInterval: 25 });
+    const { s, sock, WS } = setup({ heartbeatInterval: 100 });
     s.connect();
     sock(0).accept();
-    for (let i = 0; i < 10; i++) {
-      await sleep(20);
+    for (let i = 0; i < 12; i++) {
+      await sleep(25);
       sock(0).heartbeat();
     }
     assert.equal(WS.sockets.length, 1);

@@ -18,6 +18,8 @@ use crate::sessions::{self, bearer, Resume};
 use crate::subscription::Subscription;
 use crate::{AppState, ConnectionGuard};
 
+const READ_BUFFER: usize = 4096;
+
 /// Close code and error frame for a failed check.
 fn refusal(e: &ApiError) -> (u16, &'static str) {
     match e {
@@ -72,8 +74,12 @@ pub async fn upgrade(
     };
     let checked = check(&state, &id, &headers, &query).await;
     let limit = state.config.max_client_frame;
+    // Client frames are small: a small read buffer keeps idle connections
+    // cheap (tungstenite's default is 128 KiB per connection).
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", session = %id, node = %state.node);
             async move {

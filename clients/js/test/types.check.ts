@@ -1,0 +1,40 @@
+// Compiled by `npm run typecheck` (tsc --noEmit), never run: the public types in use.
+import WeirSessionDefault, { WeirSession, WeirError, createSession, fetchHistory, backoffDelay, wsUrl, CloseCode } from '@weir/client';
+import type { WeirEvent, WeirState, StateInfo } from '@weir/client';
+
+async function demo(): Promise<string> {
+  const created = await createSession('http://127.0.0.1:8080', { agent: 'mock', input: { tokens: 10 }, apiKey: 'k' });
+  const s = new WeirSession({
+    session: created.id,
+    token: created.token,
+    urls: ['http://127.0.0.1:8080', 'http://127.0.0.1:8081'],
+    getToken: async () => 'fresh',
+    persist: 'sessionStorage',
+    heartbeatInterval: 15000,
+    backoff: { initial: 250, max: 10000 },
+    autoAck: true,
+    onEvent: (ev: WeirEvent) => void ev.seq,
+    onState: (st: WeirState, info: StateInfo) => void [st, info.delay, info.error?.code],
+    onError: (e: WeirError) => void e.closeCode,
+  });
+  const off = s.on('state', (st) => void st);
+  off();
+  await s.connect();
+  s.pause();
+  s.resume();
+  s.ack();
+  s.ack(3);
+  s.reconnect({ rotate: true });
+  let text = '';
+  for await (const ev of s) if (ev.kind === 'token') text += (ev.data as { text: string }).text;
+  const end: WeirEvent | undefined = await s.finished;
+  const h = await fetchHistory('http://x', created.id, { token: created.token, all: true });
+  const n: number = backoffDelay(2, { initial: 1 }) + h.next_after + s.lastSeq + CloseCode.EXPIRED;
+  const u: string = wsUrl('http://x', 's', { after: n });
+  const same: typeof WeirSession = WeirSessionDefault;
+  s.cancel();
+  s.close();
+  void same;
+  return text + u + String(end?.seq) + (s.state satisfies WeirState) + new WeirError('x', 'y').code;
+}
+void demo;
