@@ -54,6 +54,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn_logged(name: &str, cmd: Command, log: PathBuf) -> Proc {
+        Self::spawn(name, cmd, log)
+    }
+
     fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -216,6 +221,11 @@ pub struct Cluster {
     pub redis: Redis,
     pub edges: Vec<Node>,
     pub producers: Vec<Node>,
+}
+
+/// Waits for `url` to answer 2xx.
+pub fn wait_http_ok(url: &str) {
+    wait_ready(url, url)
 }
 
 fn wait_ready(url: &str, what: &str) {
