@@ -23,20 +23,8 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str) {
         .is_some_and(|m| !m.is_empty()));
 }
 
-async fn create_with_key(edge: &Node, body: Value) -> Session {
-    let r = http()
-        .post(format!("{}/v1/sessions", edge.http()))
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
-    Session {
-        id: v["id"].as_str().unwrap().into(),
-        token: v["token"].as_str().unwrap().into(),
-    }
+async fn create_keyed(edge: &Node, body: Value) -> Session {
+    create_with_key(edge, body, Some(API_KEY)).await
 }
 
 /// Connects and reads until close; returns the close code and error frames.
@@ -53,7 +41,7 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
     let edge = c.edge(0);
     let base = edge.http();
     // A healthy session streams through all of this.
-    let healthy = create_with_key(
+    let healthy = create_keyed(
         edge,
         json!({"agent": "mock", "input": {"tokens": 400, "rate": 100}}),
     )
@@ -141,7 +129,7 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         .unwrap();
     expect_error(r, 413, "too_large").await;
     // A chosen id is taken once.
-    create_with_key(
+    create_keyed(
         edge,
         json!({"agent": "mock", "id": "chosen-id", "input": {"tokens": 1}}),
     )
@@ -331,7 +319,7 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
     }
 
     // --- bad client frames on an open stream
-    let s = create_with_key(
+    let s = create_keyed(
         edge,
         json!({"agent": "mock", "input": {"tokens": 300, "rate": 100}}),
     )

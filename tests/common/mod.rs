@@ -341,12 +341,18 @@ pub struct Session {
 }
 
 pub async fn create(edge: &Node, body: Value) -> Session {
-    let r = http()
+    create_with_key(edge, body, None).await
+}
+
+/// `POST /v1/sessions`, with the API key when the cluster has one.
+pub async fn create_with_key(edge: &Node, body: Value, api_key: Option<&str>) -> Session {
+    let mut req = http()
         .post(format!("{}/v1/sessions", edge.http()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .json(&body);
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().await.unwrap();
     assert_eq!(
         r.status(),
         201,

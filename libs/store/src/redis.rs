@@ -135,6 +135,26 @@ impl RedisStore {
         })
     }
 
+    /// Runs a lease script (take or extend); true if it succeeded.
+    async fn lease_script(
+        &self,
+        script: &Script,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let got: i64 = script
+            .key(lease_key(id))
+            .key(LEASES)
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(got == 1)
+    }
+
     fn ttl_ms(&self) -> u64 {
         self.retention.as_millis().max(1) as u64
     }
@@ -262,18 +282,8 @@ impl SessionStore for RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let got: i64 = self
-            .scripts
-            .acquire
-            .key(lease_key(id))
-            .key(LEASES)
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn.clone())
+        self.lease_script(&self.scripts.acquire, id, owner, ttl)
             .await
-            .map_err(StoreError::unavailable)?;
-        Ok(got == 1)
     }
 
     async fn renew_lease(
@@ -282,18 +292,7 @@ impl SessionStore for RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let got: i64 = self
-            .scripts
-            .renew
-            .key(lease_key(id))
-            .key(LEASES)
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::unavailable)?;
-        Ok(got == 1)
+        self.lease_script(&self.scripts.renew, id, owner, ttl).await
     }
 
     async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {

@@ -92,3 +92,9 @@ pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
     });
     token
 }
+
+/// A node id for a service that was given none: `<role>-<host>-<pid>`.
+pub fn default_node_id(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!("{role}-{host}-{}", std::process::id())
+}

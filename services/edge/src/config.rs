@@ -111,10 +111,9 @@ impl EdgeConfig {
     }
 
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-            format!("edge-{host}-{}", std::process::id())
-        })
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| weir_telemetry::default_node_id("edge"))
     }
 
     /// Checks the settings that flags alone cannot.

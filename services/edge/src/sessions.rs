@@ -126,7 +126,10 @@ async fn cancel_unstarted(state: &AppState, id: &SessionId) -> Result<(), ApiErr
     let end = Event::end(1, EndReason::Cancelled, None).to_raw();
     match state.bus.log.append(id, &[end], weir_bus::Fence(0)).await {
         Ok(_) => {
-            state.store.update(id, weir_store::Update::ended(EndReason::Cancelled, 1)).await?;
+            state
+                .store
+                .update(id, weir_store::Update::ended(EndReason::Cancelled, 1))
+                .await?;
         }
         // The producer published first: it gets the cancel on the bus.
         Err(weir_bus::BusError::Fenced) => state.bus.control.send(id, ControlOp::Cancel).await?,

@@ -45,6 +45,73 @@ pub struct ProducerConfig {
     /// Log format: human or json.
     #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
+    /// The LLM endpoint of the `openai` agent.
+    #[command(flatten)]
+    pub openai: OpenAiConfig,
+}
+
+/// Where the `openai` agent sends its requests. Per worker only: a session
+/// chooses its model and options, never the URL or the key.
+#[derive(Clone, clap::Args)]
+pub struct OpenAiConfig {
+    /// Base URL of an OpenAI-compatible API; requests go to `{base}/chat/completions`.
+    #[arg(
+        long = "openai-base-url",
+        env = "WEIR_OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    #[arg(
+        long = "openai-api-key",
+        env = "WEIR_OPENAI_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Model used when the session's input names none.
+    #[arg(
+        long = "openai-model",
+        env = "WEIR_OPENAI_MODEL",
+        default_value = "gpt-4o-mini"
+    )]
+    pub model: String,
+    /// Longest wait from sending the request to the first streamed chunk.
+    #[arg(long = "openai-first-token-timeout", env = "WEIR_OPENAI_FIRST_TOKEN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub first_token_timeout: Duration,
+    /// Longest wait between two streamed chunks (time spent paused does not count).
+    #[arg(long = "openai-idle-timeout", env = "WEIR_OPENAI_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Largest single server-sent event accepted from the endpoint.
+    #[arg(long = "openai-max-event-bytes", env = "WEIR_OPENAI_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+}
+
+impl OpenAiConfig {
+    /// The defaults: OpenAI's API, `gpt-4o-mini`, no key.
+    pub fn local() -> OpenAiConfig {
+        OpenAiConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            model: "gpt-4o-mini".into(),
+            first_token_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Leaves the key out, so that logging a config never leaks it.
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("first_token_timeout", &self.first_token_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .finish()
+    }
 }
 
 impl ProducerConfig {
@@ -63,13 +130,13 @@ impl ProducerConfig {
             run_buffer: 1024,
             drain_grace: Duration::from_secs(10),
             log_format: LogFormat::Human,
+            openai: OpenAiConfig::local(),
         }
     }
 
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-            format!("producer-{host}-{}", std::process::id())
-        })
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| weir_telemetry::default_node_id("producer"))
     }
 }

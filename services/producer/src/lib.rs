@@ -3,7 +3,7 @@
 //! session's events to its log.
 //!
 //! - [`config`]: flags and environment.
-//! - [`agents`]: the `Agent` trait and the agents (`mock`, …).
+//! - [`agents`]: the `Agent` trait and the agents (`mock`, `openai`).
 //! - [`run`]: one run — lease, seqs, batching, fenced publishing, control.
 //! - [`reaper`]: ends the runs of producers that died.
 //!
@@ -155,11 +155,12 @@ pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
     let (bus, store) = connect(&config, &node).await?;
     let listener = TcpListener::bind(config.metrics_listen).await?;
     let shutdown = weir_telemetry::shutdown_on_signal();
+    let agents = Registry::standard(&config);
     run(
         config,
         bus,
         store,
-        Registry::standard(),
+        agents,
         Some(listener),
         shutdown,
     )

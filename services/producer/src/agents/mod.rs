@@ -9,7 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::ProducerConfig;
+
 pub mod mock;
+pub mod openai;
+mod sse;
 
 /// One item of an agent's output, before the producer gives it a seq.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,9 +127,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn standard() -> Registry {
+    /// The agents every worker has: `mock`, and `openai` for the worker's
+    /// configured endpoint.
+    pub fn standard(config: &ProducerConfig) -> Registry {
         let mut r = Registry::default();
         r.insert("mock", Arc::new(mock::MockAgent));
+        match openai::OpenAiAgent::new(config.openai.clone()) {
+            Ok(agent) => r.insert("openai", Arc::new(agent)),
+            Err(e) => tracing::error!(error = %e, "no HTTP client: the openai agent is unavailable"),
+        }
         r
     }
 

@@ -1,0 +1,540 @@
+//! The `openai` agent: one chat completion, streamed from an OpenAI-compatible
+//! `POST {base_url}/chat/completions` (OpenAI, Azure-style proxies, vLLM,
+//! llama.cpp, Ollama, LiteLLM, …).
+//!
+//! Input: `messages` (the chat) or `prompt` (one user message), optionally
+//! `model` and the request options in [`OPTIONS`]; the URL and the key are the
+//! worker's ([`OpenAiConfig`]), never the session's. Output: `token` per text
+//! delta, `tool_call` per assembled call once the choice finishes, then a
+//! `message` with the whole text and `usage`; `finish_reason` becomes the
+//! end's `stop_reason`.
+//!
+//! The body is read one network chunk at a time and only after the previous
+//! chunk's events were emitted, so a paused run stops reading and the
+//! upstream server feels the backpressure; an aborted run drops the request.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::time::{timeout_at, Instant};
+
+use super::sse::SseDecoder;
+use super::{Agent, AgentError, Emitter, Finish};
+use crate::config::OpenAiConfig;
+
+/// The `source` of every event this agent emits (AutoGen's default agent name).
+const SOURCE: &str = "assistant";
+
+/// Request options a session may pass through to the endpoint.
+pub const OPTIONS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "reasoning_effort",
+    "user",
+];
+
+/// How much of an error body goes into the error message.
+const EXCERPT_BYTES: usize = 512;
+
+pub struct OpenAiAgent {
+    client: reqwest::Client,
+    url: String,
+    config: OpenAiConfig,
+}
+
+impl OpenAiAgent {
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiAgent, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("weir-producer/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Ok(OpenAiAgent {
+            client,
+            url,
+            config,
+        })
+    }
+
+    /// Sends the request; a response that is not an event stream is an error.
+    async fn send(&self, body: &Value, deadline: Instant) -> Result<reqwest::Response, AgentError> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header(ACCEPT, "text/event-stream")
+            .json(body);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = match timeout_at(deadline, request.send()).await {
+            Err(_) => return Err(self.timeout(false)),
+            Ok(Err(e)) => return Err(failed("upstream_unavailable", error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !status.is_success() || json {
+            let excerpt = excerpt(response, Instant::now() + self.config.idle_timeout).await;
+            let what = if status.is_success() {
+                "expected an event stream, got "
+            } else {
+                ""
+            };
+            return Err(failed("upstream_error", format!("{status}: {what}{excerpt}")));
+        }
+        Ok(response)
+    }
+
+    /// The next piece of the body, `None` at its end.
+    async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+        deadline: Instant,
+        started: bool,
+    ) -> Result<Option<bytes::Bytes>, AgentError> {
+        match timeout_at(deadline, response.chunk()).await {
+            Err(_) => Err(self.timeout(started)),
+            Ok(Err(e)) => Err(failed("upstream_unavailable", error_chain(&e))),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+
+    fn timeout(&self, started: bool) -> AgentError {
+        let message = if started {
+            format!("the stream stalled: nothing for {:?}", self.config.idle_timeout)
+        } else {
+            format!("no chunk within {:?} of the request", self.config.first_token_timeout)
+        };
+        failed("upstream_timeout", message)
+    }
+}
+
+#[async_trait]
+impl Agent for OpenAiAgent {
+    async fn run(&self, input: Value, out: &mut Emitter) -> Result<Finish, AgentError> {
+        let body = request_body(&input, &self.config.model)?;
+        tracing::debug!(model = %body["model"], url = %self.url, "chat completion requested");
+        let mut deadline = Instant::now() + self.config.first_token_timeout;
+        let mut response = self.send(&body, deadline).await?;
+        let mut decoder = SseDecoder::new(self.config.max_event_bytes);
+        let mut turn = Turn::default();
+        let (mut events, mut outputs) = (Vec::new(), Vec::new());
+        loop {
+            let chunk = self.next_chunk(&mut response, deadline, turn.started).await?;
+            let ended = match chunk {
+                Some(bytes) => {
+                    decoder
+                        .push(&bytes, &mut events)
+                        .map_err(|e| failed("upstream_error", e.to_string()))?;
+                    false
+                }
+                None => {
+                    events.extend(decoder.finish());
+                    true
+                }
+            };
+            let got_events = !events.is_empty();
+            for data in events.drain(..) {
+                let done = turn.apply(&data, &mut outputs)?;
+                emit_all(out, &mut outputs).await?;
+                if done {
+                    return finish(turn, out).await;
+                }
+            }
+            if ended {
+                if !turn.started {
+                    return Err(failed("upstream_error", "the stream ended without a chunk"));
+                }
+                return finish(turn, out).await;
+            }
+            // Restarted after the emits, so time spent paused does not count.
+            if got_events {
+                deadline = Instant::now() + self.config.idle_timeout;
+            }
+        }
+    }
+}
+
+/// The request body for a session's input: the worker's default model,
+/// `stream` with usage, and only the options in [`OPTIONS`].
+pub fn request_body(input: &Value, default_model: &str) -> Result<Value, AgentError> {
+    let bad = |m: String| Err(AgentError::BadInput(m));
+    let Value::Object(input) = input else {
+        return bad("the openai agent's input must be an object".into());
+    };
+    let model = match input.get("model") {
+        None | Some(Value::Null) => default_model.to_owned(),
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return bad("input.model must be a non-empty string".into()),
+    };
+    let messages = match (input.get("messages"), input.get("prompt")) {
+        (Some(Value::Array(m)), None) if !m.is_empty() && m.iter().all(Value::is_object) => {
+            Value::Array(m.clone())
+        }
+        (Some(_), None) => return bad("input.messages must be a non-empty array of objects".into()),
+        (None, Some(Value::String(p))) => json!([{"role": "user", "content": p}]),
+        (None, Some(_)) => return bad("input.prompt must be a string".into()),
+        (Some(_), Some(_)) => return bad("give input.messages or input.prompt, not both".into()),
+        (None, None) => return bad("input.messages (or input.prompt) is required".into()),
+    };
+    let mut body = Map::new();
+    for (key, value) in input {
+        match key.as_str() {
+            "model" | "messages" | "prompt" => {}
+            k if OPTIONS.contains(&k) => {
+                body.insert(k.to_owned(), value.clone());
+            }
+            k => {
+                return bad(format!(
+                    "input.{k} is not accepted by the openai agent; it takes messages or prompt, model, {}",
+                    OPTIONS.join(", ")
+                ))
+            }
+        }
+    }
+    body.insert("model".into(), Value::String(model));
+    body.insert("messages".into(), messages);
+    body.insert("stream".into(), Value::Bool(true));
+    body.insert("stream_options".into(), json!({"include_usage": true}));
+    Ok(Value::Object(body))
+}
+
+async fn emit_all(out: &mut Emitter, outputs: &mut Vec<(&'static str, Value)>) -> Result<(), AgentError> {
+    for (kind, data) in outputs.drain(..) {
+        out.emit(kind, Some(SOURCE), data).await?;
+    }
+    Ok(())
+}
+
+async fn finish(turn: Turn, out: &mut Emitter) -> Result<Finish, AgentError> {
+    let mut outputs = Vec::new();
+    let finish = turn.finish(&mut outputs);
+    emit_all(out, &mut outputs).await?;
+    Ok(finish)
+}
+
+/// One streamed chunk (`chat.completion.chunk`), as loosely as servers send it.
+#[derive(Deserialize)]
+struct Chunk {
+    id: Option<String>,
+    choices: Option<Vec<Choice>>,
+    usage: Option<Usage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    index: Option<u32>,
+    delta: Option<Delta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    index: Option<u32>,
+    id: Option<String>,
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+#[derive(Default)]
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// What the completion has said so far; turns chunks into events.
+#[derive(Default)]
+struct Turn {
+    /// A chunk arrived (the first-token timeout no longer applies).
+    started: bool,
+    id: Option<String>,
+    text: String,
+    calls: BTreeMap<u32, ToolCall>,
+    last_call: Option<u32>,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+}
+
+impl Turn {
+    /// Applies one event's data; true when the stream says it is done.
+    fn apply(&mut self, data: &str, out: &mut Vec<(&'static str, Value)>) -> Result<bool, AgentError> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(false);
+        }
+        self.started = true;
+        if data == "[DONE]" {
+            return Ok(true);
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+            failed("upstream_error", format!("unreadable chunk ({e}): {}", cut(data)))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(failed("upstream_error", error_message(&error)));
+        }
+        if self.id.is_none() {
+            self.id = chunk.id;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        // Only the first choice: `n` is not among the options.
+        for choice in chunk.choices.into_iter().flatten() {
+            if choice.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    self.text.push_str(&text);
+                    out.push(("token", json!({ "text": text })));
+                }
+                for fragment in delta.tool_calls.into_iter().flatten() {
+                    self.add_fragment(fragment);
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.flush_calls(out);
+                self.finish_reason = Some(reason);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Adds a piece of a tool call: the first piece of a call carries its
+    /// `id` and name, later ones more of its arguments.
+    fn add_fragment(&mut self, fragment: ToolCallDelta) {
+        // Servers that leave the index out send calls one after another.
+        let index = fragment.index.unwrap_or_else(|| match (self.last_call, &fragment.id) {
+            (Some(last), Some(id)) if self.calls.get(&last).is_some_and(|c| c.id != *id) => last + 1,
+            (Some(last), _) => last,
+            (None, _) => 0,
+        });
+        self.last_call = Some(index);
+        let call = self.calls.entry(index).or_default();
+        if let Some(id) = fragment.id.filter(|_| call.id.is_empty()) {
+            call.id = id;
+        }
+        let Some(function) = fragment.function else {
+            return;
+        };
+        // Some servers repeat the name in every piece.
+        if let Some(name) = function.name.filter(|n| *n != call.name) {
+            call.name.push_str(&name);
+        }
+        if let Some(arguments) = function.arguments {
+            call.arguments.push_str(&arguments);
+        }
+    }
+
+    fn flush_calls(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        self.last_call = None;
+        for call in std::mem::take(&mut self.calls).into_values() {
+            let data = json!({"id": call.id, "name": call.name, "arguments": call.arguments});
+            out.push(("tool_call", data));
+        }
+    }
+
+    /// The closing events: calls not yet out, the whole text, the usage.
+    fn finish(mut self, out: &mut Vec<(&'static str, Value)>) -> Finish {
+        self.flush_calls(out);
+        if !self.text.is_empty() {
+            let mut message = json!({"type": "TextMessage", "content": self.text, "role": "assistant"});
+            if let Some(id) = self.id {
+                message["id"] = Value::String(id);
+            }
+            out.push(("message", message));
+        }
+        if let Some(u) = self.usage {
+            let (prompt, completion) = (u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0));
+            let total = u.total_tokens.unwrap_or(prompt + completion);
+            out.push((
+                "usage",
+                json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}),
+            ));
+        }
+        Finish {
+            stop_reason: self.finish_reason,
+        }
+    }
+}
+
+fn failed(code: &str, message: impl Into<String>) -> AgentError {
+    AgentError::Failed {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `error.message` of an OpenAI error object, else the object itself.
+fn error_message(error: &Value) -> String {
+    match error.get("message").and_then(Value::as_str) {
+        Some(m) => m.to_owned(),
+        None => match error.as_str() {
+            Some(s) => s.to_owned(),
+            None => cut(&error.to_string()),
+        },
+    }
+}
+
+/// An error and its causes on one line (reqwest's own message is terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// The start of an error body, on one line.
+async fn excerpt(mut response: reqwest::Response, deadline: Instant) -> String {
+    let mut body = Vec::new();
+    while body.len() < EXCERPT_BYTES {
+        match timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    cut(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// At most [`EXCERPT_BYTES`] of `text`, cut at a character boundary.
+fn cut(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply_all(chunks: &[&str]) -> (Vec<(&'static str, Value)>, Finish) {
+        let mut turn = Turn::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            turn.apply(c, &mut out).unwrap();
+        }
+        let finish = turn.finish(&mut out);
+        (out, finish)
+    }
+
+    #[test]
+    fn calls_without_an_index_are_told_apart_by_id() {
+        let (out, finish) = apply_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{\"x\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"f","arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"b","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+        ]);
+        assert_eq!(
+            out,
+            [
+                ("tool_call", json!({"id": "a", "name": "f", "arguments": "{\"x\":1}"})),
+                ("tool_call", json!({"id": "b", "name": "g", "arguments": "{}"})),
+            ]
+        );
+        assert_eq!(finish.stop_reason, None);
+    }
+
+    #[test]
+    fn other_choices_and_empty_deltas_are_ignored() {
+        let (out, finish) = apply_all(&[
+            r#"{"choices":[{"index":1,"delta":{"content":"no"}},{"index":0,"delta":{"content":"yes"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":""}},{"index":0}]}"#,
+            r#"{"choices":[{"index":0,"delta":null,"finish_reason":"length"}],"usage":null}"#,
+        ]);
+        assert_eq!(
+            out,
+            [
+                ("token", json!({"text": "yes"})),
+                ("message", json!({"type": "TextMessage", "content": "yes", "role": "assistant"})),
+            ]
+        );
+        assert_eq!(finish.stop_reason.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn the_request_carries_only_known_options() {
+        let body = request_body(
+            &json!({"prompt": "hi", "temperature": 0.2, "seed": 1}),
+            "m",
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                   "temperature": 0.2, "seed": 1,
+                   "stream": true, "stream_options": {"include_usage": true}})
+        );
+        for input in [
+            json!({"prompt": "hi", "base_url": "http://evil.example"}),
+            json!({"prompt": "hi", "api_key": "k"}),
+            json!({"prompt": "hi", "stream": false}),
+            json!({"prompt": "hi", "messages": []}),
+            json!({"messages": []}),
+            json!({"messages": ["hi"]}),
+            json!({"prompt": 3}),
+            json!({"prompt": "hi", "model": 4}),
+            json!({}),
+            json!("hi"),
+        ] {
+            assert!(
+                matches!(request_body(&input, "m"), Err(AgentError::BadInput(_))),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_excerpts_are_cut_at_a_character() {
+        let long = "é".repeat(EXCERPT_BYTES);
+        let cut = cut(&long);
+        assert!(cut.ends_with('…'));
+        assert_eq!(cut.chars().count(), EXCERPT_BYTES / 2 + 1);
+    }
+}
