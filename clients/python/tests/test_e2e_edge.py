@@ -312,11 +312,6 @@ async def test_http_cancel_and_409_after_end(cluster: Cluster):
             assert r.status_code == 409, f"cancel after end -> {r.status_code} {r.text}"
 
 
-@pytest.mark.xfail(
-    reason="edge: GET /v1/sessions/{id} of an external session never says 'paused' (sessions::view derives "
-    "only end and queued->streaming from the log, not the last status event)",
-    strict=False,
-)
 async def test_edge_reports_paused_external_session(cluster: Cluster):
     session = await weir.create_session(cluster.base)
     async with weir.Publisher(session, nats_url=cluster.nats_url) as pub:
@@ -336,3 +331,18 @@ async def test_edge_reports_paused_external_session(cluster: Cluster):
                 assert st["status"] == "paused", st
             finally:
                 await http.post(f"/v1/sessions/{session['id']}/resume", headers=auth)
+
+
+async def test_cancel_before_the_outside_producer_starts_ends_the_session(cluster: Cluster):
+    # The producer reads no state, so the edge ends an unstarted external
+    # session itself; a producer that starts afterwards finds it ended.
+    session = await weir.create_session(cluster.base)
+    async with httpx.AsyncClient(base_url=cluster.base, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {session['token']}"}
+        r = await http.post(f"/v1/sessions/{session['id']}/cancel", headers=auth)
+        assert r.status_code == 202, r.text
+        st = await wait_state(cluster, session, lambda s: s.get("status") == "cancelled", timeout=3)
+        assert st["end_reason"] == "cancelled"
+    with pytest.raises(weir.SessionEndedError):
+        async with weir.Publisher(session, nats_url=cluster.nats_url) as pub:
+            await pub.emit("token", {"text": "too late"})
