@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_bus::{Bus, BusConfig};
 use weir_edge::EdgeConfig;
+use weir_producer::config::OpenAiConfig;
 use weir_producer::{ProducerConfig, Registry};
 use weir_store::MemoryStore;
 
@@ -27,6 +28,9 @@ pub struct DevConfig {
     /// How long events and session state are kept.
     #[arg(long, env = "WEIR_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// The LLM endpoint of the `openai` agent.
+    #[command(flatten)]
+    pub openai: OpenAiConfig,
 }
 
 /// Runs the embedded node on `listener` until `shutdown`.
@@ -49,15 +53,17 @@ pub async fn run(
     edge.node_id = Some("dev".into());
     edge.api_key = config.api_key.clone();
     edge.retention = config.retention;
-    edge.agents = Registry::standard().names();
     let mut producer = ProducerConfig::local();
     producer.node_id = Some("dev-producer".into());
     producer.retention = config.retention;
+    producer.openai = config.openai.clone();
+    let agents = Registry::standard(&producer);
+    edge.agents = agents.names();
     let producer_task = tokio::spawn(weir_producer::run(
         producer,
         bus.clone(),
         store.clone(),
-        Registry::standard(),
+        agents,
         None,
         shutdown.clone(),
     ));

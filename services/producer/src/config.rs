@@ -56,6 +56,8 @@ pub struct ProducerConfig {
 pub struct OpenAiConfig {
     /// Base URL of an OpenAI-compatible API; requests go to `{base}/chat/completions`.
     #[arg(
+        id = "openai_base_url",
+        value_name = "URL",
         long = "openai-base-url",
         env = "WEIR_OPENAI_BASE_URL",
         default_value = "https://api.openai.com/v1"
@@ -63,6 +65,8 @@ pub struct OpenAiConfig {
     pub base_url: String,
     /// Sent as `Authorization: Bearer <key>` when set.
     #[arg(
+        id = "openai_api_key",
+        value_name = "KEY",
         long = "openai-api-key",
         env = "WEIR_OPENAI_API_KEY",
         hide_env_values = true
@@ -70,19 +74,41 @@ pub struct OpenAiConfig {
     pub api_key: Option<String>,
     /// Model used when the session's input names none.
     #[arg(
+        id = "openai_model",
+        value_name = "MODEL",
         long = "openai-model",
         env = "WEIR_OPENAI_MODEL",
         default_value = "gpt-4o-mini"
     )]
     pub model: String,
     /// Longest wait from sending the request to the first streamed chunk.
-    #[arg(long = "openai-first-token-timeout", env = "WEIR_OPENAI_FIRST_TOKEN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(
+        id = "openai_first_token_timeout",
+        value_name = "DURATION",
+        long = "openai-first-token-timeout",
+        env = "WEIR_OPENAI_FIRST_TOKEN_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+    )]
     pub first_token_timeout: Duration,
     /// Longest wait between two streamed chunks (time spent paused does not count).
-    #[arg(long = "openai-idle-timeout", env = "WEIR_OPENAI_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(
+        id = "openai_idle_timeout",
+        value_name = "DURATION",
+        long = "openai-idle-timeout",
+        env = "WEIR_OPENAI_IDLE_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+    )]
     pub idle_timeout: Duration,
     /// Largest single server-sent event accepted from the endpoint.
-    #[arg(long = "openai-max-event-bytes", env = "WEIR_OPENAI_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    #[arg(
+        id = "openai_max_event_bytes",
+        value_name = "BYTES",
+        long = "openai-max-event-bytes",
+        env = "WEIR_OPENAI_MAX_EVENT_BYTES",
+        default_value_t = 1 << 20,
+    )]
     pub max_event_bytes: usize,
 }
 
@@ -138,5 +164,40 @@ impl ProducerConfig {
         self.node_id
             .clone()
             .unwrap_or_else(|| weir_telemetry::default_node_id("producer"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command, FromArgMatches};
+
+    #[test]
+    fn openai_flags_parse_and_the_key_stays_out_of_debug() {
+        let cmd = ProducerConfig::augment_args(Command::new("weir-producer"));
+        cmd.clone().debug_assert();
+        let matches = cmd
+            .try_get_matches_from([
+                "weir-producer",
+                "--openai-base-url",
+                "http://127.0.0.1:8000/v1",
+                "--openai-api-key",
+                "sk-secret",
+                "--openai-model",
+                "llama3",
+                "--openai-first-token-timeout",
+                "2m",
+                "--openai-idle-timeout",
+                "5s",
+            ])
+            .unwrap();
+        let config = ProducerConfig::from_arg_matches(&matches).unwrap();
+        let openai = &config.openai;
+        assert_eq!(openai.base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(openai.api_key.as_deref(), Some("sk-secret"));
+        assert_eq!(openai.model, "llama3");
+        assert_eq!(openai.first_token_timeout, Duration::from_secs(120));
+        assert_eq!(openai.idle_timeout, Duration::from_secs(5));
+        assert!(!format!("{config:?}").contains("sk-secret"));
     }
 }

@@ -156,13 +156,5 @@ pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.metrics_listen).await?;
     let shutdown = weir_telemetry::shutdown_on_signal();
     let agents = Registry::standard(&config);
-    run(
-        config,
-        bus,
-        store,
-        agents,
-        Some(listener),
-        shutdown,
-    )
-    .await
+    run(config, bus, store, agents, Some(listener), shutdown).await
 }

@@ -134,7 +134,9 @@ impl Registry {
         r.insert("mock", Arc::new(mock::MockAgent));
         match openai::OpenAiAgent::new(config.openai.clone()) {
             Ok(agent) => r.insert("openai", Arc::new(agent)),
-            Err(e) => tracing::error!(error = %e, "no HTTP client: the openai agent is unavailable"),
+            Err(e) => {
+                tracing::error!(error = %e, "no HTTP client: the openai agent is unavailable")
+            }
         }
         r
     }

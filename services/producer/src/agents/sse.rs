@@ -86,7 +86,10 @@ impl SseDecoder {
             }
         } else if line[0] != b':' {
             let (field, value) = match line.iter().position(|&b| b == b':') {
-                Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
+                Some(i) => (
+                    &line[..i],
+                    line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..]),
+                ),
                 None => (line, &b""[..]),
             };
             if field == b"data" {
@@ -124,7 +127,11 @@ mod tests {
             "[DONE]".to_owned(),
         ];
         for size in 1..=body.len() {
-            assert_eq!(decode_in_pieces(body.as_bytes(), size), want, "pieces of {size}");
+            assert_eq!(
+                decode_in_pieces(body.as_bytes(), size),
+                want,
+                "pieces of {size}"
+            );
         }
     }
 
@@ -163,9 +170,6 @@ mod tests {
             Err(TooLarge(16))
         );
         let mut decoder = SseDecoder::new(16);
-        assert_eq!(
-            decoder.push(&[b'x'; 17], &mut events),
-            Err(TooLarge(16))
-        );
+        assert_eq!(decoder.push(&[b'x'; 17], &mut events), Err(TooLarge(16)));
     }
 }
