@@ -240,6 +240,8 @@ async fn text_deltas_become_tokens_then_the_message_and_usage() {
     assert_eq!(events, want);
 }
 
+const TOOL_COMPLETION_ID: &str = "chatcmpl-BgQ4kTn0XbQ1e8ZfJm2cVrD7pLs3A";
+
 #[tokio::test]
 async fn parallel_tool_calls_are_assembled_from_their_fragments() {
     let (result, events) = run_fixture("tool_calls.sse").await;
@@ -249,13 +251,12 @@ async fn parallel_tool_calls_are_assembled_from_their_fragments() {
         [
             ev(
                 "tool_call",
-                json!({"id": "call_Xq3rUaY2bBqTl0hPzJt8vM1c", "name": "get_weather",
-                       "arguments": "{\"location\": \"Paris, France\", \"unit\": \"celsius\"}"})
-            ),
-            ev(
-                "tool_call",
-                json!({"id": "call_7Hn2QmWcYb5kEoR1tGz9sLxP", "name": "get_time",
-                       "arguments": "{\"tz\": \"Europe/Paris\"}"})
+                json!({"type": "ToolCallRequestEvent", "id": TOOL_COMPLETION_ID, "content": [
+                    {"id": "call_Xq3rUaY2bBqTl0hPzJt8vM1c", "name": "get_weather",
+                     "arguments": "{\"location\": \"Paris, France\", \"unit\": \"celsius\"}"},
+                    {"id": "call_7Hn2QmWcYb5kEoR1tGz9sLxP", "name": "get_time",
+                     "arguments": "{\"tz\": \"Europe/Paris\"}"},
+                ]})
             ),
             ev(
                 "usage",

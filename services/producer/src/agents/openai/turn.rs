@@ -1,6 +1,6 @@
 //! One streamed completion, chunk by chunk: text deltas become `token`
 //! events, tool-call fragments are put together by `index` and go out as
-//! `tool_call` events when the choice finishes (or the stream ends), and the
+//! one `tool_call` event when the choice finishes (or the stream ends), and the
 //! end brings the whole text as a `message` and the last `usage` seen.
 //! Servers differ in what they leave out; every field here may be missing
 //! or null.
@@ -157,10 +157,19 @@ impl Turn {
         }
     }
 
+    /// One `tool_call` event for all the calls of the choice, shaped like
+    /// AutoGen's `ToolCallRequestEvent` (as the Python adapter publishes it).
     fn flush_calls(&mut self, out: &mut Vec<(&'static str, Value)>) {
         self.last_call = None;
-        for call in std::mem::take(&mut self.calls).into_values() {
-            let data = json!({"id": call.id, "name": call.name, "arguments": call.arguments});
+        let calls: Vec<Value> = std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .collect();
+        if !calls.is_empty() {
+            let mut data = json!({"type": "ToolCallRequestEvent", "content": calls});
+            if let Some(id) = &self.id {
+                data["id"] = Value::String(id.clone());
+            }
             out.push(("tool_call", data));
         }
     }
@@ -227,16 +236,13 @@ mod tests {
         ]);
         assert_eq!(
             out,
-            [
-                (
-                    "tool_call",
-                    json!({"id": "a", "name": "f", "arguments": "{\"x\":1}"})
-                ),
-                (
-                    "tool_call",
-                    json!({"id": "b", "name": "g", "arguments": "{}"})
-                ),
-            ]
+            [(
+                "tool_call",
+                json!({"type": "ToolCallRequestEvent", "content": [
+                    {"id": "a", "name": "f", "arguments": "{\"x\":1}"},
+                    {"id": "b", "name": "g", "arguments": "{}"},
+                ]})
+            )]
         );
         assert_eq!(finish.stop_reason, None);
     }
