@@ -129,8 +129,19 @@ pub async fn follow_starts_at_the_last_message(bus: &Bus, prefix: &str) {
     let mut live = bus.log.follow(&s).await.unwrap();
     let seqs = |b: Vec<RawEvent>| b.iter().map(|e| e.seq).collect::<Vec<_>>();
     assert_eq!(seqs(next_batch(&mut live).await), vec![3]);
-    bus.log.append(&s, &events(4..=6), b.fence).await.unwrap();
+    let c = bus.log.append(&s, &events(4..=6), b.fence).await.unwrap();
     assert_eq!(seqs(next_batch(&mut live).await), vec![4, 5, 6]);
+    // A refused append (a writer that lost the session) never reaches followers.
+    let intruder = Event::new(7, "token", Some("intruder"), serde_json::json!({})).to_raw();
+    let refused = bus.log.append(&s, &[intruder], b.fence).await;
+    assert!(matches!(refused, Err(BusError::Fenced)));
+    bus.log.append(&s, &events(7..=7), c.fence).await.unwrap();
+    let next = next_batch(&mut live).await;
+    assert_eq!(seqs(next.clone()), vec![7]);
+    assert!(
+        !String::from_utf8_lossy(&next[0].json).contains("intruder"),
+        "a refused message was followed"
+    );
 
     // Following a session with no events yet gets its first event.
     let empty = session(prefix, "follow-empty");

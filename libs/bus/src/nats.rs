@@ -26,6 +26,8 @@ use crate::{
 
 pub const EVENTS_STREAM: &str = "WEIR_EVENTS";
 pub const RUNS_STREAM: &str = "WEIR_RUNS";
+/// `WEIR_EVENTS` republishes every stored message to `weir.live.<session>`.
+pub const LIVE_PREFIX: &str = "weir.live.";
 pub const RUNS_SUBJECT: &str = "weir.runs";
 pub const RUNS_CONSUMER: &str = "weir-producers";
 /// Header with the last seq carried by a message.
@@ -82,6 +84,11 @@ impl NatsBus {
                 duplicate_window: config.duplicate_window.min(config.retention),
                 storage: stream::StorageType::File,
                 allow_direct: true,
+                republish: Some(stream::Republish {
+                    source: "weir.ev.*".into(),
+                    destination: format!("{LIVE_PREFIX}{{{{wildcard(1)}}}}"),
+                    headers_only: false,
+                }),
                 ..Default::default()
             },
         )
@@ -108,6 +115,20 @@ impl NatsBus {
             config,
             reconnects,
         })
+    }
+
+    /// The events of the session's last stored message.
+    async fn last_message(&self, session: &SessionId) -> Result<Option<Vec<RawEvent>>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self
+            .events
+            .get_last_raw_message_by_subject(&session.events_subject())
+            .await
+        {
+            Ok(msg) => Ok(Some(parse_message(&msg.payload)?)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::unavailable(e)),
+        }
     }
 
     async fn runs_consumer(&self) -> Result<&consumer::PullConsumer, BusError> {
@@ -140,6 +161,18 @@ async fn ensure_stream(
     // Creation races between nodes starting together resolve on a retry.
     for _ in 0..5 {
         match js.get_or_create_stream(config.clone()).await {
+            Ok(s) if s.cached_info().config.republish != config.republish => {
+                // A stream made by an older weir: add the live republish.
+                let mut updated = s.cached_info().config.clone();
+                updated.republish = config.republish.clone();
+                js.update_stream(updated)
+                    .await
+                    .map_err(BusError::unavailable)?;
+                return js
+                    .get_stream(&config.name)
+                    .await
+                    .map_err(BusError::unavailable);
+            }
             Ok(s) => return Ok(s),
             Err(e) => {
                 last_err = Some(e);
@@ -231,31 +264,26 @@ impl EventLog for NatsBus {
     }
 
     async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError> {
-        let consumer = self
-            .events
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                filter_subject: session.events_subject(),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
+        // Live messages come from the stream's republish of what it stored:
+        // one core subscription, no consumer on the server, and never a
+        // message the stream refused (a fenced or duplicate publish).
+        let live = self
+            .client
+            .subscribe(format!("{LIVE_PREFIX}{session}"))
             .await
             .map_err(BusError::unavailable)?;
+        // The server has the subscription before the last message is read,
+        // so nothing falls between the two; repeats are dropped by seq.
+        self.client.flush().await.map_err(BusError::unavailable)?;
+        let last = self.last_message(session).await?;
         let mut reconnected = self.reconnects.subscribe();
         reconnected.borrow_and_update();
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(BusError::unavailable)?
+        let live = live
+            .map(|m| parse_message(&m.payload))
             .take_until(async move {
                 let _ = reconnected.changed().await;
             });
-        Ok(messages
-            .map(|m| match m {
-                Ok(msg) => parse_message(&msg.payload),
-                Err(e) => Err(BusError::unavailable(e)),
-            })
-            .boxed())
+        Ok(futures::stream::iter(last.map(Ok)).chain(live).boxed())
     }
 
     async fn ping(&self) -> Result<(), BusError> {

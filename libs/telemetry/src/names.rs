@@ -37,6 +37,45 @@ pub const BUS_ERRORS: &str = "weir_bus_errors_total";
 pub const BUS_DISCONNECTS: &str = "weir_bus_disconnects_total";
 pub const STORE_ERRORS: &str = "weir_store_errors_total";
 
+/// Series an edge exports from its start (at 0), so that `rate()` and
+/// `increase()` see their first increment and dashboards show 0, not "no data".
+pub const EDGE_SERIES: &[&str] = &[
+    CONNECTIONS_OPEN,
+    SESSIONS_SUBSCRIBED,
+    CONNECTIONS_REJECTED,
+    BACKPRESSURE_PAUSES,
+    LOG_READS,
+    SLOW_CONSUMERS,
+    AUTH_FAILURES,
+    UPSTREAM_GAPS,
+    BUS_DISCONNECTS,
+    STORE_ERRORS,
+];
+
+/// The same for a producer.
+pub const PRODUCER_SERIES: &[&str] = &[
+    RUNS_ACTIVE,
+    EVENTS_PUBLISHED,
+    LEASE_LOSSES,
+    RUNS_REAPED,
+    PUBLISH_RETRIES,
+    BUS_DISCONNECTS,
+    STORE_ERRORS,
+];
+
+const GAUGES: &[&str] = &[CONNECTIONS_OPEN, SESSIONS_SUBSCRIBED, RUNS_ACTIVE];
+
+/// Exports `series` at 0 (label-less counters and gauges).
+pub fn zero(series: &[&'static str]) {
+    for name in series {
+        if GAUGES.contains(name) {
+            metrics::gauge!(*name).increment(0.0);
+        } else {
+            metrics::counter!(*name).increment(0);
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0,

@@ -240,6 +240,8 @@ where
     // The writer ends by itself: after the close, or at the write timeout.
     if let Ok(WriterEnd::Slow) = writer.await {
         metrics::counter!(names::SLOW_CONSUMERS).increment(1);
+        metrics::counter!(names::CLOSES, "code" => close::SLOW_CONSUMER.to_string()).increment(1);
+        stats.close_code = Some(close::SLOW_CONSUMER);
     }
     if stats.close_code.is_some() {
         linger(&mut incoming, stats.close_code == Some(close::TOO_LARGE)).await;
@@ -292,6 +294,19 @@ async fn control(actions: &dyn ClientActions, op: ControlOp) -> Result<(), Serve
         .map_err(|(code, message)| ServerFrame::Error { code, message })
 }
 
+/// Counts a frame of events written to a client (`ts`: each event's `ts`).
+pub fn record_delivery(ts: &[f64], bytes: usize, transport: &'static str) {
+    let now = weir_protocol::now_ms();
+    let latency = metrics::histogram!(names::DELIVERY_LATENCY);
+    for t in ts {
+        latency.record(((now - t) / 1000.0).max(0.0));
+    }
+    metrics::counter!(names::EVENTS_DELIVERED, "transport" => transport).increment(ts.len() as u64);
+    metrics::counter!(names::FRAMES_SENT, "transport" => transport).increment(1);
+    metrics::histogram!(names::EVENTS_PER_FRAME).record(ts.len() as f64);
+    metrics::counter!(names::BYTES_SENT, "transport" => transport).increment(bytes as u64);
+}
+
 /// Writes frames in order; each write has `timeout` to complete.
 async fn write_frames<S>(mut sink: S, mut rx: mpsc::Receiver<Frame>, timeout: Duration) -> WriterEnd
 where
@@ -317,15 +332,7 @@ where
             }
         }
         if !frame.ts.is_empty() {
-            let now = weir_protocol::now_ms();
-            let latency = metrics::histogram!(names::DELIVERY_LATENCY);
-            for ts in &frame.ts {
-                latency.record(((now - ts) / 1000.0).max(0.0));
-            }
-            metrics::counter!(names::EVENTS_DELIVERED).increment(frame.ts.len() as u64);
-            metrics::counter!(names::FRAMES_SENT).increment(1);
-            metrics::histogram!(names::EVENTS_PER_FRAME).record(frame.ts.len() as f64);
-            metrics::counter!(names::BYTES_SENT).increment(bytes as u64);
+            record_delivery(&frame.ts, bytes, "ws");
         }
         if is_close {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;

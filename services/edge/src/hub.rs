@@ -80,7 +80,7 @@ impl Ring {
     /// Up to `max` events with seq > `cursor`, when the ring holds cursor + 1.
     pub fn after(&self, cursor: u64, max: usize) -> RingRead {
         let (Some(first), Some(last)) = (self.first_seq(), self.last_seq()) else {
-            return RingRead::Nothing;
+            return RingRead::Empty;
         };
         if cursor + 1 < first {
             return RingRead::Behind { first };
@@ -101,7 +101,10 @@ pub enum RingRead {
     Behind {
         first: u64,
     },
+    /// Nothing after the cursor yet: the feed will bring it.
     Nothing,
+    /// The ring holds nothing (the feed is starting): only the log can tell.
+    Empty,
 }
 
 impl Feed {
@@ -186,6 +189,19 @@ impl Hub {
     }
 }
 
+/// How long a feed may go without a message before it checks, once, that
+/// the log has nothing it missed (a subscription that died silently).
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+async fn stale(log: &Arc<dyn EventLog>, session: &SessionId, feed: &Weak<Feed>) -> bool {
+    let Some(f) = feed.upgrade() else {
+        return false;
+    };
+    let ring_last = *f.last.borrow();
+    drop(f);
+    matches!(log.last(session).await, Ok(Some(l)) if l.event.seq > ring_last)
+}
+
 /// Follows the session's log into the feed, re-subscribing after bus errors,
 /// until the feed is dropped or has seen `end`.
 async fn follow(
@@ -210,6 +226,13 @@ async fn follow(
                     let item = tokio::select! {
                         _ = stop.cancelled() => return,
                         item = stream.next() => item,
+                        _ = tokio::time::sleep(IDLE_CHECK) => {
+                            if stale(&log, &session, &feed).await {
+                                tracing::warn!(session = %session, "live feed fell behind the log; following again");
+                                break;
+                            }
+                            continue;
+                        }
                     };
                     match item {
                         Some(Ok(batch)) => {
@@ -259,7 +282,7 @@ mod tests {
     #[test]
     fn ring_is_bounded_contiguous_and_deduplicating() {
         let mut ring = Ring::new(4);
-        assert_eq!(ring.after(0, 10), RingRead::Nothing);
+        assert_eq!(ring.after(0, 10), RingRead::Empty);
         assert!(!ring.push(evs(1..=3)));
         assert!(!ring.push(evs(2..=6))); // repeats dropped
         assert_eq!((ring.first_seq(), ring.last_seq()), (Some(3), Some(6)));

@@ -204,6 +204,7 @@ pub async fn main(config: EdgeConfig) -> anyhow::Result<()> {
     weir_telemetry::init_tracing(config.log_format);
     config.validate().map_err(anyhow::Error::msg)?;
     weir_telemetry::prometheus();
+    names::zero(names::EDGE_SERIES);
     let node = config.node_id();
     let (bus, store) = connect(&config, &node).await?;
     let listener = TcpListener::bind(config.listen).await?;

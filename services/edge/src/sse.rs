@@ -66,6 +66,9 @@ pub async fn events(
                 r = sub.next(max) => match r {
                     Ok(events) => {
                         let ended = events.last().is_some_and(|e| e.end);
+                        let ts: Vec<f64> = events.iter().map(|e| e.ts).collect();
+                        let bytes = events.iter().map(|e| e.json.len()).sum();
+                        crate::connection::record_delivery(&ts, bytes, "sse");
                         Some((events.iter().map(sse_event).collect(), (sub, ended, guard)))
                     }
                     Err(e) => {

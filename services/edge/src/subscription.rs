@@ -85,12 +85,12 @@ impl Subscription {
             self.last.borrow_and_update();
             match self.feed.read(self.cursor, max) {
                 RingRead::Events(events) => return Ok(Some(self.advance(events))),
-                RingRead::Nothing
-                    if !log_has_more(&self.log, &self.session, &self.feed, self.cursor).await? =>
-                {
+                // Caught up with a live feed: wait for it, never poll the log.
+                RingRead::Nothing => return Ok(None),
+                RingRead::Empty if !log_has_more(&self.log, &self.session, self.cursor).await? => {
                     return Ok(None)
                 }
-                RingRead::Nothing | RingRead::Behind { .. } => {}
+                RingRead::Empty | RingRead::Behind { .. } => {}
             }
             self.reader = Some(self.log.reader(&self.session, self.cursor).await?);
         }
@@ -119,16 +119,15 @@ impl Subscription {
     }
 }
 
-/// Whether the log holds events after the cursor that the ring does not
-/// (the ring is empty while the feed starts, or after a bus reconnect).
+/// Whether the log holds events after the cursor (asked only while the
+/// ring is empty: the feed is starting, or the session has no events yet).
 async fn log_has_more(
     log: &Arc<dyn EventLog>,
     session: &SessionId,
-    feed: &Feed,
     cursor: u64,
 ) -> Result<bool, Step> {
     let last = log.last(session).await?;
-    Ok(last.is_some_and(|l| l.event.seq > cursor && feed.read(cursor, 1) == RingRead::Nothing))
+    Ok(last.is_some_and(|l| l.event.seq > cursor))
 }
 
 enum Step {

@@ -151,6 +151,7 @@ async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationT
 pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
     weir_telemetry::init_tracing(config.log_format);
     weir_telemetry::prometheus();
+    weir_telemetry::names::zero(weir_telemetry::names::PRODUCER_SERIES);
     let node = config.node_id();
     let (bus, store) = connect(&config, &node).await?;
     let listener = TcpListener::bind(config.metrics_listen).await?;
