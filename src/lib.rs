@@ -3,4 +3,5 @@
 //! (`weir edge`, `weir producer`, the same as the `weir-edge` and
 //! `weir-producer` binaries).
 
+pub mod bench;
 pub mod dev;

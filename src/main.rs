@@ -16,6 +16,8 @@ enum Command {
     Edge(weir_edge::EdgeConfig),
     /// A producer worker (same as `weir-producer`).
     Producer(weir_producer::ProducerConfig),
+    /// The load tool: scenarios against running edges, and NATS's raw limits.
+    Bench(weir::bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -29,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Edge(config) => weir_edge::main(config).await,
         Command::Producer(config) => weir_producer::main(config).await,
+        Command::Bench(args) => weir::bench::main(args).await,
     }
 }

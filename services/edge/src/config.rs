@@ -58,6 +58,9 @@ pub struct EdgeConfig {
     /// behind are fed from the log.
     #[arg(long, env = "WEIR_SESSION_RING", default_value_t = 1024)]
     pub session_ring: usize,
+    /// Subscribers reading the log at once on this node (the rest wait).
+    #[arg(long, env = "WEIR_MAX_LOG_READERS", default_value_t = 64)]
+    pub max_log_readers: usize,
     /// Heartbeat frame after this much idle time.
     #[arg(long, env = "WEIR_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
@@ -100,6 +103,7 @@ impl EdgeConfig {
             low_watermark: 0.3,
             max_frame_events: 256,
             session_ring: 1024,
+            max_log_readers: 64,
             heartbeat: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
             max_client_frame: 65536,

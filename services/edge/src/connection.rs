@@ -392,7 +392,7 @@ mod tests {
         for chunk in events.chunks(7) {
             fence = bus.log.append(&id, chunk, fence).await.unwrap().fence;
         }
-        let hub = Hub::new(bus.log.clone(), 16);
+        let hub = Hub::new(bus.log.clone(), 16, 4);
         (bus, hub, id)
     }
 
@@ -507,7 +507,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_get_heartbeats_acks_are_recorded_and_drain_says_reconnect() {
         let bus = Bus::memory(BusConfig::default());
-        let hub = Hub::new(bus.log.clone(), 16);
+        let hub = Hub::new(bus.log.clone(), 16, 4);
         let id = SessionId::parse("idle").unwrap();
         let sub = subscription(&bus, &hub, &id).await;
         let (sink, mut frames) = fmpsc::channel::<Outgoing>(8);

@@ -23,10 +23,13 @@ pub struct Hub {
     feeds: Arc<Mutex<HashMap<SessionId, Weak<Feed>>>>,
     log: Arc<dyn EventLog>,
     ring_capacity: usize,
+    log_readers: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct Feed {
     ring: RwLock<Ring>,
+    /// Shared by the node: how many subscribers may read the log at once.
+    pub log_readers: Arc<tokio::sync::Semaphore>,
     /// Last seq in the ring; changes wake subscribers.
     last: watch::Sender<u64>,
     /// True once the upstream subscription is in place.
@@ -137,11 +140,14 @@ impl Drop for Feed {
 }
 
 impl Hub {
-    pub fn new(log: Arc<dyn EventLog>, ring_capacity: usize) -> Hub {
+    /// `max_log_readers` bounds the subscribers reading the log at once, so
+    /// a crowd that fell behind the ring queues instead of flooding the bus.
+    pub fn new(log: Arc<dyn EventLog>, ring_capacity: usize, max_log_readers: usize) -> Hub {
         Hub {
             feeds: Arc::default(),
             log,
             ring_capacity: ring_capacity.max(1),
+            log_readers: Arc::new(tokio::sync::Semaphore::new(max_log_readers.max(1))),
         }
     }
 
@@ -157,6 +163,7 @@ impl Hub {
                     feeds.retain(|_, f| f.strong_count() > 0);
                     let f = Arc::new(Feed {
                         ring: RwLock::new(Ring::new(self.ring_capacity)),
+                        log_readers: self.log_readers.clone(),
                         last: watch::channel(0).0,
                         ready: watch::channel(false).0,
                         stop: CancellationToken::new(),

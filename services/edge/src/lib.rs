@@ -65,7 +65,7 @@ impl AppState {
     pub fn new(config: EdgeConfig, bus: Bus, store: Arc<dyn SessionStore>) -> AppState {
         AppState(Arc::new(Inner {
             node: config.node_id(),
-            hub: hub::Hub::new(bus.log.clone(), config.session_ring),
+            hub: hub::Hub::new(bus.log.clone(), config.session_ring, config.max_log_readers),
             keys: TokenKey::new(config.secret.as_bytes()),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),

@@ -92,10 +92,15 @@ impl Subscription {
                 }
                 RingRead::Empty | RingRead::Behind { .. } => {}
             }
+            let permits = self.feed.log_readers.clone();
+            let _permit = permits.acquire().await.expect("never closed");
             self.reader = Some(self.log.reader(&self.session, self.cursor).await?);
         }
+        let permits = self.feed.log_readers.clone();
+        let permit = permits.acquire().await.expect("never closed");
         let reader = self.reader.as_mut().expect("set above");
         let page = reader.next_page(max).await?;
+        drop(permit);
         metrics::counter!(names::LOG_READS).increment(1);
         let Some(first) = page.first() else {
             // The log has nothing more: back to the ring.

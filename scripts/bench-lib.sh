@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Shared by scripts/bench-<scenario>.sh: starts nats-server, redis-server,
+# edges and producers from the release build on free loopback ports, in a
+# scratch directory, and kills them all on exit. Source it; don't run it.
+#
+#   BENCH_DIR      scratch directory (default: a new one under /tmp)
+#   BENCH_KEEP=1   keep the scratch directory (logs, reports) after the run
+#   BENCH_NO_BUILD=1  skip `cargo build --release --bins`
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+WEIR=$ROOT/target/release/weir
+SECRET=bench-secret-0123456789
+BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/weir-bench.XXXXXX)}
+mkdir -p "$BENCH_DIR"
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$BENCH_DIR"; else echo "bench: kept $BENCH_DIR" >&2; fi
+}
+trap cleanup EXIT INT TERM
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  cargo build --release --bins -q
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() { # port what
+  local i
+  for i in $(seq 1 400); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: $2 did not open port $1" >&2; exit 1
+}
+
+wait_ready() { # url what
+  local i
+  for i in $(seq 1 600); do
+    curl -sf -o /dev/null --max-time 2 "$1" && return 0
+    sleep 0.05
+  done
+  echo "bench: $2 not ready at $1" >&2; exit 1
+}
+
+# BENCH_NATS_SERVER: another nats-server binary to run (default: the one on PATH).
+NATS_BIN=${BENCH_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+REDIS_BIN=$(command -v redis-server || echo /usr/bin/redis-server)
+
+start_nats() {
+  NATS_PORT=$(free_port)
+  local monitor=()
+  # BENCH_NATS_MONITOR=1: NATS's monitoring endpoint (/varz, /connz) on NATS_MONITOR_PORT.
+  if [ "${BENCH_NATS_MONITOR:-0}" = 1 ]; then NATS_MONITOR_PORT=$(free_port); monitor=(-m "$NATS_MONITOR_PORT"); fi
+  "$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$BENCH_DIR/nats" "${monitor[@]}" >"$BENCH_DIR/nats.log" 2>&1 &
+  NATS_PID=$!; PIDS+=("$NATS_PID")
+  NATS_URL=nats://127.0.0.1:$NATS_PORT
+  wait_port "$NATS_PORT" nats-server
+}
+
+start_redis() {
+  REDIS_PORT=$(free_port)
+  "$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$BENCH_DIR" >"$BENCH_DIR/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID")
+  REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+  wait_port "$REDIS_PORT" redis-server
+}
+
+# start_edge NAME [extra flags...]: sets EDGE_URL and EDGE_PID, appends to EDGE_URLS.
+EDGE_URLS=()
+start_edge() {
+  local name=$1; shift
+  local port; port=$(free_port)
+  RUST_LOG=${BENCH_LOG:-warn} "$WEIR" edge --listen "127.0.0.1:$port" --nats-url "$NATS_URL" \
+    --redis-url "$REDIS_URL" --node-id "$name" --secret "$SECRET" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
+  EDGE_PID=$!; PIDS+=("$EDGE_PID")
+  EDGE_URL=http://127.0.0.1:$port
+  EDGE_URLS+=("$EDGE_URL")
+  wait_ready "$EDGE_URL/readyz" "$name"
+}
+
+# start_producer NAME [extra flags...]: sets PRODUCER_PID.
+start_producer() {
+  local name=$1; shift
+  local port; port=$(free_port)
+  RUST_LOG=${BENCH_LOG:-warn} "$WEIR" producer --metrics-listen "127.0.0.1:$port" --nats-url "$NATS_URL" \
+    --redis-url "$REDIS_URL" --node-id "$name" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
+  PRODUCER_PID=$!; PIDS+=("$PRODUCER_PID")
+  wait_ready "http://127.0.0.1:$port/readyz" "$name"
+}
+
+bench() { "$WEIR" bench "$@"; }

@@ -1,0 +1,258 @@
+//! `weir bench limit`: what this machine's NATS can do with weir's event
+//! size, measured the way weir uses it, so that weir's numbers can be
+//! quoted as ratios of the same box's raw limits:
+//!
+//! - core NATS pub → sub at full speed (events/s, loss) and paced at a
+//!   steady rate (latency from the event's `ts`, as weir's clients measure);
+//! - JetStream publish to a file stream like `WEIR_EVENTS`, one event per
+//!   message and batches, with a window of publishes awaiting acks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::external::event_json;
+use super::stats::{histogram, Percentiles};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// NATS server with JetStream.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Events per second of the paced latency run.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub paced_rate: f64,
+    /// Events per JetStream message in the batched run.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// JetStream publishes awaiting their ack at once.
+    #[arg(long, default_value_t = 256)]
+    pub in_flight: usize,
+    /// Also publish one event per message with this many filtered ordered
+    /// push consumers on the stream (one per other subject, as edges follow
+    /// sessions), to show what per-session consumers cost JetStream.
+    #[arg(long, default_value_t = 200)]
+    pub consumers: usize,
+}
+
+impl LimitArgs {
+    /// The flags' defaults.
+    pub fn defaults() -> LimitArgs {
+        LimitArgs {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            seconds: 3.0,
+            paced_rate: 10_000.0,
+            batch: 256,
+            in_flight: 256,
+            consumers: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitRow {
+    pub what: String,
+    pub events_per_s: f64,
+    pub msgs_per_s: f64,
+    pub mb_per_s: f64,
+    /// Events published but not received (core NATS drops slow subscribers).
+    pub lost: u64,
+    pub latency_ms: Option<Percentiles>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitReport {
+    pub event_bytes: usize,
+    pub rows: Vec<LimitRow>,
+}
+
+impl LimitReport {
+    pub fn row(&self, prefix: &str) -> Option<&LimitRow> {
+        self.rows.iter().find(|r| r.what.starts_with(prefix))
+    }
+}
+
+pub async fn run(a: &LimitArgs) -> anyhow::Result<LimitReport> {
+    let connect = || async {
+        async_nats::ConnectOptions::new()
+            .name("weir-bench-limit")
+            .connect(&a.nats_url)
+            .await
+            .with_context(|| format!("connect to {}", a.nats_url))
+    };
+    let (pubc, subc) = (connect().await?, connect().await?);
+    let secs = Duration::from_secs_f64(a.seconds);
+    let event_bytes = event_json(1, 1_000_000, u64::MAX).len();
+    let mut rows = vec![
+        core(&pubc, &subc, secs, None).await?,
+        core(&pubc, &subc, secs, Some(a.paced_rate)).await?,
+        jetstream(&pubc, secs, 1, a.in_flight, 0).await?,
+        jetstream(&pubc, secs, a.batch, a.in_flight, 0).await?,
+    ];
+    if a.consumers > 0 {
+        rows.push(jetstream(&pubc, secs, 1, a.in_flight, a.consumers).await?);
+    }
+    Ok(LimitReport { event_bytes, rows })
+}
+
+#[derive(Deserialize)]
+struct Ts {
+    ts: f64,
+}
+
+/// Core pub → sub, full speed (`rate` None) or paced.
+async fn core(
+    pubc: &async_nats::Client,
+    subc: &async_nats::Client,
+    secs: Duration,
+    rate: Option<f64>,
+) -> anyhow::Result<LimitRow> {
+    let subject = format!("weir.bench.core.{}", rate.is_some());
+    let mut sub = subc.subscribe(subject.clone()).await?;
+    subc.flush().await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let reader = {
+        let (received, bytes) = (received.clone(), bytes.clone());
+        tokio::spawn(async move {
+            let mut h = histogram();
+            let mut last = started;
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+                last = Instant::now();
+                let now = weir_protocol::now_ms();
+                if let Ok(t) = serde_json::from_slice::<Ts>(&m.payload) {
+                    h.saturating_record((((now - t.ts) * 1000.0).max(1.0)) as u64);
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+            }
+            (h, last)
+        })
+    };
+    let mut sent = 0u64;
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while started.elapsed() < secs {
+        let n = match rate {
+            Some(r) => {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * r) as u64;
+                due.saturating_sub(sent)
+            }
+            None => 256,
+        };
+        for _ in 0..n {
+            seq += 1;
+            pubc.publish(subject.clone(), Bytes::from(event_json(1, seq, u64::MAX)))
+                .await?;
+        }
+        sent += n;
+    }
+    pubc.flush().await?;
+    let (h, last) = reader.await?;
+    let window = last.duration_since(started).as_secs_f64().max(1e-3);
+    let got = received.load(Ordering::Relaxed);
+    Ok(LimitRow {
+        what: match rate {
+            None => "nats core pub→sub, full speed".into(),
+            Some(r) => format!("nats core pub→sub, paced {r:.0}/s"),
+        },
+        events_per_s: got as f64 / window,
+        msgs_per_s: got as f64 / window,
+        mb_per_s: bytes.load(Ordering::Relaxed) as f64 / window / 1e6,
+        lost: sent.saturating_sub(got),
+        latency_ms: Some(Percentiles::of(&h)),
+    })
+}
+
+/// JetStream publishes of `batch` events per message to a file stream.
+async fn jetstream(
+    client: &async_nats::Client,
+    secs: Duration,
+    batch: usize,
+    in_flight: usize,
+    consumers: usize,
+) -> anyhow::Result<LimitRow> {
+    let js = jetstream::new(client.clone());
+    let name = "WEIR_BENCH_LIMIT";
+    let _ = js.delete_stream(name).await;
+    js.create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec!["weir.bench.js.*".into()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .context("create the limit stream")?;
+    let mut followers = Vec::new();
+    for i in 0..consumers {
+        let stream = js.get_stream(name).await?;
+        let c = stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: format!("weir.bench.js.c{i}"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await?;
+        followers.push(c.messages().await?);
+    }
+    let mut acks = VecDeque::new();
+    let started = Instant::now();
+    let (mut msgs, mut events, mut bytes, mut seq) = (0u64, 0u64, 0u64, 0u64);
+    while started.elapsed() < secs {
+        let evs: Vec<String> = (0..batch)
+            .map(|_| {
+                seq += 1;
+                event_json(1, seq, u64::MAX)
+            })
+            .collect();
+        let payload = if batch == 1 {
+            evs.concat()
+        } else {
+            format!("[{}]", evs.join(","))
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("bench:{seq}").as_str());
+        headers.insert(weir_bus::nats::SEQ_HEADER, seq.to_string().as_str());
+        bytes += payload.len() as u64;
+        acks.push_back(
+            js.publish_with_headers("weir.bench.js.s", headers, Bytes::from(payload))
+                .await?,
+        );
+        while acks.len() >= in_flight.max(1) {
+            acks.pop_front().expect("non-empty").await?;
+        }
+        msgs += 1;
+        events += batch as u64;
+    }
+    for a in acks {
+        a.await?;
+    }
+    let window = started.elapsed().as_secs_f64();
+    drop(followers);
+    let _ = js.delete_stream(name).await;
+    Ok(LimitRow {
+        what: match consumers {
+            0 => format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight"),
+            n => format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight, {n} other subjects' ordered consumers"),
+        },
+        events_per_s: events as f64 / window,
+        msgs_per_s: msgs as f64 / window,
+        mb_per_s: bytes as f64 / window / 1e6,
+        lost: 0,
+        latency_ms: None,
+    })
+}
