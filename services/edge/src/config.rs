@@ -43,7 +43,7 @@ pub struct EdgeConfig {
     #[arg(long, env = "WEIR_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Per-connection buffer: most events held for one client.
-    #[arg(long, env = "WEIR_CONN_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "WEIR_CONN_BUFFER", default_value_t = 256)]
     pub conn_buffer: usize,
     /// Stop pulling a connection's events at this fill of its buffer...
     #[arg(long, env = "WEIR_HIGH_WATERMARK", default_value_t = 0.8)]
@@ -98,7 +98,7 @@ impl EdgeConfig {
             retention: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(3600),
             public_url: None,
-            conn_buffer: 1024,
+            conn_buffer: 256,
             high_watermark: 0.8,
             low_watermark: 0.3,
             max_frame_events: 256,
