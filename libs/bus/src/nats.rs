@@ -66,6 +66,10 @@ impl NatsBus {
                         async_nats::Event::Connected => {
                             tracing::info!("NATS connected");
                             on_event.send_modify(|n| *n += 1);
+                            if *on_event.borrow() > 1 {
+                                metrics::counter!(weir_telemetry::names::BUS_RECONNECTS)
+                                    .increment(1);
+                            }
                         }
                         other => tracing::debug!(event = %other, "NATS event"),
                     }

@@ -36,6 +36,8 @@ const NOW_MS: &str =
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// Set by a failed operation; the next success counts a reconnect.
+    failing: std::sync::atomic::AtomicBool,
     retention: Duration,
     scripts: Scripts,
 }
@@ -130,6 +132,7 @@ impl RedisStore {
             .map_err(StoreError::unavailable)?;
         Ok(RedisStore {
             conn,
+            failing: std::sync::atomic::AtomicBool::new(false),
             retention,
             scripts: Scripts::new(),
         })
@@ -151,8 +154,26 @@ impl RedisStore {
             .arg(id.as_str())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
+        self.recovered();
         Ok(got == 1)
+    }
+
+    fn note(&self, e: redis::RedisError) -> StoreError {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        StoreError::unavailable(e)
+    }
+
+    /// Counts a reconnect when an operation succeeds after failures (called
+    /// on the paths every node takes regularly: reads, updates, leases, pings).
+    fn recovered(&self) {
+        if self
+            .failing
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            metrics::counter!(weir_telemetry::names::STORE_RECONNECTS).increment(1);
+        }
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -197,7 +218,7 @@ impl SessionStore for RedisStore {
         let created: bool = conn
             .hset_nx(&key, "status", state.status.as_str())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
         if !created {
             return Ok(false);
         }
@@ -213,7 +234,7 @@ impl SessionStore for RedisStore {
             .pexpire(&key, self.ttl_ms() as i64)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
         Ok(true)
     }
 
@@ -223,7 +244,8 @@ impl SessionStore for RedisStore {
             .clone()
             .hgetall(state_key(id))
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
+        self.recovered();
         if map.is_empty() {
             return Ok(None);
         }
@@ -248,7 +270,8 @@ impl SessionStore for RedisStore {
             .arg(producer)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
+        self.recovered();
         Ok(done == 1)
     }
 
@@ -260,7 +283,7 @@ impl SessionStore for RedisStore {
             .arg(seq)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -272,7 +295,7 @@ impl SessionStore for RedisStore {
             .arg(op.as_str())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -305,7 +328,7 @@ impl SessionStore for RedisStore {
             .arg(id.as_str())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -317,7 +340,8 @@ impl SessionStore for RedisStore {
             .arg(limit)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
+        self.recovered();
         Ok(ids
             .iter()
             .filter_map(|s| SessionId::parse(s).ok())
@@ -331,14 +355,15 @@ impl SessionStore for RedisStore {
             .del(lease_key(id))
             .query_async::<()>(&mut conn)
             .await
-            .map_err(StoreError::unavailable)
+            .map_err(|e| self.note(e))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = redis::cmd("PING")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|e| self.note(e))?;
+        self.recovered();
         if pong == "PONG" {
             Ok(())
         } else {

@@ -36,6 +36,8 @@ pub const PUBLISH_RETRIES: &str = "weir_producer_publish_retries_total";
 pub const BUS_ERRORS: &str = "weir_bus_errors_total";
 pub const BUS_DISCONNECTS: &str = "weir_bus_disconnects_total";
 pub const STORE_ERRORS: &str = "weir_store_errors_total";
+pub const BUS_RECONNECTS: &str = "weir_bus_reconnects_total";
+pub const STORE_RECONNECTS: &str = "weir_store_reconnects_total";
 
 /// Series an edge exports from its start (at 0), so that `rate()` and
 /// `increase()` see their first increment and dashboards show 0, not "no data".
@@ -49,7 +51,9 @@ pub const EDGE_SERIES: &[&str] = &[
     AUTH_FAILURES,
     UPSTREAM_GAPS,
     BUS_DISCONNECTS,
+    BUS_RECONNECTS,
     STORE_ERRORS,
+    STORE_RECONNECTS,
 ];
 
 /// The same for a producer.
@@ -60,7 +64,9 @@ pub const PRODUCER_SERIES: &[&str] = &[
     RUNS_REAPED,
     PUBLISH_RETRIES,
     BUS_DISCONNECTS,
+    BUS_RECONNECTS,
     STORE_ERRORS,
+    STORE_RECONNECTS,
 ];
 
 const GAUGES: &[&str] = &[CONNECTIONS_OPEN, SESSIONS_SUBSCRIBED, RUNS_ACTIVE];
@@ -159,4 +165,12 @@ pub fn describe() {
     describe_counter!(BUS_ERRORS, "Bus operations that failed");
     describe_counter!(BUS_DISCONNECTS, "Disconnections from NATS");
     describe_counter!(STORE_ERRORS, "Store operations that failed");
+    describe_counter!(
+        BUS_RECONNECTS,
+        "Connections to NATS re-established after a loss"
+    );
+    describe_counter!(
+        STORE_RECONNECTS,
+        "Store operations succeeding again after failures"
+    );
 }
