@@ -184,16 +184,6 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
         feed
     }
-
-    /// Sessions with a live feed on this node.
-    pub fn len(&self) -> usize {
-        let feeds = self.feeds.lock().expect("hub lock");
-        feeds.values().filter(|f| f.strong_count() > 0).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How long a feed may go without a message before it checks, once, that
