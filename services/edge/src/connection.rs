@@ -1,7 +1,8 @@
 //! A WebSocket client's connection, generic over its sink and stream so that
 //! unit tests drive it with channels (the axum adapter is in [`crate::ws`]).
 //!
-//! Events flow subscription → bounded buffer → writer. Pulling stops when
+//! Events flow subscription → bounded buffer → socket, all in the
+//! connection's one task (the write half is [`crate::writer`]). Pulling stops when
 //! the buffer reaches its high watermark and starts again at the low one;
 //! the writer coalesces everything buffered (up to `max_frame_events`) into
 //! one frame, so a client that is behind gets fewer, larger frames. A write
@@ -11,15 +12,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::future::poll_fn;
+
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use weir_protocol::frame::{close, events_frame};
 use weir_protocol::{ClientFrame, ControlOp, RawEvent, ServerFrame};
 use weir_telemetry::names;
 
 use crate::subscription::{DeliveryError, Subscription};
+use crate::writer::{Frame, WriteError, Writer};
 
 /// What the connection writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,20 +80,10 @@ pub struct ConnStats {
 /// hands it back with the result, so no pull is ever dropped half-done.
 type Fetch = BoxFuture<'static, (Subscription, Result<Vec<RawEvent>, DeliveryError>)>;
 
-struct Frame {
-    out: Outgoing,
-    /// `ts` of each event in the frame, for the delivery latency.
-    ts: Vec<f64>,
-}
-
-enum WriterEnd {
-    /// Everything written, the close included.
-    Done,
-    /// The client did not take a frame within the write timeout.
-    Slow,
-    /// The socket failed.
-    Gone,
-}
+/// Frames other than events (hello, heartbeats, error replies) waiting to be
+/// written; a client that keeps sending bad frames without reading is not
+/// read until these are written.
+const MAX_CONTROL_FRAMES: usize = 8;
 
 /// Serves one connection until the session ends, the client leaves, a
 /// limit is hit or the node drains. `hello` is written first.
@@ -111,24 +104,31 @@ where
         last_seq: sub.cursor(),
         ..ConnStats::default()
     };
-    let (tx, rx) = mpsc::channel::<Frame>(1);
-    let mut writer = tokio::spawn(write_frames(sink, rx, limits.write_timeout));
-    let _ = tx
-        .send(Frame {
-            out: Outgoing::Text(hello.to_json()),
-            ts: Vec::new(),
-        })
-        .await;
-
+    let mut writer = Writer::new(sink, limits.write_timeout);
+    let mut control: VecDeque<Outgoing> = VecDeque::from([Outgoing::Text(hello.to_json())]);
     let mut buffer: VecDeque<RawEvent> = VecDeque::new();
     let mut throttled = false;
     let mut end_pulled = false;
+    let mut end_written = false;
     let mut fetch: Option<Fetch> = None;
     let mut idle_since = Instant::now();
     // `sub` moves into the fetch future and comes back with its result.
     let mut parked = Some(sub);
 
     let close = loop {
+        if !writer.is_busy() {
+            if let Some(out) = control.pop_front() {
+                writer.start(Frame::control(out));
+            } else if end_written {
+                break Some((close::DONE, None, "session ended"));
+            } else if !buffer.is_empty() {
+                end_written = next_frame(&mut writer, &mut buffer, &limits, &mut stats);
+                if throttled && buffer.len() <= limits.low {
+                    throttled = false;
+                    stats.max_fill_at_resume = stats.max_fill_at_resume.max(buffer.len());
+                }
+            }
+        }
         if fetch.is_none() && !throttled && !end_pulled {
             let room = limits.buffer.saturating_sub(buffer.len());
             if let (true, Some(mut s)) = (room > 0, parked.take()) {
@@ -141,6 +141,8 @@ where
                 );
             }
         }
+        let busy = writer.is_busy();
+        let write_deadline = writer.deadline().unwrap_or_else(far_future);
         let heartbeat_at = tokio::time::Instant::from_std(idle_since + limits.heartbeat);
         tokio::select! {
             biased;
@@ -148,32 +150,16 @@ where
                 let frame = ServerFrame::Reconnect { reason: "node draining".into() };
                 break Some((close::DRAINING, Some(frame), "node draining"));
             }
-            end = &mut writer => {
-                if let Ok(WriterEnd::Slow) = end {
-                    metrics::counter!(names::SLOW_CONSUMERS).increment(1);
-                    metrics::counter!(names::CLOSES, "code" => close::SLOW_CONSUMER.to_string()).increment(1);
-                    stats.close_code = Some(close::SLOW_CONSUMER);
+            written = poll_fn(|cx| writer.poll_write(cx)), if busy => {
+                if written.is_err() {
+                    return stats; // the client is gone
                 }
-                return stats;
-            }
-            permit = tx.reserve(), if !buffer.is_empty() => {
-                let Ok(permit) = permit else { return stats };
-                let n = buffer.len().min(limits.max_frame_events);
-                metrics::histogram!(names::BUFFER_FILL).record(buffer.len() as f64 / limits.buffer as f64);
-                let events: Vec<RawEvent> = buffer.drain(..n).collect();
-                let ended = events.last().is_some_and(|e| e.end);
-                stats.events += n as u64;
-                stats.frames += 1;
-                stats.last_seq = events.last().map_or(stats.last_seq, |e| e.seq);
-                permit.send(Frame { out: Outgoing::Text(events_frame(&events)), ts: events.iter().map(|e| e.ts).collect() });
                 idle_since = Instant::now();
-                if throttled && buffer.len() <= limits.low {
-                    throttled = false;
-                    stats.max_fill_at_resume = stats.max_fill_at_resume.max(buffer.len());
-                }
-                if ended {
-                    break Some((close::DONE, None, "session ended"));
-                }
+            }
+            _ = tokio::time::sleep_until(write_deadline), if busy => {
+                writer.close_slow().await;
+                slow_consumer(&mut stats);
+                return stats;
             }
             (s, result) = async { fetch.as_mut().expect("guarded").await }, if fetch.is_some() => {
                 fetch = None;
@@ -195,58 +181,89 @@ where
                     }
                 }
             }
-            msg = incoming.next() => match msg {
+            msg = incoming.next(), if control.len() < MAX_CONTROL_FRAMES => match msg {
                 None | Some(Incoming::Closed) => break None,
                 Some(Incoming::TooLarge) => {
                     let frame = ServerFrame::error("frame_too_large", "client frame over the size limit");
                     break Some((close::TOO_LARGE, Some(frame), "frame too large"));
                 }
                 Some(Incoming::Binary) => {
-                    reply(&tx, ServerFrame::error("bad_request", "binary frames are not part of the protocol")).await;
+                    let frame = ServerFrame::error("bad_request", "binary frames are not part of the protocol");
+                    control.push_back(Outgoing::Text(frame.to_json()));
                 }
                 Some(Incoming::Text(text)) => {
                     if let Err(frame) = on_client_frame(&text, actions).await {
-                        reply(&tx, frame).await;
+                        control.push_back(Outgoing::Text(frame.to_json()));
                     }
                 }
             },
             _ = tokio::time::sleep_until(heartbeat_at) => {
-                if let Ok(permit) = tx.try_reserve() {
-                    permit.send(Frame { out: Outgoing::Text(ServerFrame::Heartbeat { ts: weir_protocol::now_ms() }.to_json()), ts: Vec::new() });
+                if !busy && control.is_empty() {
+                    let beat = ServerFrame::Heartbeat { ts: weir_protocol::now_ms() };
+                    control.push_back(Outgoing::Text(beat.to_json()));
                 }
                 idle_since = Instant::now();
             }
         }
     };
-    if let Some((code, frame, reason)) = close {
-        if let Some(frame) = frame {
-            let _ = tx
-                .send(Frame {
-                    out: Outgoing::Text(frame.to_json()),
-                    ts: Vec::new(),
-                })
-                .await;
+    let Some((code, frame, reason)) = close else {
+        writer.close().await;
+        return stats;
+    };
+    // What was queued goes out first, then the reason and the close.
+    control.extend(frame.map(|f| Outgoing::Text(f.to_json())));
+    control.push_back(Outgoing::Close(code, reason.into()));
+    metrics::counter!(names::CLOSES, "code" => code.to_string()).increment(1);
+    stats.close_code = Some(code);
+    let mut written = writer.finish().await;
+    while let (Ok(()), Some(out)) = (written, control.pop_front()) {
+        written = writer.write(Frame::control(out)).await;
+    }
+    match written {
+        Ok(()) => writer.close().await,
+        Err(WriteError::Slow) => {
+            writer.close_slow().await;
+            slow_consumer(&mut stats);
         }
-        let _ = tx
-            .send(Frame {
-                out: Outgoing::Close(code, reason.into()),
-                ts: Vec::new(),
-            })
-            .await;
-        metrics::counter!(names::CLOSES, "code" => code.to_string()).increment(1);
-        stats.close_code = Some(code);
+        Err(WriteError::Gone) => return stats,
     }
-    drop(tx);
-    // The writer ends by itself: after the close, or at the write timeout.
-    if let Ok(WriterEnd::Slow) = writer.await {
-        metrics::counter!(names::SLOW_CONSUMERS).increment(1);
-        metrics::counter!(names::CLOSES, "code" => close::SLOW_CONSUMER.to_string()).increment(1);
-        stats.close_code = Some(close::SLOW_CONSUMER);
-    }
-    if stats.close_code.is_some() {
-        linger(&mut incoming, stats.close_code == Some(close::TOO_LARGE)).await;
-    }
+    linger(&mut incoming, stats.close_code == Some(close::TOO_LARGE)).await;
     stats
+}
+
+/// Puts the next frame of buffered events in flight (coalescing up to
+/// `max_frame_events`); true if it holds `end`.
+fn next_frame<S: Sink<Outgoing> + Unpin>(
+    writer: &mut Writer<S>,
+    buffer: &mut VecDeque<RawEvent>,
+    limits: &Limits,
+    stats: &mut ConnStats,
+) -> bool {
+    let n = buffer.len().min(limits.max_frame_events.max(1));
+    metrics::histogram!(names::BUFFER_FILL).record(buffer.len() as f64 / limits.buffer as f64);
+    let text = events_frame(buffer.range(..n));
+    let ts = buffer.range(..n).map(|e| e.ts).collect();
+    let last = buffer.get(n - 1).map(|e| (e.seq, e.end));
+    buffer.drain(..n);
+    stats.events += n as u64;
+    stats.frames += 1;
+    writer.start(Frame {
+        out: Outgoing::Text(text),
+        ts,
+    });
+    let (seq, end) = last.unwrap_or((stats.last_seq, false));
+    stats.last_seq = seq;
+    end
+}
+
+fn slow_consumer(stats: &mut ConnStats) {
+    metrics::counter!(names::SLOW_CONSUMERS).increment(1);
+    metrics::counter!(names::CLOSES, "code" => close::SLOW_CONSUMER.to_string()).increment(1);
+    stats.close_code = Some(close::SLOW_CONSUMER);
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
 
 /// After our close frame, gives the client a moment to read it before the
@@ -262,15 +279,6 @@ async fn linger<R: Stream<Item = Incoming> + Unpin>(incoming: &mut R, unreadable
         while let Some(Incoming::Text(_) | Incoming::Binary) = incoming.next().await {}
     })
     .await;
-}
-
-async fn reply(tx: &mpsc::Sender<Frame>, frame: ServerFrame) {
-    let _ = tx
-        .send(Frame {
-            out: Outgoing::Text(frame.to_json()),
-            ts: Vec::new(),
-        })
-        .await;
 }
 
 /// Handles one client text frame; Err is the error frame to send back.
@@ -294,53 +302,38 @@ async fn control(actions: &dyn ClientActions, op: ControlOp) -> Result<(), Serve
         .map_err(|(code, message)| ServerFrame::Error { code, message })
 }
 
-/// Counts a frame of events written to a client (`ts`: each event's `ts`).
-pub fn record_delivery(ts: &[f64], bytes: usize, transport: &'static str) {
-    let now = weir_protocol::now_ms();
-    let latency = metrics::histogram!(names::DELIVERY_LATENCY);
-    for t in ts {
-        latency.record(((now - t) / 1000.0).max(0.0));
-    }
-    metrics::counter!(names::EVENTS_DELIVERED, "transport" => transport).increment(ts.len() as u64);
-    metrics::counter!(names::FRAMES_SENT, "transport" => transport).increment(1);
-    metrics::histogram!(names::EVENTS_PER_FRAME).record(ts.len() as f64);
-    metrics::counter!(names::BYTES_SENT, "transport" => transport).increment(bytes as u64);
+/// The delivery metrics of one connection's transport, looked up once per
+/// connection rather than once per frame.
+pub struct DeliveryMetrics {
+    latency: metrics::Histogram,
+    events: metrics::Counter,
+    frames: metrics::Counter,
+    events_per_frame: metrics::Histogram,
+    bytes: metrics::Counter,
 }
 
-/// Writes frames in order; each write has `timeout` to complete.
-async fn write_frames<S>(mut sink: S, mut rx: mpsc::Receiver<Frame>, timeout: Duration) -> WriterEnd
-where
-    S: Sink<Outgoing> + Unpin,
-{
-    while let Some(frame) = rx.recv().await {
-        let is_close = matches!(frame.out, Outgoing::Close(..));
-        let bytes = match &frame.out {
-            Outgoing::Text(t) => t.len(),
-            Outgoing::Close(..) => 0,
-        };
-        let sent = tokio::time::timeout(timeout, sink.send(frame.out))
-            .await
-            .map(|r| r.is_ok());
-        match sent {
-            Ok(true) => {}
-            Ok(false) => return WriterEnd::Gone,
-            Err(_) => {
-                // Best effort: the close may not get through a full socket.
-                let close = Outgoing::Close(close::SLOW_CONSUMER, "slow consumer".into());
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
-                return WriterEnd::Slow;
-            }
-        }
-        if !frame.ts.is_empty() {
-            record_delivery(&frame.ts, bytes, "ws");
-        }
-        if is_close {
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-            return WriterEnd::Done;
+impl DeliveryMetrics {
+    pub fn new(transport: &'static str) -> DeliveryMetrics {
+        DeliveryMetrics {
+            latency: metrics::histogram!(names::DELIVERY_LATENCY),
+            events: metrics::counter!(names::EVENTS_DELIVERED, "transport" => transport),
+            frames: metrics::counter!(names::FRAMES_SENT, "transport" => transport),
+            events_per_frame: metrics::histogram!(names::EVENTS_PER_FRAME),
+            bytes: metrics::counter!(names::BYTES_SENT, "transport" => transport),
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    WriterEnd::Done
+
+    /// Counts a frame of events written to the client (`ts`: each event's `ts`).
+    pub fn record(&self, ts: &[f64], bytes: usize) {
+        let now = weir_protocol::now_ms();
+        for t in ts {
+            self.latency.record(((now - t) / 1000.0).max(0.0));
+        }
+        self.events.increment(ts.len() as u64);
+        self.frames.increment(1);
+        self.events_per_frame.record(ts.len() as f64);
+        self.bytes.increment(bytes as u64);
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +341,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use futures::channel::mpsc as fmpsc;
+    use futures::SinkExt;
     use weir_bus::{Bus, BusConfig, Fence};
     use weir_protocol::{Event, SessionId};
 

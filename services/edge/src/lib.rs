@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,6 +35,7 @@ pub mod hub;
 pub mod sessions;
 pub mod sse;
 pub mod subscription;
+pub mod writer;
 pub mod ws;
 
 pub use config::EdgeConfig;
@@ -179,6 +181,12 @@ pub async fn run(
     let drain = state.drain.clone();
     let permits = state.permits.clone();
     let app = router(state.clone());
+    // Events are small writes that must leave at once: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.cancelled().await;
         drain.cancel();

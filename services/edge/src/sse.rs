@@ -51,9 +51,10 @@ pub async fn events(
     let sub = Subscription::new(id, feed, state.bus.log.clone(), after);
     let max = state.config.max_frame_events;
     let drain = state.drain.clone();
+    let delivered = std::sync::Arc::new(crate::connection::DeliveryMetrics::new("sse"));
     // State: (subscription, done, the connection's permit).
     let batches = stream::unfold((sub, false, guard), move |(mut sub, done, guard)| {
-        let drain = drain.clone();
+        let (drain, delivered) = (drain.clone(), delivered.clone());
         async move {
             if done {
                 return None;
@@ -68,7 +69,7 @@ pub async fn events(
                         let ended = events.last().is_some_and(|e| e.end);
                         let ts: Vec<f64> = events.iter().map(|e| e.ts).collect();
                         let bytes = events.iter().map(|e| e.json.len()).sum();
-                        crate::connection::record_delivery(&ts, bytes, "sse");
+                        delivered.record(&ts, bytes);
                         Some((events.iter().map(sse_event).collect(), (sub, ended, guard)))
                     }
                     Err(e) => {
