@@ -46,7 +46,7 @@ pub struct Ring {
 impl Ring {
     pub fn new(capacity: usize) -> Ring {
         Ring {
-            events: VecDeque::with_capacity(capacity.min(1024)),
+            events: VecDeque::new(),
             capacity,
         }
     }

@@ -18,7 +18,7 @@ use crate::sessions::{self, bearer, Resume};
 use crate::subscription::Subscription;
 use crate::{AppState, ConnectionGuard};
 
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 /// Close code and error frame for a failed check.
 fn refusal(e: &ApiError) -> (u16, &'static str) {
