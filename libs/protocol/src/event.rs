@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// The kinds this crate names; any other kind is passed through untouched.
 pub mod kind {
@@ -59,14 +58,70 @@ impl Event {
     }
 
     pub fn to_raw(&self) -> RawEvent {
-        let bytes = serde_json::to_vec(self).expect("an Event always serialises");
-        RawEvent {
-            seq: self.seq,
+        let mut raw = write_events(self.seq, [self.parts()]);
+        raw.pop().expect("one event in, one out")
+    }
+
+    pub fn parts(&self) -> EventParts<'_> {
+        EventParts {
+            kind: &self.kind,
             ts: self.ts,
-            end: self.kind == kind::END,
-            json: Bytes::from(bytes),
+            source: self.source.as_deref(),
+            data: &self.data,
         }
     }
+}
+
+/// An event before it has a seq, borrowed from wherever the producer keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    pub kind: &'a str,
+    pub ts: f64,
+    pub source: Option<&'a str>,
+    pub data: &'a serde_json::Value,
+}
+
+/// Writes events with seqs from `first_seq` on, byte for byte as serialising
+/// [`Event`]s would, into one buffer that the returned events share (one
+/// allocation for a whole batch).
+pub fn write_events<'a>(
+    first_seq: u64,
+    parts: impl IntoIterator<Item = EventParts<'a>>,
+) -> Vec<RawEvent> {
+    let mut buf = Vec::with_capacity(128);
+    let mut heads = Vec::new();
+    for (seq, p) in (first_seq..).zip(parts) {
+        let start = buf.len();
+        write_event(&mut buf, seq, &p);
+        heads.push((start, buf.len(), seq, p.ts, p.kind == kind::END));
+    }
+    let bytes = Bytes::from(buf);
+    heads
+        .into_iter()
+        .map(|(start, end, seq, ts, is_end)| RawEvent {
+            seq,
+            ts,
+            end: is_end,
+            json: bytes.slice(start..end),
+        })
+        .collect()
+}
+
+fn write_event(out: &mut Vec<u8>, seq: u64, p: &EventParts<'_>) {
+    put(out, b"{\"seq\":", &seq);
+    put(out, b",\"kind\":", p.kind);
+    put(out, b",\"ts\":", &p.ts);
+    if let Some(source) = p.source {
+        put(out, b",\"source\":", source);
+    }
+    put(out, b",\"data\":", p.data);
+    out.push(b'}');
+}
+
+fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &[u8], value: &T) {
+    out.extend_from_slice(name);
+    // Writing to a Vec cannot fail, and a JSON value always serialises.
+    serde_json::to_writer(&mut *out, value).expect("JSON values always serialise");
 }
 
 /// An event kept as the exact JSON the producer wrote, with the few fields an
@@ -96,13 +151,23 @@ pub enum EventError {
 struct Head<'a> {
     seq: u64,
     #[serde(borrow)]
-    kind: &'a str,
+    kind: std::borrow::Cow<'a, str>,
     #[serde(default)]
     ts: f64,
 }
 
+impl Head<'_> {
+    /// `(seq, ts, end)` of a valid event.
+    fn fields(&self) -> Result<(u64, f64, bool), EventError> {
+        if self.seq == 0 {
+            return Err(EventError::ZeroSeq);
+        }
+        Ok((self.seq, self.ts, self.kind == kind::END))
+    }
+}
+
 impl RawEvent {
-    /// Parses one event object, keeping its bytes.
+    /// Parses one event object, keeping a copy of its bytes.
     pub fn parse(json: &[u8]) -> Result<RawEvent, EventError> {
         Self::parse_bytes(Bytes::copy_from_slice(json))
     }
@@ -110,32 +175,46 @@ impl RawEvent {
     fn parse_bytes(json: Bytes) -> Result<RawEvent, EventError> {
         let head: Head<'_> =
             serde_json::from_slice(&json).map_err(|e| EventError::Json(e.to_string()))?;
-        if head.seq == 0 {
-            return Err(EventError::ZeroSeq);
-        }
-        Ok(RawEvent {
-            seq: head.seq,
-            ts: head.ts,
-            end: head.kind == kind::END,
-            json: json.clone(),
-        })
+        let (seq, ts, end) = head.fields()?;
+        Ok(RawEvent { seq, ts, end, json })
     }
 
     /// Parses a bus message: one event object, or an array of events with
-    /// contiguous seqs (protocol.md §2).
+    /// contiguous seqs (protocol.md §2). One pass over the bytes; the events
+    /// share one copy of the payload (so they never pin the buffer the
+    /// message was read into).
     pub fn parse_message(payload: &[u8]) -> Result<Vec<RawEvent>, EventError> {
-        let first = payload.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'[') {
+        let start = skip_ws(payload, 0);
+        if payload.get(start) != Some(&b'[') {
             return Ok(vec![RawEvent::parse(payload)?]);
         }
-        let items: Vec<&RawValue> =
-            serde_json::from_slice(payload).map_err(|e| EventError::Json(e.to_string()))?;
-        if items.is_empty() {
-            return Err(EventError::Empty);
+        let bytes = Bytes::copy_from_slice(payload);
+        let mut out: Vec<RawEvent> = Vec::new();
+        let mut pos = skip_ws(&bytes, start + 1);
+        if bytes.get(pos) == Some(&b']') {
+            return match skip_ws(&bytes, pos + 1) == bytes.len() {
+                true => Err(EventError::Empty),
+                false => Err(EventError::Json(
+                    "trailing characters after the array".into(),
+                )),
+            };
         }
-        let mut out: Vec<RawEvent> = Vec::with_capacity(items.len());
-        for item in items {
-            let ev = RawEvent::parse(item.get().as_bytes())?;
+        loop {
+            let mut items =
+                serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Head<'_>>();
+            let head = match items.next() {
+                Some(Ok(h)) => h,
+                Some(Err(e)) => return Err(EventError::Json(e.to_string())),
+                None => return Err(EventError::Json("unterminated array".into())),
+            };
+            let end = pos + items.byte_offset();
+            let (seq, ts, is_end) = head.fields()?;
+            let ev = RawEvent {
+                seq,
+                ts,
+                end: is_end,
+                json: bytes.slice(pos..end),
+            };
             if let Some(prev) = out.last() {
                 if ev.seq != prev.seq + 1 {
                     return Err(EventError::NotContiguous {
@@ -145,16 +224,28 @@ impl RawEvent {
                 }
             }
             out.push(ev);
+            pos = skip_ws(&bytes, end);
+            match bytes.get(pos) {
+                Some(b',') => pos = skip_ws(&bytes, pos + 1),
+                Some(b']') if skip_ws(&bytes, pos + 1) == bytes.len() => return Ok(out),
+                _ => return Err(EventError::Json("malformed array of events".into())),
+            }
         }
-        Ok(out)
     }
 
     /// The kind of this event, read from its JSON (only needed off the hot path).
     pub fn kind(&self) -> String {
         serde_json::from_slice::<Head<'_>>(&self.json)
-            .map(|h| h.kind.to_owned())
+            .map(|h| h.kind.into_owned())
             .unwrap_or_default()
     }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
 }
 
 /// Encodes a batch of events as one bus message: a single object for one
@@ -209,10 +300,22 @@ mod tests {
             Err(EventError::ZeroSeq)
         );
         assert_eq!(RawEvent::parse_message(b"[]"), Err(EventError::Empty));
-        assert!(matches!(
-            RawEvent::parse_message(b"nope"),
-            Err(EventError::Json(_))
-        ));
+        for bad in [
+            &b"nope"[..],
+            b"[",
+            b"[{\"seq\":1,\"kind\":\"x\"}",
+            b"[{\"seq\":1,\"kind\":\"x\"} {\"seq\":2,\"kind\":\"x\"}]",
+            b"[{\"seq\":1,\"kind\":\"x\"}] x",
+            b"[1]",
+            b"[{\"seq\":1,\"kind\":\"x\"},]",
+            b"[] x",
+        ] {
+            assert!(
+                matches!(RawEvent::parse_message(bad), Err(EventError::Json(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
@@ -226,6 +329,33 @@ mod tests {
         assert_eq!(
             RawEvent::parse_message(&encode_message(&evs[..1])).unwrap(),
             evs[..1]
+        );
+    }
+
+    #[test]
+    fn written_events_are_what_serde_writes_and_share_one_buffer() {
+        let events = [
+            Event::new(
+                7,
+                kind::TOKEN,
+                Some("a\"b"),
+                serde_json::json!({"text": "x\n"}),
+            ),
+            Event::new(
+                8,
+                kind::END,
+                None,
+                serde_json::json!({"reason": "completed"}),
+            ),
+        ];
+        let raw = write_events(7, events.iter().map(Event::parts));
+        for (r, e) in raw.iter().zip(&events) {
+            assert_eq!(&r.json[..], &serde_json::to_vec(e).unwrap()[..]);
+            assert_eq!((r.seq, r.ts, r.end), (e.seq, e.ts, e.kind == kind::END));
+        }
+        assert_eq!(
+            raw[1].json.as_ptr(),
+            raw[0].json[raw[0].json.len()..].as_ptr()
         );
     }
 

@@ -17,7 +17,7 @@ pub mod mock;
 pub mod session;
 pub mod token;
 
-pub use event::{Event, EventError, RawEvent};
+pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
 pub use session::{ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status};
 pub use token::{TokenError, TokenKey};

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, RunTicket};
-use weir_protocol::{ControlOp, EndReason, Event, RawEvent, SessionId, Status};
+use weir_protocol::{ControlOp, EndReason, Event, EventParts, SessionId, Status};
 use weir_store::Update;
 use weir_telemetry::names;
 
@@ -359,20 +359,15 @@ impl Publisher {
         if outputs.is_empty() {
             return Ok(());
         }
-        let events: Vec<RawEvent> = outputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                Event {
-                    seq: self.next_seq + i as u64,
-                    kind: o.kind,
-                    ts: o.ts,
-                    source: o.source,
-                    data: o.data,
-                }
-                .to_raw()
-            })
-            .collect();
+        let events = weir_protocol::write_events(
+            self.next_seq,
+            outputs.iter().map(|o| EventParts {
+                kind: &o.kind,
+                ts: o.ts,
+                source: o.source.as_deref(),
+                data: &o.data,
+            }),
+        );
         let mut backoff = Duration::from_millis(25);
         let started = Instant::now();
         let appended = loop {
