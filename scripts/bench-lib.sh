@@ -87,14 +87,15 @@ start_edge() {
   wait_ready "$EDGE_URL/readyz" "$name"
 }
 
-# start_producer NAME [extra flags...]: sets PRODUCER_PID.
+# start_producer NAME [extra flags...]: sets PRODUCER_PID and PRODUCER_URL (its metrics).
 start_producer() {
   local name=$1; shift
   local port; port=$(free_port)
   RUST_LOG=${BENCH_LOG:-warn} "$WEIR" producer --metrics-listen "127.0.0.1:$port" --nats-url "$NATS_URL" \
     --redis-url "$REDIS_URL" --node-id "$name" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
   PRODUCER_PID=$!; PIDS+=("$PRODUCER_PID")
-  wait_ready "http://127.0.0.1:$port/readyz" "$name"
+  PRODUCER_URL=http://127.0.0.1:$port
+  wait_ready "$PRODUCER_URL/readyz" "$name"
 }
 
 bench() { "$WEIR" bench "$@"; }

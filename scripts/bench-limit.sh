@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NATS's raw limits on this machine for weir's event size: core pub→sub at
 # full speed and paced, JetStream publish one event per message and batched,
-# and with 200 other subjects' ordered consumers on the stream. Extra
+# and paced over 200 subjects with the latency of the stream's republish. Extra
 # arguments go to `weir bench limit`.
 source "$(dirname "$0")/bench-lib.sh"
 start_nats

@@ -5,7 +5,12 @@
 //! - core NATS pub → sub at full speed (events/s, loss) and paced at a
 //!   steady rate (latency from the event's `ts`, as weir's clients measure);
 //! - JetStream publish to a file stream like `WEIR_EVENTS`, one event per
-//!   message and batches, with a window of publishes awaiting acks.
+//!   message and batches, with a window of publishes awaiting acks;
+//! - JetStream paced like weir's steady load (one event per message over
+//!   many subjects, each subject's next publish after its ack): latency
+//!   from `ts` to the stream's republish reaching a core subscriber. That is
+//!   the floor of weir's live path: an edge delivers what the stream stored
+//!   and republished, never earlier.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,11 +43,9 @@ pub struct LimitArgs {
     /// JetStream publishes awaiting their ack at once.
     #[arg(long, default_value_t = 256)]
     pub in_flight: usize,
-    /// Also publish one event per message with this many filtered ordered
-    /// push consumers on the stream (one per other subject, as edges follow
-    /// sessions), to show what per-session consumers cost JetStream.
+    /// Subjects (sessions) of the paced JetStream run; 0 skips it.
     #[arg(long, default_value_t = 200)]
-    pub consumers: usize,
+    pub subjects: usize,
 }
 
 impl LimitArgs {
@@ -54,7 +57,7 @@ impl LimitArgs {
             paced_rate: 10_000.0,
             batch: 256,
             in_flight: 256,
-            consumers: 200,
+            subjects: 200,
         }
     }
 }
@@ -96,11 +99,11 @@ pub async fn run(a: &LimitArgs) -> anyhow::Result<LimitReport> {
     let mut rows = vec![
         core(&pubc, &subc, secs, None).await?,
         core(&pubc, &subc, secs, Some(a.paced_rate)).await?,
-        jetstream(&pubc, secs, 1, a.in_flight, 0).await?,
-        jetstream(&pubc, secs, a.batch, a.in_flight, 0).await?,
+        jetstream(&pubc, secs, 1, a.in_flight).await?,
+        jetstream(&pubc, secs, a.batch, a.in_flight).await?,
     ];
-    if a.consumers > 0 {
-        rows.push(jetstream(&pubc, secs, 1, a.in_flight, a.consumers).await?);
+    if a.subjects > 0 {
+        rows.push(republished(&pubc, &subc, secs, a.paced_rate, a.subjects).await?);
     }
     Ok(LimitReport { event_bytes, rows })
 }
@@ -182,33 +185,9 @@ async fn jetstream(
     secs: Duration,
     batch: usize,
     in_flight: usize,
-    consumers: usize,
 ) -> anyhow::Result<LimitRow> {
     let js = jetstream::new(client.clone());
-    let name = "WEIR_BENCH_LIMIT";
-    let _ = js.delete_stream(name).await;
-    js.create_stream(stream::Config {
-        name: name.into(),
-        subjects: vec!["weir.bench.js.*".into()],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(600),
-        ..Default::default()
-    })
-    .await
-    .context("create the limit stream")?;
-    let mut followers = Vec::new();
-    for i in 0..consumers {
-        let stream = js.get_stream(name).await?;
-        let c = stream
-            .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                filter_subject: format!("weir.bench.js.c{i}"),
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await?;
-        followers.push(c.messages().await?);
-    }
+    limit_stream(&js, false).await?;
     let mut acks = VecDeque::new();
     let started = Instant::now();
     let (mut msgs, mut events, mut bytes, mut seq) = (0u64, 0u64, 0u64, 0u64);
@@ -242,17 +221,109 @@ async fn jetstream(
         a.await?;
     }
     let window = started.elapsed().as_secs_f64();
-    drop(followers);
-    let _ = js.delete_stream(name).await;
+    let _ = js.delete_stream(LIMIT_STREAM).await;
     Ok(LimitRow {
-        what: match consumers {
-            0 => format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight"),
-            n => format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight, {n} other subjects' ordered consumers"),
-        },
+        what: format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight"),
         events_per_s: events as f64 / window,
         msgs_per_s: msgs as f64 / window,
         mb_per_s: bytes as f64 / window / 1e6,
         lost: 0,
         latency_ms: None,
+    })
+}
+
+const LIMIT_STREAM: &str = "WEIR_BENCH_LIMIT";
+
+/// A fresh file stream on `weir.bench.js.*`, like `WEIR_EVENTS`; with
+/// `republish`, stored messages go on to `weir.bench.live.*`.
+async fn limit_stream(js: &jetstream::Context, republish: bool) -> anyhow::Result<()> {
+    let _ = js.delete_stream(LIMIT_STREAM).await;
+    js.create_stream(stream::Config {
+        name: LIMIT_STREAM.into(),
+        subjects: vec!["weir.bench.js.*".into()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(600),
+        allow_direct: true,
+        republish: republish.then(|| stream::Republish {
+            source: "weir.bench.js.*".into(),
+            destination: "weir.bench.live.{{wildcard(1)}}".into(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    })
+    .await
+    .context("create the limit stream")?;
+    Ok(())
+}
+
+/// One event per message at `rate` in all, spread over `subjects`, each
+/// subject publishing its next event only after the previous one's ack (as
+/// a weir producer does); latency from `ts` to the republished copy.
+async fn republished(
+    pubc: &async_nats::Client,
+    subc: &async_nats::Client,
+    secs: Duration,
+    rate: f64,
+    subjects: usize,
+) -> anyhow::Result<LimitRow> {
+    let js = jetstream::new(pubc.clone());
+    limit_stream(&js, true).await?;
+    let mut live = subc.subscribe("weir.bench.live.*").await?;
+    subc.flush().await?;
+    let per_subject = rate / subjects as f64;
+    let started = Instant::now();
+    let deadline = started + secs;
+    let publishers = (0..subjects).map(|i| {
+        let js = js.clone();
+        async move {
+            let subject = format!("weir.bench.js.s{i}");
+            let period = Duration::from_secs_f64(1.0 / per_subject.max(1e-3));
+            // Spread the subjects' ticks over one period.
+            let first = started + period.mul_f64(i as f64 / subjects as f64);
+            let mut tick = tokio::time::interval_at(first.into(), period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut sent, mut bytes) = (0u64, 0u64);
+            loop {
+                tick.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                sent += 1;
+                let payload = Bytes::from(event_json(1, sent, u64::MAX));
+                bytes += payload.len() as u64;
+                js.publish(subject.clone(), payload).await?.await?;
+            }
+            anyhow::Ok((sent, bytes))
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut h = histogram();
+        let mut received = 0u64;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), live.next()).await {
+            let now = weir_protocol::now_ms();
+            if let Ok(t) = serde_json::from_slice::<Ts>(&m.payload) {
+                h.saturating_record((((now - t.ts) * 1000.0).max(1.0)) as u64);
+            }
+            received += 1;
+        }
+        (h, received)
+    });
+    let mut sent = 0u64;
+    let mut bytes = 0u64;
+    for r in futures::future::join_all(publishers).await {
+        let (s, b) = r?;
+        sent += s;
+        bytes += b;
+    }
+    let window = started.elapsed().as_secs_f64();
+    let (h, received) = reader.await?;
+    let _ = js.delete_stream(LIMIT_STREAM).await;
+    Ok(LimitRow {
+        what: format!("jetstream paced {rate:.0}/s over {subjects} subjects, stored → republished"),
+        events_per_s: received as f64 / window,
+        msgs_per_s: received as f64 / window,
+        mb_per_s: bytes as f64 / window / 1e6,
+        lost: sent.saturating_sub(received),
+        latency_ms: Some(Percentiles::of(&h)),
     })
 }

@@ -382,6 +382,12 @@ fn ratios(r: &Report, l: &limit::LimitReport) -> serde_json::Map<String, serde_j
             json!(round(r.latency_ms.p99 / p.p99.max(1e-3))),
         );
     }
+    if let Some(p) = l.row("jetstream paced").and_then(|p| p.latency_ms.clone()) {
+        m.insert(
+            "latency p99 ÷ jetstream stored → republished p99".into(),
+            json!(round(r.latency_ms.p99 / p.p99.max(1e-3))),
+        );
+    }
     m
 }
 
