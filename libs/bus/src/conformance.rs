@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use weir_protocol::{ControlOp, Event, RawEvent, RunRequest, SessionId};
 
-use crate::{Bus, BusError, Fence};
+use crate::{Bus, BusError, Fence, RunTicket};
 
 fn session(prefix: &str, name: &str) -> SessionId {
     SessionId::parse(&format!("{prefix}{name}")).expect("valid test session id")
@@ -174,46 +174,41 @@ pub async fn control_reaches_subscribers(bus: &Bus, prefix: &str) {
 /// Needs a bus whose run ack wait is at most 2 s.
 pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: &str) {
     let wait = Duration::from_millis(200);
-    while bus.runs.take(wait).await.unwrap().is_some() {} // leftovers of other tests
+    while !bus.runs.take(16, wait).await.unwrap().is_empty() {} // leftovers of other tests
     let run = |name: &str| RunRequest {
         session: session(prefix, name),
         agent: "mock".into(),
         input: serde_json::json!({}),
     };
+    let requests = |tickets: &[RunTicket]| -> Vec<RunRequest> {
+        tickets.iter().map(|t| t.request.clone()).collect()
+    };
     bus.runs.enqueue(&run("run1")).await.unwrap();
     bus.runs.enqueue(&run("run1")).await.unwrap(); // stored once
     bus.runs.enqueue(&run("run2")).await.unwrap();
-    let t1 = bus
-        .runs
-        .take(Duration::from_secs(2))
-        .await
-        .unwrap()
-        .expect("run1");
-    assert_eq!(t1.request, run("run1"));
-    let t2 = bus
-        .runs
-        .take(Duration::from_secs(2))
-        .await
-        .unwrap()
-        .expect("run2");
-    assert_eq!(t2.request, run("run2"));
-    t2.ack.ack().await.unwrap();
+    bus.runs.enqueue(&run("run3")).await.unwrap();
+    let first = bus.runs.take(2, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(requests(&first), vec![run("run1"), run("run2")]);
+    let rest = bus.runs.take(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(requests(&rest), vec![run("run3")]);
+    let mut first = first.into_iter();
+    let t1 = first.next().unwrap();
+    for t in first.chain(rest) {
+        t.ack.ack().await.unwrap();
+    }
     // run1 was not acknowledged: it comes back after the ack wait.
-    let again = bus
-        .runs
-        .take(Duration::from_secs(5))
-        .await
-        .unwrap()
-        .expect("redelivery");
-    assert_eq!(again.request, run("run1"));
-    again.ack.ack().await.unwrap();
+    let again = bus.runs.take(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(requests(&again), vec![run("run1")]);
+    for t in again {
+        t.ack.ack().await.unwrap();
+    }
     drop(t1);
-    assert!(bus
+    let none = bus
         .runs
-        .take(Duration::from_millis(2500))
+        .take(10, Duration::from_millis(2500))
         .await
-        .unwrap()
-        .is_none());
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 #[cfg(test)]

@@ -140,8 +140,9 @@ pub struct RunTicket {
 pub trait RunQueue: Send + Sync + 'static {
     /// Queues a run; queueing the same session twice is stored once.
     async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError>;
-    /// The next run request, waiting up to `wait` for one.
-    async fn take(&self, wait: Duration) -> Result<Option<RunTicket>, BusError>;
+    /// Up to `max` run requests: those waiting now, or else the first to
+    /// arrive within `wait` (empty when none did).
+    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError>;
 }
 
 /// The three parts of the bus, as the services hold them.

@@ -300,7 +300,7 @@ impl RunQueue for MemoryBus {
         Ok(())
     }
 
-    async fn take(&self, wait: Duration) -> Result<Option<RunTicket>, BusError> {
+    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.runs_ready.notified();
@@ -308,19 +308,24 @@ impl RunQueue for MemoryBus {
                 let now = Instant::now();
                 let mut runs = self.runs.lock().expect("runs lock");
                 let ack_wait = self.config.run_ack_wait;
-                if let Some(run) = runs
+                let taken: Vec<RunTicket> = runs
                     .queue
                     .iter_mut()
-                    .find(|r| r.taken_until.is_none_or(|t| t <= now))
-                {
-                    run.taken_until = Some(now + ack_wait);
-                    return Ok(Some(RunTicket {
-                        request: run.request.clone(),
-                        ack: Box::new(MemoryAck {
-                            runs: self.runs.clone(),
-                            id: run.id,
-                        }),
-                    }));
+                    .filter(|r| r.taken_until.is_none_or(|t| t <= now))
+                    .take(max.max(1))
+                    .map(|run| {
+                        run.taken_until = Some(now + ack_wait);
+                        RunTicket {
+                            request: run.request.clone(),
+                            ack: Box::new(MemoryAck {
+                                runs: self.runs.clone(),
+                                id: run.id,
+                            }),
+                        }
+                    })
+                    .collect();
+                if !taken.is_empty() {
+                    return Ok(taken);
                 }
                 runs.queue.iter().filter_map(|r| r.taken_until).min()
             };
@@ -330,7 +335,7 @@ impl RunQueue for MemoryBus {
             if tokio::time::timeout_at(until, notified).await.is_err()
                 && tokio::time::Instant::now() >= deadline
             {
-                return Ok(None);
+                return Ok(Vec::new());
             }
         }
     }

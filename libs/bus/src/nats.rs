@@ -501,30 +501,45 @@ impl RunQueue for NatsBus {
         Ok(())
     }
 
-    async fn take(&self, wait: Duration) -> Result<Option<RunTicket>, BusError> {
+    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError> {
         let consumer = self.runs_consumer().await?;
-        let mut batch = consumer
+        // What is waiting now, in one request; else wait for the first.
+        let waiting = consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .messages()
+            .await
+            .map_err(BusError::unavailable)?;
+        let taken = tickets(waiting).await?;
+        if !taken.is_empty() {
+            return Ok(taken);
+        }
+        let first = consumer
             .batch()
             .max_messages(1)
             .expires(wait)
             .messages()
             .await
             .map_err(BusError::unavailable)?;
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(BusError::unavailable)?;
-            match serde_json::from_slice::<RunRequest>(&msg.payload) {
-                Ok(request) => {
-                    return Ok(Some(RunTicket {
-                        request,
-                        ack: Box::new(NatsAck(msg)),
-                    }))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropped malformed run request");
-                    let _ = msg.ack_with(jetstream::AckKind::Term).await;
-                }
+        tickets(first).await
+    }
+}
+
+/// The run requests of a pull; malformed ones are terminated.
+async fn tickets(mut messages: consumer::pull::Batch) -> Result<Vec<RunTicket>, BusError> {
+    let mut out = Vec::new();
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(BusError::unavailable)?;
+        match serde_json::from_slice::<RunRequest>(&msg.payload) {
+            Ok(request) => out.push(RunTicket {
+                request,
+                ack: Box::new(NatsAck(msg)),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped malformed run request");
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
             }
         }
-        Ok(None)
     }
+    Ok(out)
 }

@@ -77,6 +77,7 @@ pub async fn run(
     tasks.spawn(reaper::run(ctx.clone(), shutdown.clone()));
     tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
 
+    const MAX_TAKE: usize = 64;
     let permits = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
     let runs = TaskTracker::new();
     loop {
@@ -84,19 +85,33 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let ticket = tokio::select! {
+        // As many runs as there are free permits (this one included), in
+        // one request: a producer with room for many starts them at once.
+        let max = 1 + permits.available_permits().min(MAX_TAKE - 1);
+        let tickets = tokio::select! {
             _ = shutdown.cancelled() => break,
-            t = ctx.bus.runs.take(Duration::from_secs(5)) => t,
+            t = ctx.bus.runs.take(max, Duration::from_secs(5)) => t,
         };
-        match ticket {
-            Ok(Some(ticket)) => {
-                let (ctx, stop) = (ctx.clone(), hard_stop.clone());
-                runs.spawn(async move {
-                    run::execute(ctx, ticket, stop).await;
-                    drop(permit);
-                });
+        match tickets {
+            Ok(tickets) => {
+                let mut first = Some(permit);
+                for ticket in tickets {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        // Only this loop takes permits: the free ones are still free.
+                        None => permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore never closed"),
+                    };
+                    let (ctx, stop) = (ctx.clone(), hard_stop.clone());
+                    runs.spawn(async move {
+                        run::execute(ctx, ticket, stop).await;
+                        drop(permit);
+                    });
+                }
             }
-            Ok(None) => {}
             Err(e) => {
                 metrics::counter!(weir_telemetry::names::BUS_ERRORS, "op" => "take").increment(1);
                 tracing::warn!(error = %e, "could not take run requests");
