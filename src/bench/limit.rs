@@ -13,8 +13,6 @@
 //!   and republished, never earlier.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -46,6 +44,9 @@ pub struct LimitArgs {
     /// Subjects (sessions) of the paced JetStream run; 0 skips it.
     #[arg(long, default_value_t = 200)]
     pub subjects: usize,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl LimitArgs {
@@ -58,6 +59,7 @@ impl LimitArgs {
             batch: 256,
             in_flight: 256,
             subjects: 200,
+            json: false,
         }
     }
 }
@@ -121,28 +123,10 @@ async fn core(
     rate: Option<f64>,
 ) -> anyhow::Result<LimitRow> {
     let subject = format!("weir.bench.core.{}", rate.is_some());
-    let mut sub = subc.subscribe(subject.clone()).await?;
+    let sub = subc.subscribe(subject.clone()).await?;
     subc.flush().await?;
-    let received = Arc::new(AtomicU64::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let reader = {
-        let (received, bytes) = (received.clone(), bytes.clone());
-        tokio::spawn(async move {
-            let mut h = histogram();
-            let mut last = started;
-            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
-                last = Instant::now();
-                let now = weir_protocol::now_ms();
-                if let Ok(t) = serde_json::from_slice::<Ts>(&m.payload) {
-                    h.saturating_record((((now - t.ts) * 1000.0).max(1.0)) as u64);
-                }
-                received.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
-            }
-            (h, last)
-        })
-    };
+    let reader = tokio::spawn(read_latency(sub, started));
     let mut sent = 0u64;
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -163,20 +147,49 @@ async fn core(
         sent += n;
     }
     pubc.flush().await?;
-    let (h, last) = reader.await?;
-    let window = last.duration_since(started).as_secs_f64().max(1e-3);
-    let got = received.load(Ordering::Relaxed);
+    let got = reader.await?;
+    let window = got.last.duration_since(started).as_secs_f64().max(1e-3);
     Ok(LimitRow {
         what: match rate {
             None => "nats core pub→sub, full speed".into(),
             Some(r) => format!("nats core pub→sub, paced {r:.0}/s"),
         },
-        events_per_s: got as f64 / window,
-        msgs_per_s: got as f64 / window,
-        mb_per_s: bytes.load(Ordering::Relaxed) as f64 / window / 1e6,
-        lost: sent.saturating_sub(got),
-        latency_ms: Some(Percentiles::of(&h)),
+        events_per_s: got.count as f64 / window,
+        msgs_per_s: got.count as f64 / window,
+        mb_per_s: got.bytes as f64 / window / 1e6,
+        lost: sent.saturating_sub(got.count),
+        latency_ms: Some(Percentiles::of(&got.latency)),
     })
+}
+
+/// What a subscriber received, with the latency from each event's `ts`.
+struct Received {
+    latency: hdrhistogram::Histogram<u64>,
+    count: u64,
+    bytes: u64,
+    /// When the last message arrived.
+    last: Instant,
+}
+
+/// Reads `sub` until it is quiet for a second.
+async fn read_latency(mut sub: async_nats::Subscriber, started: Instant) -> Received {
+    let mut got = Received {
+        latency: histogram(),
+        count: 0,
+        bytes: 0,
+        last: started,
+    };
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        got.last = Instant::now();
+        let now = weir_protocol::now_ms();
+        if let Ok(t) = serde_json::from_slice::<Ts>(&m.payload) {
+            got.latency
+                .saturating_record((((now - t.ts) * 1000.0).max(1.0)) as u64);
+        }
+        got.count += 1;
+        got.bytes += m.payload.len() as u64;
+    }
+    got
 }
 
 /// JetStream publishes of `batch` events per message to a file stream.
@@ -268,7 +281,7 @@ async fn republished(
 ) -> anyhow::Result<LimitRow> {
     let js = jetstream::new(pubc.clone());
     limit_stream(&js, true).await?;
-    let mut live = subc.subscribe("weir.bench.live.*").await?;
+    let live = subc.subscribe("weir.bench.live.*").await?;
     subc.flush().await?;
     let per_subject = rate / subjects as f64;
     let started = Instant::now();
@@ -296,18 +309,7 @@ async fn republished(
             anyhow::Ok((sent, bytes))
         }
     });
-    let reader = tokio::spawn(async move {
-        let mut h = histogram();
-        let mut received = 0u64;
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), live.next()).await {
-            let now = weir_protocol::now_ms();
-            if let Ok(t) = serde_json::from_slice::<Ts>(&m.payload) {
-                h.saturating_record((((now - t.ts) * 1000.0).max(1.0)) as u64);
-            }
-            received += 1;
-        }
-        (h, received)
-    });
+    let reader = tokio::spawn(read_latency(live, started));
     let mut sent = 0u64;
     let mut bytes = 0u64;
     for r in futures::future::join_all(publishers).await {
@@ -316,14 +318,14 @@ async fn republished(
         bytes += b;
     }
     let window = started.elapsed().as_secs_f64();
-    let (h, received) = reader.await?;
+    let got = reader.await?;
     let _ = js.delete_stream(LIMIT_STREAM).await;
     Ok(LimitRow {
         what: format!("jetstream paced {rate:.0}/s over {subjects} subjects, stored → republished"),
-        events_per_s: received as f64 / window,
-        msgs_per_s: received as f64 / window,
+        events_per_s: got.count as f64 / window,
+        msgs_per_s: got.count as f64 / window,
         mb_per_s: bytes as f64 / window / 1e6,
-        lost: sent.saturating_sub(received),
-        latency_ms: Some(Percentiles::of(&h)),
+        lost: sent.saturating_sub(got.count),
+        latency_ms: Some(Percentiles::of(&got.latency)),
     })
 }

@@ -99,7 +99,10 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Limit(a) => {
             let l = limit::run(&a).await?;
-            println!("{}", report::limit_table(&l));
+            match a.json {
+                true => println!("{}", serde_json::to_string_pretty(&l)?),
+                false => println!("{}", report::limit_table(&l)),
+            }
         }
     }
     Ok(())

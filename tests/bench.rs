@@ -1,0 +1,100 @@
+//! The load tool end to end: `weir bench` against a real cluster reads every
+//! session back and checks each client against the log; `weir bench limit`
+//! measures NATS alone, the JetStream republish floor included.
+
+mod common;
+
+use std::process::Command;
+
+use common::Cluster;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run weir bench");
+    assert!(
+        out.status.success(),
+        "weir bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "weir bench {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn steady_load_over_two_edges_is_checked_against_the_log() {
+    let c = Cluster::start("bench-steady", 2, 1);
+    let (e0, e1) = (c.edge(0).http(), c.edge(1).http());
+    let r = bench(&[
+        "steady",
+        "--edge",
+        &e0,
+        "--edge",
+        &e1,
+        "--sessions",
+        "6",
+        "--rate",
+        "200",
+        "--tokens",
+        "100",
+        "--timeout",
+        "60s",
+        "--json",
+    ]);
+    let v = &r["verify"];
+    assert_eq!(v["against"], "history", "{r:#}");
+    assert_eq!(v["clients"], 6, "{r:#}");
+    assert_eq!(v["clients_ok"], 6, "{r:#}");
+    assert_eq!(
+        (&v["lost"], &v["duplicates"], &v["mismatched"]),
+        (&0.into(), &0.into(), &0.into())
+    );
+    // 100 tokens and `end` per session, each with its latency measured.
+    assert_eq!(r["events"], 6 * 101, "{r:#}");
+    assert_eq!(r["latency_ms"]["count"], 6 * 101, "{r:#}");
+    assert!(r["events_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
+    let c = Cluster::start("bench-limit", 0, 0);
+    let r = bench(&[
+        "limit",
+        "--nats-url",
+        &c.nats.url(),
+        "--seconds",
+        "0.5",
+        "--paced-rate",
+        "2000",
+        "--subjects",
+        "20",
+        "--json",
+    ]);
+    let rows = r["rows"].as_array().expect("rows");
+    let row = |prefix: &str| {
+        rows.iter()
+            .find(|row| row["what"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} row in {r:#}"))
+    };
+    for prefix in [
+        "nats core pub→sub, full speed",
+        "nats core pub→sub, paced",
+        "jetstream publish, 1 event(s)",
+        "jetstream publish, 256 event(s)",
+    ] {
+        assert!(row(prefix)["events_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let floor = row("jetstream paced 2000/s over 20 subjects");
+    // A JetStream publish is stored, and every stored message republished.
+    assert_eq!(floor["lost"], 0, "{floor:#}");
+    let received = floor["latency_ms"]["count"].as_u64().unwrap();
+    assert!(received >= 500, "{floor:#}");
+    assert!(floor["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+}
