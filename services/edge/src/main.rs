@@ -8,9 +8,6 @@ struct Cli {
     config: weir_edge::EdgeConfig,
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     weir_edge::main(Cli::parse().config).await

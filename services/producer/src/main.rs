@@ -8,9 +8,6 @@ struct Cli {
     config: weir_producer::ProducerConfig,
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     weir_producer::main(Cli::parse().config).await
