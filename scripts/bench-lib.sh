@@ -50,8 +50,10 @@ wait_ready() { # url what
   echo "bench: $2 not ready at $1" >&2; exit 1
 }
 
-# BENCH_NATS_SERVER: another nats-server binary to run (default: the one on PATH).
-NATS_BIN=${BENCH_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+# The pinned nats-server that scripts/setup.sh installs; WEIR_NATS_SERVER
+# runs another (weir needs 2.11 or later).
+NATS_BIN=${WEIR_NATS_SERVER:-$ROOT/.tools/bin/nats-server}
+[ -x "$NATS_BIN" ] || { echo "bench: no nats-server at $NATS_BIN: run scripts/setup.sh (or set WEIR_NATS_SERVER)" >&2; exit 1; }
 REDIS_BIN=$(command -v redis-server || echo /usr/bin/redis-server)
 
 start_nats() {

