@@ -50,12 +50,12 @@ pub async fn run(
     let store = Arc::new(MemoryStore::new(config.retention));
     let mut edge = EdgeConfig::local(&secret);
     edge.listen = listener.local_addr()?;
-    edge.node_id = Some("dev".into());
+    edge.cluster.node_id = Some("dev".into());
     edge.api_key = config.api_key.clone();
-    edge.retention = config.retention;
+    edge.cluster.retention = config.retention;
     let mut producer = ProducerConfig::local();
-    producer.node_id = Some("dev-producer".into());
-    producer.retention = config.retention;
+    producer.cluster.node_id = Some("dev-producer".into());
+    producer.cluster.retention = config.retention;
     producer.openai = config.openai.clone();
     let agents = Registry::standard(&producer);
     edge.agents = agents.names();

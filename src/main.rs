@@ -21,16 +21,19 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Dev(config) => {
-            weir_telemetry::init_tracing(weir_telemetry::LogFormat::Human);
-            weir_telemetry::prometheus();
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            weir::dev::run(config, listener, weir_telemetry::shutdown_on_signal()).await
-        }
+async fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Dev(config) => dev(config).await,
         Command::Edge(config) => weir_edge::main(config).await,
         Command::Producer(config) => weir_producer::main(config).await,
         Command::Bench(args) => weir::bench::main(args).await,
-    }
+    };
+    weir_telemetry::exit(result)
+}
+
+async fn dev(config: weir::dev::DevConfig) -> anyhow::Result<()> {
+    weir_telemetry::init_tracing(weir_telemetry::LogFormat::Human);
+    weir_telemetry::prometheus();
+    let listener = weir_cluster::bind(config.listen, "--listen / WEIR_LISTEN").await?;
+    weir::dev::run(config, listener, weir_telemetry::shutdown_on_signal()).await
 }

@@ -206,16 +206,23 @@ async fn the_nats_bus_and_redis_store_pass_the_conformance_suites() {
     let nats = Nats::start(&dir);
     let redis = Redis::start(&dir);
     let bus = weir_bus::Bus::nats(
-        &nats.url(),
+        &[nats.url()],
         "conformance",
         weir_bus::BusConfig {
             run_ack_wait: Duration::from_secs(1),
+            duplicate_window: Duration::from_secs(1),
             ..Default::default()
         },
     )
     .await
     .unwrap();
     weir_bus::conformance::all(&bus, "n-").await;
+    weir_bus::conformance::retries_after_the_duplicate_window_are_stored_once(
+        &bus,
+        "n-",
+        Duration::from_secs(1),
+    )
+    .await;
     let retention = Duration::from_secs(1);
     let store = weir_store::RedisStore::connect(&redis.url(), retention)
         .await

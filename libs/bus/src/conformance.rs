@@ -211,6 +211,36 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
     assert!(none.is_empty());
 }
 
+/// A retry that comes after the duplicate window (its first try was stored
+/// but not acknowledged, and the log forgot the id) is still stored once:
+/// the fence refuses it and the log's last message shows it was stored.
+/// `window` is the bus's duplicate window.
+pub async fn retries_after_the_duplicate_window_are_stored_once(
+    bus: &Bus,
+    prefix: &str,
+    window: Duration,
+) {
+    let s = session(prefix, "late-retry");
+    let a = bus.log.append(&s, &events(1..=2), Fence(0)).await.unwrap();
+    tokio::time::sleep(window + window / 2).await;
+    let again = bus.log.append(&s, &events(1..=2), Fence(0)).await.unwrap();
+    assert!(again.duplicate, "a late retry was not seen as a duplicate");
+    assert_eq!(again.fence, a.fence);
+    let b = bus
+        .log
+        .append(&s, &events(3..=3), again.fence)
+        .await
+        .unwrap();
+    // A message that is not the last one stored is refused by the fence.
+    tokio::time::sleep(window + window / 2).await;
+    let stale = bus.log.append(&s, &events(1..=2), Fence(0)).await;
+    assert!(matches!(stale, Err(BusError::Fenced)), "{stale:?}");
+    let other = bus.log.append(&s, &events(3..=4), a.fence).await;
+    assert!(matches!(other, Err(BusError::Fenced)), "{other:?}");
+    assert_eq!(read_all(bus, &s, 0, 10).await, vec![1, 2, 3]);
+    assert_eq!(bus.log.last(&s).await.unwrap().unwrap().fence, b.fence);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +253,16 @@ mod tests {
             ..BusConfig::default()
         });
         all(&bus, "m-").await;
+    }
+
+    #[tokio::test]
+    async fn memory_bus_resolves_late_retries() {
+        let window = Duration::from_millis(200);
+        let bus = Bus::memory(BusConfig {
+            duplicate_window: window,
+            ..BusConfig::default()
+        });
+        retries_after_the_duplicate_window_are_stored_once(&bus, "m-", window).await;
     }
 
     #[tokio::test]

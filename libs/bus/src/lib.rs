@@ -33,6 +33,10 @@ pub enum BusError {
     Fenced,
     #[error("malformed message on the bus: {0}")]
     BadMessage(#[from] EventError),
+    /// The server or the cluster cannot run weir as configured (too old a
+    /// release, a stream that cannot take the asked replica count, a bad URL).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl BusError {
@@ -162,6 +166,12 @@ pub struct BusConfig {
     pub duplicate_window: Duration,
     /// How long a taken run may stay unacknowledged before it is offered again.
     pub run_ack_wait: Duration,
+    /// Replicas of the streams (NATS only; 3 on a 3-node cluster).
+    pub replicas: u8,
+    /// How often the connection to NATS is pinged (failure detection).
+    pub ping_interval: Duration,
+    /// Longest wait for a NATS answer (publish acknowledgements, reads).
+    pub request_timeout: Duration,
 }
 
 impl Default for BusConfig {
@@ -170,6 +180,9 @@ impl Default for BusConfig {
             retention: Duration::from_secs(3600),
             duplicate_window: Duration::from_secs(120),
             run_ack_wait: Duration::from_secs(30),
+            replicas: 1,
+            ping_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -185,9 +198,10 @@ impl Bus {
         }
     }
 
-    /// Connects to NATS and makes sure the streams exist.
-    pub async fn nats(url: &str, name: &str, config: BusConfig) -> Result<Bus, BusError> {
-        let bus = Arc::new(nats::NatsBus::connect(url, name, config).await?);
+    /// Connects to NATS (any of `urls`, the servers of one cluster), checks
+    /// the server's version and makes sure the streams exist.
+    pub async fn nats(urls: &[String], name: &str, config: BusConfig) -> Result<Bus, BusError> {
+        let bus = Arc::new(nats::NatsBus::connect(urls, name, config).await?);
         Ok(Bus {
             log: bus.clone(),
             control: bus.clone(),

@@ -98,3 +98,15 @@ pub fn default_node_id(role: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     format!("{role}-{host}-{}", std::process::id())
 }
+
+/// A service's exit: on an error, one line on stderr (`error: <cause>:
+/// <cause>…`, no backtrace) and exit code 1.
+pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

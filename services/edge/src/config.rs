@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use weir_cluster::ClusterConfig;
 use weir_telemetry::LogFormat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -10,15 +11,9 @@ pub struct EdgeConfig {
     /// HTTP, WebSocket and SSE address.
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// NATS server(s) with JetStream.
-    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Redis holding session state.
-    #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// This node's id, sent in `hello` frames (default: edge-<host>-<pid>).
-    #[arg(long, env = "WEIR_NODE_ID")]
-    pub node_id: Option<String>,
+    /// NATS, Redis, node id, retention: what every node shares.
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
     /// Shared HS256 secret that signs session tokens (same on every edge).
     #[arg(long, env = "WEIR_SECRET", hide_env_values = true)]
     pub secret: String,
@@ -33,9 +28,6 @@ pub struct EdgeConfig {
         value_delimiter = ','
     )]
     pub agents: Vec<String>,
-    /// How long events and session state are kept.
-    #[arg(long, env = "WEIR_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
     /// Lifetime of the session tokens this edge issues.
     #[arg(long, env = "WEIR_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
@@ -89,13 +81,10 @@ impl EdgeConfig {
     pub fn local(secret: &str) -> EdgeConfig {
         EdgeConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
-            nats_url: "nats://127.0.0.1:4222".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            node_id: None,
+            cluster: ClusterConfig::local(),
             secret: secret.into(),
             api_key: None,
             agents: vec!["mock".into()],
-            retention: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(3600),
             public_url: None,
             conn_buffer: 256,
@@ -114,10 +103,9 @@ impl EdgeConfig {
         }
     }
 
+    /// This node's id, sent in `hello` frames (default: edge-<host>-<pid>).
     pub fn node_id(&self) -> String {
-        self.node_id
-            .clone()
-            .unwrap_or_else(|| weir_telemetry::default_node_id("edge"))
+        self.cluster.node_id("edge")
     }
 
     /// Checks the settings that flags alone cannot.

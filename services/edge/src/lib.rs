@@ -22,9 +22,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, BusConfig};
+use weir_bus::Bus;
 use weir_protocol::{ControlOp, TokenKey};
-use weir_store::{RedisStore, SessionStore};
+use weir_store::SessionStore;
 use weir_telemetry::names;
 
 pub mod api;
@@ -149,20 +149,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Connects to NATS and Redis as configured.
-pub async fn connect(
-    config: &EdgeConfig,
-    node: &str,
-) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
-    let bus_config = BusConfig {
-        retention: config.retention,
-        ..BusConfig::default()
-    };
-    let bus = Bus::nats(&config.nats_url, node, bus_config).await?;
-    let store = RedisStore::connect(&config.redis_url, config.retention).await?;
-    Ok((bus, Arc::new(store)))
-}
-
 /// Serves until `shutdown`, then drains: stops accepting, tells every
 /// client to reconnect elsewhere (`reconnect` + 1012), and waits up to
 /// `drain_grace` for connections and requests to finish.
@@ -214,8 +200,9 @@ pub async fn main(config: EdgeConfig) -> anyhow::Result<()> {
     weir_telemetry::prometheus();
     names::zero(names::EDGE_SERIES);
     let node = config.node_id();
-    let (bus, store) = connect(&config, &node).await?;
-    let listener = TcpListener::bind(config.listen).await?;
+    // A taken address fails at once, before waiting for NATS.
+    let listener = weir_cluster::bind(config.listen, "--listen / WEIR_LISTEN").await?;
+    let (bus, store) = weir_cluster::connect(&config.cluster, &node).await?;
     run(
         config,
         bus,

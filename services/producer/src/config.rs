@@ -3,19 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use weir_cluster::ClusterConfig;
 use weir_telemetry::LogFormat;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProducerConfig {
-    /// NATS server(s) with JetStream.
-    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Redis holding session state and leases.
-    #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// This worker's id, shown as the session's `producer` (default: producer-<host>-<pid>).
-    #[arg(long, env = "WEIR_NODE_ID")]
-    pub node_id: Option<String>,
+    /// NATS, Redis, node id, retention: what every node shares.
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
     pub metrics_listen: SocketAddr,
@@ -29,9 +24,6 @@ pub struct ProducerConfig {
     /// How often to look for runs of dead producers.
     #[arg(long, env = "WEIR_REAP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub reap_interval: Duration,
-    /// How long events and session state are kept.
-    #[arg(long, env = "WEIR_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
     /// Most events in one bus message (only what is already waiting is batched).
     #[arg(long, env = "WEIR_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
@@ -144,14 +136,11 @@ impl ProducerConfig {
     /// Defaults, for tests and the embedded mode.
     pub fn local() -> ProducerConfig {
         ProducerConfig {
-            nats_url: "nats://127.0.0.1:4222".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            node_id: None,
+            cluster: ClusterConfig::local(),
             metrics_listen: ([127, 0, 0, 1], 9091).into(),
             concurrency: 256,
             lease_ttl: Duration::from_secs(5),
             reap_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(3600),
             max_batch: 256,
             run_buffer: 1024,
             drain_grace: Duration::from_secs(10),
@@ -160,10 +149,9 @@ impl ProducerConfig {
         }
     }
 
+    /// This worker's id, shown as the session's `producer` (default: producer-<host>-<pid>).
     pub fn node_id(&self) -> String {
-        self.node_id
-            .clone()
-            .unwrap_or_else(|| weir_telemetry::default_node_id("producer"))
+        self.cluster.node_id("producer")
     }
 }
 

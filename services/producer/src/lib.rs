@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_bus::{Bus, BusConfig};
-use weir_store::{RedisStore, SessionStore};
+use weir_bus::Bus;
+use weir_store::SessionStore;
 
 pub mod agents;
 pub mod config;
@@ -35,20 +35,6 @@ pub struct Ctx {
     pub agents: Registry,
     pub node: String,
     pub config: ProducerConfig,
-}
-
-/// Connects to NATS and Redis as configured.
-pub async fn connect(
-    config: &ProducerConfig,
-    node: &str,
-) -> anyhow::Result<(Bus, Arc<dyn SessionStore>)> {
-    let bus_config = BusConfig {
-        retention: config.retention,
-        ..BusConfig::default()
-    };
-    let bus = Bus::nats(&config.nats_url, node, bus_config).await?;
-    let store = RedisStore::connect(&config.redis_url, config.retention).await?;
-    Ok((bus, Arc::new(store)))
 }
 
 /// Runs the worker until `shutdown`, then drains: no new runs are taken,
@@ -168,8 +154,13 @@ pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
     weir_telemetry::prometheus();
     weir_telemetry::names::zero(weir_telemetry::names::PRODUCER_SERIES);
     let node = config.node_id();
-    let (bus, store) = connect(&config, &node).await?;
-    let listener = TcpListener::bind(config.metrics_listen).await?;
+    // A taken address fails at once, before waiting for NATS.
+    let listener = weir_cluster::bind(
+        config.metrics_listen,
+        "--metrics-listen / WEIR_METRICS_LISTEN",
+    )
+    .await?;
+    let (bus, store) = weir_cluster::connect(&config.cluster, &node).await?;
     let shutdown = weir_telemetry::shutdown_on_signal();
     let agents = Registry::standard(&config);
     run(config, bus, store, agents, Some(listener), shutdown).await

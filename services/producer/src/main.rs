@@ -9,6 +9,6 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    weir_producer::main(Cli::parse().config).await
+async fn main() -> std::process::ExitCode {
+    weir_telemetry::exit(weir_producer::main(Cli::parse().config).await)
 }

@@ -5,11 +5,15 @@
 //!
 //! Appends carry `Nats-Msg-Id` (retries are stored once) and
 //! `Nats-Expected-Last-Subject-Sequence` (the fence: a writer that lost the
-//! session cannot interleave). Follows are ordered push consumers starting
-//! at the subject's last message; reads are pull consumers fetched page by
-//! page, so a slow reader holds at most one page.
+//! session cannot interleave). On nats-server 2.11+ a retried message is
+//! recognised as a duplicate before the fence is checked; when it was stored
+//! so long ago that the server no longer remembers its id, the fence refuses
+//! it, and the session's last stored message tells whether it was ours.
+//! Follows are core subscriptions to the stream's republish, starting from
+//! the subject's last message; reads are pull consumers fetched page by
+//! page ([`reader`]), so a slow reader holds at most one page. [`setup`]
+//! connects, checks the server version and makes the streams.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
@@ -18,6 +22,11 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
 use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
+
+mod reader;
+mod setup;
+
+pub use setup::{check_version, MIN_SERVER};
 
 use crate::{
     msg_id, Appended, BusConfig, BusError, ControlChannel, EventLog, EventStream, Fence, LastEvent,
@@ -48,68 +57,17 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    pub async fn connect(url: &str, name: &str, config: BusConfig) -> Result<NatsBus, BusError> {
+    pub async fn connect(
+        urls: &[String],
+        name: &str,
+        config: BusConfig,
+    ) -> Result<NatsBus, BusError> {
         let reconnects = tokio::sync::watch::Sender::new(0u64);
-        let on_event = reconnects.clone();
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .event_callback(move |event| {
-                let on_event = on_event.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS disconnected");
-                            metrics::counter!(weir_telemetry::names::BUS_DISCONNECTS).increment(1);
-                        }
-                        async_nats::Event::Connected => {
-                            tracing::info!("NATS connected");
-                            on_event.send_modify(|n| *n += 1);
-                            if *on_event.borrow() > 1 {
-                                metrics::counter!(weir_telemetry::names::BUS_RECONNECTS)
-                                    .increment(1);
-                            }
-                        }
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            })
-            .connect(url)
-            .await
-            .map_err(BusError::unavailable)?;
-        let js = jetstream::new(client.clone());
-        let events = ensure_stream(
-            &js,
-            stream::Config {
-                name: EVENTS_STREAM.into(),
-                subjects: vec!["weir.ev.*".into()],
-                max_age: config.retention,
-                duplicate_window: config.duplicate_window.min(config.retention),
-                storage: stream::StorageType::File,
-                allow_direct: true,
-                republish: Some(stream::Republish {
-                    source: "weir.ev.*".into(),
-                    destination: format!("{LIVE_PREFIX}{{{{wildcard(1)}}}}"),
-                    headers_only: false,
-                }),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let runs = ensure_stream(
-            &js,
-            stream::Config {
-                name: RUNS_STREAM.into(),
-                subjects: vec![RUNS_SUBJECT.into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                max_age: config.retention,
-                duplicate_window: config.duplicate_window.min(config.retention),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let client = setup::connect(urls, name, &config, reconnects.clone()).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.request_timeout);
+        let events = setup::ensure_stream(&js, setup::events_config(&config)).await?;
+        let runs = setup::ensure_stream(&js, setup::runs_config(&config)).await?;
         Ok(NatsBus {
             client,
             js,
@@ -135,6 +93,32 @@ impl NatsBus {
         }
     }
 
+    /// Resolves a refused fence: if the session's last stored message is
+    /// this one (an earlier try was stored but its acknowledgement lost, and
+    /// the server no longer remembers the id), the append is a duplicate;
+    /// otherwise another writer moved the log on.
+    async fn stored_as_last(&self, session: &SessionId, id: &str) -> Result<Appended, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let last = match self
+            .events
+            .get_last_raw_message_by_subject(&session.events_subject())
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Err(BusError::Fenced)
+            }
+            Err(e) => return Err(BusError::unavailable(e)),
+        };
+        match last.headers.get("Nats-Msg-Id") {
+            Some(stored) if stored.as_str() == id => Ok(Appended {
+                fence: Fence(last.sequence),
+                duplicate: true,
+            }),
+            _ => Err(BusError::Fenced),
+        }
+    }
+
     async fn runs_consumer(&self) -> Result<&consumer::PullConsumer, BusError> {
         self.runs_consumer
             .get_or_try_init(|| async {
@@ -153,38 +137,6 @@ impl NatsBus {
             })
             .await
     }
-}
-
-/// Creates the stream, or takes the existing one as it is (the first node to
-/// start decides its settings; changing them is an operator's act).
-async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> Result<stream::Stream, BusError> {
-    let mut last_err = None;
-    // Creation races between nodes starting together resolve on a retry.
-    for _ in 0..5 {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(s) if s.cached_info().config.republish != config.republish => {
-                // A stream made by an older weir: add the live republish.
-                let mut updated = s.cached_info().config.clone();
-                updated.republish = config.republish.clone();
-                js.update_stream(updated)
-                    .await
-                    .map_err(BusError::unavailable)?;
-                return js
-                    .get_stream(&config.name)
-                    .await
-                    .map_err(BusError::unavailable);
-            }
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                last_err = Some(e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    Err(BusError::unavailable(last_err.expect("set in the loop")))
 }
 
 /// The last seq a stored message carries: its `Weir-Seq` header, or its payload.
@@ -212,8 +164,9 @@ impl EventLog for NatsBus {
         fence: Fence,
     ) -> Result<Appended, BusError> {
         let last = events.last().ok_or(weir_protocol::EventError::Empty)?;
+        let id = msg_id(session, events);
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id(session, events).as_str());
+        headers.insert("Nats-Msg-Id", id.as_str());
         headers.insert(SEQ_HEADER, last.seq.to_string().as_str());
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ, fence.0.to_string().as_str());
         let payload = weir_protocol::event::encode_message(events);
@@ -222,15 +175,20 @@ impl EventLog for NatsBus {
             .publish_with_headers(session.events_subject(), headers, payload)
             .await
             .map_err(BusError::unavailable)?
-            .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::WrongLastSequence => BusError::Fenced,
-                _ => BusError::unavailable(e),
-            })?;
-        Ok(Appended {
-            fence: Fence(ack.sequence),
-            duplicate: ack.duplicate,
-        })
+            .await;
+        match ack {
+            Ok(ack) => Ok(Appended {
+                fence: Fence(ack.sequence),
+                duplicate: ack.duplicate,
+            }),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.stored_as_last(session, &id).await
+            }
+            // Busy (10164: another proposal for the subject is in flight;
+            // 10158: this message is), a leader election, a timeout: the
+            // caller retries the same message.
+            Err(e) => Err(BusError::unavailable(e)),
+        }
     }
 
     async fn last(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
@@ -257,14 +215,11 @@ impl EventLog for NatsBus {
         session: &SessionId,
         after: u64,
     ) -> Result<Box<dyn LogReader>, BusError> {
-        Ok(Box::new(NatsReader {
-            events: self.events.clone(),
-            subject: session.events_subject(),
-            cursor: after,
-            next_stream_seq: None,
-            consumer: None,
-            leftover: VecDeque::new(),
-        }))
+        Ok(Box::new(reader::NatsReader::new(
+            self.events.clone(),
+            session.events_subject(),
+            after,
+        )))
     }
 
     async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError> {
@@ -299,149 +254,6 @@ impl EventLog for NatsBus {
             .map_err(|_| BusError::Unavailable("JetStream did not answer".into()))?
             .map_err(BusError::unavailable)?;
         Ok(())
-    }
-}
-
-/// Reads a session's log page by page through an ephemeral pull consumer,
-/// re-created from where it stopped if the server forgot it.
-struct NatsReader {
-    events: stream::Stream,
-    subject: String,
-    cursor: u64,
-    next_stream_seq: Option<u64>,
-    consumer: Option<consumer::PullConsumer>,
-    leftover: VecDeque<RawEvent>,
-}
-
-impl NatsReader {
-    async fn consumer(&mut self) -> Result<consumer::PullConsumer, BusError> {
-        if let Some(c) = &self.consumer {
-            return Ok(c.clone());
-        }
-        if self.next_stream_seq.is_none() && self.cursor > 0 {
-            self.next_stream_seq = self.locate().await?;
-        }
-        let deliver_policy = match self.next_stream_seq {
-            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
-            None => consumer::DeliverPolicy::All,
-        };
-        let c = self
-            .events
-            .create_consumer(consumer::pull::Config {
-                filter_subject: self.subject.clone(),
-                deliver_policy,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(BusError::unavailable)?;
-        self.consumer = Some(c.clone());
-        Ok(c)
-    }
-
-    /// The stream sequence of the first message holding a seq after the
-    /// cursor, found by bisection over the stream (a few direct reads)
-    /// instead of replaying the session from its start.
-    async fn locate(&self) -> Result<Option<u64>, BusError> {
-        use async_nats::jetstream::stream::RawMessageErrorKind;
-        let last = match self
-            .events
-            .get_last_raw_message_by_subject(&self.subject)
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(None)
-            }
-            Err(e) => return Err(BusError::unavailable(e)),
-        };
-        if last_seq_in(&last)? <= self.cursor {
-            return Ok(Some(last.sequence + 1));
-        }
-        let (mut lo, mut hi) = (1, last.sequence);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let next = self
-                .events
-                .raw_message_builder()
-                .sequence(mid)
-                .next_by_subject(self.subject.clone())
-                .send()
-                .await;
-            match next {
-                Ok(m) if last_seq_in(&m)? <= self.cursor => lo = m.sequence + 1,
-                Ok(_) => hi = mid,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => hi = mid,
-                Err(e) => return Err(BusError::unavailable(e)),
-            }
-        }
-        Ok(Some(lo))
-    }
-
-    /// One fetch of up to `max` messages; false when the log had nothing more.
-    async fn fetch(&mut self, max: usize) -> Result<bool, BusError> {
-        let consumer = self.consumer().await?;
-        let mut messages = consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(BusError::unavailable)?;
-        let mut got = false;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(BusError::unavailable)?;
-            if let Ok(info) = msg.info() {
-                self.next_stream_seq = Some(info.stream_sequence + 1);
-            }
-            got = true;
-            for ev in parse_message(&msg.payload)? {
-                if ev.seq > self.cursor {
-                    self.cursor = ev.seq;
-                    self.leftover.push_back(ev);
-                }
-            }
-        }
-        Ok(got)
-    }
-}
-
-#[async_trait]
-impl LogReader for NatsReader {
-    async fn next_page(&mut self, max: usize) -> Result<Vec<RawEvent>, BusError> {
-        let max = max.max(1);
-        while self.leftover.is_empty() {
-            let fetched = match self.fetch(max).await {
-                Ok(f) => f,
-                Err(first) => {
-                    // The server may have dropped an idle consumer: start a
-                    // new one where this one stopped, once.
-                    tracing::debug!(error = %first, "log reader re-created");
-                    self.consumer = None;
-                    self.fetch(max).await?
-                }
-            };
-            if !fetched {
-                break;
-            }
-        }
-        let n = self.leftover.len().min(max);
-        Ok(self.leftover.drain(..n).collect())
-    }
-}
-
-impl Drop for NatsReader {
-    fn drop(&mut self) {
-        if let Some(c) = self.consumer.take() {
-            let name = c.cached_info().name.clone();
-            let events = self.events.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = events.delete_consumer(&name).await;
-                });
-            }
-        }
     }
 }
 
