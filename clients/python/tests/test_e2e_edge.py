@@ -346,3 +346,47 @@ async def test_cancel_before_the_outside_producer_starts_ends_the_session(cluste
     with pytest.raises(weir.SessionEndedError):
         async with weir.Publisher(session, nats_url=cluster.nats_url) as pub:
             await pub.emit("token", {"text": "too late"})
+
+
+async def test_tokens_minted_by_a_back_end_with_pyjwt_open_their_session(cluster: Cluster):
+    # An application's back end signs its own session tokens with a standard JWT
+    # library: HS256, `sub` and `exp` only (PyJWT adds no `iat` unless asked).
+    import jwt
+
+    session = await weir.create_session(cluster.base)
+    sid = session["id"]
+    exp = int(time.time()) + 300
+    bare = jwt.encode({"sub": sid, "exp": exp}, SECRET, algorithm="HS256")
+    rich = jwt.encode({"sub": sid, "exp": exp, "iat": int(time.time()), "aud": "chat-app", "uid": 42},
+                      SECRET, algorithm="HS256")
+    async with weir.Publisher(session, nats_url=cluster.nats_url) as pub:
+        await pub.emit("token", {"text": "hi"})
+        await pub.end("completed")
+    async with httpx.AsyncClient(base_url=cluster.base, timeout=10) as http:
+        for token in (bare, rich):
+            r = await http.get(f"/v1/sessions/{sid}/history", params={"token": token})
+            assert r.status_code == 200, r.text
+            assert kinds(r.json()["events"]) == ["token", "end"]
+            r = await http.get(f"/v1/sessions/{sid}", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        ws = await open_ws(f"{cluster.base.replace('http', 'ws', 1)}/v1/sessions/{sid}/ws?token={bare}")
+        _, code = await ws.finish()
+        assert code == 1000 and kinds(ws.events) == ["token", "end"]
+
+        # Wrong secret, expired, or another session's token: 401 / 4001.
+        other = await weir.create_session(cluster.base)
+        refused = [
+            jwt.encode({"sub": sid, "exp": exp}, "not-the-secret", algorithm="HS256"),
+            jwt.encode({"sub": sid, "exp": int(time.time()) - 5}, SECRET, algorithm="HS256"),
+            jwt.encode({"sub": other["id"], "exp": exp}, SECRET, algorithm="HS256"),
+            jwt.encode({"sub": sid}, SECRET, algorithm="HS256"),
+        ]
+        for token in refused:
+            r = await http.get(f"/v1/sessions/{sid}/history", params={"token": token})
+            assert r.status_code == 401, (jwt.decode(token, options={"verify_signature": False}), r.text)
+            assert r.json()["error"]["code"] == "unauthorized"
+        ws = await ws_connect(f"{cluster.base.replace('http', 'ws', 1)}/v1/sessions/{sid}/ws?token={refused[0]}")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        assert closed.value.rcvd.code == 4001

@@ -6,11 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::SessionId;
 
+/// The claims weir reads. Only `sub` and `exp` are required: a token
+/// minted by an application's back end with any JWT library carries what
+/// that library puts in (`iat`, `nbf`, `aud`, custom claims, or nothing
+/// more), and all of it is optional here.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
-    iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -51,6 +56,11 @@ impl TokenKey {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // An `aud` the minting back end chose is its own business: weir
+        // has no audience to check it against.
+        validation.validate_aud = false;
+        // A `nbf` in the future, when present, is honoured.
+        validation.validate_nbf = true;
         TokenKey {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -68,7 +78,7 @@ impl TokenKey {
         let claims = Claims {
             sub: session.as_str().to_owned(),
             exp,
-            iat: unix_now(),
+            iat: Some(unix_now()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing does not fail")
@@ -108,5 +118,44 @@ mod tests {
         assert_eq!(key.verify("garbage", &a), Err(TokenError::Invalid));
         let old = key.issue_until(&a, unix_now() - 10);
         assert_eq!(key.verify(&old, &a), Err(TokenError::Expired));
+    }
+
+    /// Signs `claims` as any JWT library would: the header and claims as
+    /// JSON, base64url, HMAC-SHA256 over both (here by the jsonwebtoken
+    /// crate directly, not through `TokenKey::issue`).
+    fn minted(claims: serde_json::Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn any_hs256_jwt_with_sub_and_exp_opens_its_session() {
+        let key = TokenKey::new(b"secret");
+        let a = SessionId::parse("a").unwrap();
+        let exp = unix_now() + 60;
+        let bare = minted(serde_json::json!({"sub": "a", "exp": exp}), b"secret");
+        assert_eq!(key.verify(&bare, &a), Ok(()));
+        let rich = minted(
+            serde_json::json!({"sub": "a", "exp": exp, "iat": 1, "nbf": 1,
+                               "aud": "app", "iss": "backend", "role": ["x"]}),
+            b"secret",
+        );
+        assert_eq!(key.verify(&rich, &a), Ok(()));
+        let early = minted(
+            serde_json::json!({"sub": "a", "exp": exp, "nbf": exp}),
+            b"secret",
+        );
+        assert_eq!(key.verify(&early, &a), Err(TokenError::Invalid));
+        for missing in [
+            serde_json::json!({"exp": exp}),
+            serde_json::json!({"sub": "a"}),
+        ] {
+            let t = minted(missing, b"secret");
+            assert_eq!(key.verify(&t, &a), Err(TokenError::Invalid));
+        }
     }
 }
