@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod nats_cluster;
+pub use nats_cluster::NatsCluster;
+
 pub const SECRET: &str = "e2e-test-secret";
 
 pub fn free_port() -> u16 {
@@ -31,7 +34,7 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn wait_port(port: u16, what: &str) {
+pub fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not open port {port}");
@@ -293,53 +296,66 @@ impl Cluster {
     }
 
     pub fn spawn_edge(&self, id: &str, extra: &[&str]) -> Node {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-        cmd.arg("edge")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--nats-url",
-                &self.nats.url(),
-                "--redis-url",
-                &self.redis.url(),
-            ])
-            .args(["--node-id", id, "--secret", SECRET])
-            .args(extra)
-            .env("RUST_LOG", "info,weir_edge=debug");
-        let proc = Proc::spawn(id, cmd, self.dir.join(format!("{id}.log")));
-        wait_ready(&format!("http://127.0.0.1:{port}/readyz"), id);
-        Node {
-            proc,
-            port,
-            id: id.into(),
-        }
+        spawn_node(
+            &self.dir,
+            "edge",
+            id,
+            &self.nats.url(),
+            &self.redis.url(),
+            extra,
+        )
     }
 
     pub fn spawn_producer(&self, id: &str, extra: &[&str]) -> Node {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-        cmd.arg("producer")
-            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--nats-url",
-                &self.nats.url(),
-                "--redis-url",
-                &self.redis.url(),
-            ])
-            .args(["--node-id", id])
-            .args(extra)
-            .env("RUST_LOG", "info");
-        let proc = Proc::spawn(id, cmd, self.dir.join(format!("{id}.log")));
-        wait_ready(&format!("http://127.0.0.1:{port}/readyz"), id);
-        Node {
-            proc,
-            port,
-            id: id.into(),
-        }
+        spawn_node(
+            &self.dir,
+            "producer",
+            id,
+            &self.nats.url(),
+            &self.redis.url(),
+            extra,
+        )
     }
 
     pub fn edge(&self, i: usize) -> &Node {
         &self.edges[i]
+    }
+}
+
+/// Starts `weir edge` or `weir producer` as `id` on a free port, logging to
+/// `<dir>/<id>.log`, and waits until it is ready.
+pub fn spawn_node(
+    dir: &std::path::Path,
+    role: &str,
+    id: &str,
+    nats_url: &str,
+    redis_url: &str,
+    extra: &[&str],
+) -> Node {
+    let port = free_port();
+    let listen = if role == "edge" {
+        "--listen"
+    } else {
+        "--metrics-listen"
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.arg(role)
+        .args([listen, &format!("127.0.0.1:{port}")])
+        .args(["--nats-url", nats_url, "--redis-url", redis_url])
+        .args(["--node-id", id])
+        .args(extra);
+    if role == "edge" {
+        cmd.args(["--secret", SECRET])
+            .env("RUST_LOG", "info,weir_edge=debug");
+    } else {
+        cmd.env("RUST_LOG", "info");
+    }
+    let proc = Proc::spawn(id, cmd, dir.join(format!("{id}.log")));
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz"), id);
+    Node {
+        proc,
+        port,
+        id: id.into(),
     }
 }
 
@@ -550,6 +566,19 @@ pub async fn read_resuming_from(
     start: u64,
     within: Duration,
 ) -> (Vec<Value>, usize) {
+    let bases: Vec<String> = edges.iter().map(|e| e.ws()).collect();
+    read_resuming_at(&bases, &s.id, &s.token, start, within).await
+}
+
+/// [`read_resuming_from`] over edges given by their `ws://host:port` bases
+/// (owned, so that clients can run in tasks of their own).
+pub async fn read_resuming_at(
+    bases: &[String],
+    id: &str,
+    token: &str,
+    start: u64,
+    within: Duration,
+) -> (Vec<Value>, usize) {
     let deadline = Instant::now() + within;
     let mut events: Vec<Value> = Vec::new();
     let mut reconnects = 0;
@@ -557,10 +586,8 @@ pub async fn read_resuming_from(
     loop {
         let after = events.last().map_or(start, |e| e["seq"].as_u64().unwrap());
         let url = format!(
-            "{}/v1/sessions/{}/ws?token={}&after={after}",
-            edges[i % edges.len()].ws(),
-            s.id,
-            s.token
+            "{}/v1/sessions/{id}/ws?token={token}&after={after}",
+            bases[i % bases.len()],
         );
         if let Ok(Ok((mut ws, _))) = tokio::time::timeout(
             Duration::from_secs(5),
@@ -581,8 +608,8 @@ pub async fn read_resuming_from(
         }
         assert!(
             Instant::now() < deadline,
-            "session {} not finished in time",
-            s.id
+            "session {id} not finished in time (holding {} events)",
+            events.len()
         );
         reconnects += 1;
         i += 1;

@@ -3,6 +3,7 @@
 //! is not up yet), the server version check, and the streams with their
 //! replica count.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::CreateStreamErrorKind, stream};
@@ -44,6 +45,10 @@ pub async fn connect(
     reconnects: tokio::sync::watch::Sender<u64>,
 ) -> Result<Client, BusError> {
     let addrs = server_addrs(urls)?;
+    // The event callback moves the connection off a server that enters
+    // lame duck mode; it needs the client, which exists only afterwards.
+    let this: Arc<OnceLock<Client>> = Arc::default();
+    let callback_client = this.clone();
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -52,12 +57,13 @@ pub async fn connect(
         .connection_timeout(config.request_timeout)
         .request_timeout(Some(config.request_timeout))
         .event_callback(move |event| {
-            let reconnects = reconnects.clone();
-            async move { on_event(event, &reconnects) }
+            let (reconnects, client) = (reconnects.clone(), callback_client.clone());
+            async move { on_event(event, &reconnects, &client) }
         })
         .connect(addrs)
         .await
         .map_err(BusError::unavailable)?;
+    let _ = this.set(client.clone());
     // The first connection is made in the background: a flush returns once
     // a server has answered, and then its INFO (with the version) is known.
     let started = Instant::now();
@@ -71,7 +77,11 @@ pub async fn connect(
     Ok(client)
 }
 
-fn on_event(event: async_nats::Event, reconnects: &tokio::sync::watch::Sender<u64>) {
+fn on_event(
+    event: async_nats::Event,
+    reconnects: &tokio::sync::watch::Sender<u64>,
+    client: &OnceLock<Client>,
+) {
     match event {
         async_nats::Event::Disconnected => {
             tracing::warn!("NATS disconnected");
@@ -85,7 +95,16 @@ fn on_event(event: async_nats::Event, reconnects: &tokio::sync::watch::Sender<u6
             }
         }
         async_nats::Event::LameDuckMode => {
-            tracing::info!("NATS server entering lame duck mode; moving to another")
+            // A planned restart: leave now for another server of the
+            // cluster rather than wait to be evicted.
+            tracing::info!("NATS server entering lame duck mode; moving to another");
+            if let Some(client) = client.get().cloned() {
+                tokio::spawn(async move {
+                    if let Err(e) = client.force_reconnect().await {
+                        tracing::warn!(error = %e, "could not leave the lame duck server");
+                    }
+                });
+            }
         }
         other => tracing::debug!(event = %other, "NATS event"),
     }
