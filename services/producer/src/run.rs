@@ -370,6 +370,7 @@ impl Publisher {
         );
         let mut backoff = Duration::from_millis(25);
         let started = Instant::now();
+        let mut retries = 0u32;
         let appended = loop {
             match self.ctx.bus.log.append(&self.id, &events, self.fence).await {
                 Ok(a) => break a,
@@ -377,7 +378,14 @@ impl Publisher {
                 Err(e) => {
                     metrics::counter!(names::PUBLISH_RETRIES).increment(1);
                     metrics::counter!(names::BUS_ERRORS, "op" => "append").increment(1);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "publish failed; retrying");
+                    // Logged once per publish (a leader election retries
+                    // for seconds), and again when it is stored.
+                    if retries == 0 {
+                        tracing::warn!(error = %e, "publish failed; retrying the same message until it is stored");
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?backoff, "publish failed again");
+                    }
+                    retries += 1;
                     tokio::select! {
                         _ = lost.cancelled() => return Err(Outcome::Lost),
                         _ = hard_stop.cancelled() => return Err(Outcome::Shutdown),
@@ -387,6 +395,9 @@ impl Publisher {
                 }
             }
         };
+        if retries > 0 {
+            tracing::info!(retries, after = ?started.elapsed(), duplicate = appended.duplicate, "publish stored");
+        }
         metrics::histogram!(names::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
         metrics::histogram!(names::EVENTS_PER_PUBLISH).record(events.len() as f64);
         metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
