@@ -67,6 +67,54 @@ start_nats() {
   wait_port "$NATS_PORT" nats-server
 }
 
+# start_nats_cluster: three clustered nodes n1..n3 (JetStream, lame duck
+# mode after 1 s), like compose and the cluster tests; sets NATS_URL to all
+# three client URLs, comma-separated, and NATS_PIDS. Use with --replicas 3.
+start_nats_cluster() {
+  local i port route monitor ports=() routes=() urls=()
+  NATS_PIDS=()
+  for i in 1 2 3; do ports+=("$(free_port) $(free_port) $(free_port)"); done
+  for i in 0 1 2; do
+    read -r port route monitor <<<"${ports[$i]}"
+    urls+=("nats://127.0.0.1:$port")
+  done
+  for i in 0 1 2; do
+    read -r port route monitor <<<"${ports[$i]}"
+    routes=()
+    for j in 0 1 2; do
+      [ "$j" = "$i" ] && continue
+      routes+=("\"nats-route://127.0.0.1:$(cut -d' ' -f2 <<<"${ports[$j]}")\"")
+    done
+    mkdir -p "$BENCH_DIR/n$((i + 1))"
+    cat >"$BENCH_DIR/n$((i + 1)).conf" <<CONF
+server_name: n$((i + 1))
+listen: "127.0.0.1:$port"
+http: "127.0.0.1:$monitor"
+jetstream { store_dir: "$BENCH_DIR/n$((i + 1))" }
+cluster { name: weir, listen: "127.0.0.1:$route", routes: [$(IFS=,; echo "${routes[*]}")] }
+lame_duck_duration: "30s"
+lame_duck_grace_period: "1s"
+CONF
+    "$NATS_BIN" -c "$BENCH_DIR/n$((i + 1)).conf" >"$BENCH_DIR/n$((i + 1)).log" 2>&1 &
+    NATS_PIDS+=($!); PIDS+=($!)
+  done
+  for i in 0 1 2; do
+    read -r port route monitor <<<"${ports[$i]}"
+    wait_port "$port" "nats n$((i + 1))"
+    wait_ready "http://127.0.0.1:$monitor/healthz" "nats n$((i + 1))"
+  done
+  NATS_URL=$(IFS=,; echo "${urls[*]}")
+}
+
+# stop_all: kills every process started so far (to start another topology
+# in the same run).
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=(); EDGE_URLS=()
+}
+
 start_redis() {
   REDIS_PORT=$(free_port)
   "$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -82,7 +130,7 @@ start_edge() {
   local name=$1; shift
   local port; port=$(free_port)
   RUST_LOG=${BENCH_LOG:-warn} "$WEIR" edge --listen "127.0.0.1:$port" --nats-url "$NATS_URL" \
-    --redis-url "$REDIS_URL" --node-id "$name" --secret "$SECRET" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
+    --redis-url "$REDIS_URL" --node-id "$name" --secret "$SECRET" --replicas "${REPLICAS:-1}" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
   EDGE_PID=$!; PIDS+=("$EDGE_PID")
   EDGE_URL=http://127.0.0.1:$port
   EDGE_URLS+=("$EDGE_URL")
@@ -94,7 +142,7 @@ start_producer() {
   local name=$1; shift
   local port; port=$(free_port)
   RUST_LOG=${BENCH_LOG:-warn} "$WEIR" producer --metrics-listen "127.0.0.1:$port" --nats-url "$NATS_URL" \
-    --redis-url "$REDIS_URL" --node-id "$name" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
+    --redis-url "$REDIS_URL" --node-id "$name" --replicas "${REPLICAS:-1}" "$@" >"$BENCH_DIR/$name.log" 2>&1 &
   PRODUCER_PID=$!; PIDS+=("$PRODUCER_PID")
   PRODUCER_URL=http://127.0.0.1:$port
   wait_ready "$PRODUCER_URL/readyz" "$name"

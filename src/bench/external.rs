@@ -25,10 +25,16 @@ pub struct Publishing {
     pub in_flight: usize,
 }
 
+/// `url`: one NATS URL or a cluster's, comma-separated.
+pub fn nats_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    Ok(weir_bus::nats::server_addrs(&urls)?)
+}
+
 pub async fn connect(url: &str) -> anyhow::Result<jetstream::Context> {
     let client = async_nats::ConnectOptions::new()
         .name("weir-bench")
-        .connect(url)
+        .connect(nats_addrs(url)?)
         .await
         .with_context(|| format!("connect to {url}"))?;
     Ok(jetstream::new(client))

@@ -26,7 +26,7 @@ use super::stats::{histogram, Percentiles};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// NATS server with JetStream.
+    /// NATS server(s) with JetStream, comma-separated.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Seconds per measurement.
@@ -91,7 +91,7 @@ pub async fn run(a: &LimitArgs) -> anyhow::Result<LimitReport> {
     let connect = || async {
         async_nats::ConnectOptions::new()
             .name("weir-bench-limit")
-            .connect(&a.nats_url)
+            .connect(super::external::nats_addrs(&a.nats_url)?)
             .await
             .with_context(|| format!("connect to {}", a.nats_url))
     };
@@ -249,10 +249,17 @@ const LIMIT_STREAM: &str = "WEIR_BENCH_LIMIT";
 
 /// A fresh file stream on `weir.bench.js.*`, like `WEIR_EVENTS`; with
 /// `republish`, stored messages go on to `weir.bench.live.*`.
+/// Its replica count is `WEIR_EVENTS`'s when that exists (1 otherwise), so
+/// the floor is measured on the same replication as weir's log.
 async fn limit_stream(js: &jetstream::Context, republish: bool) -> anyhow::Result<()> {
     let _ = js.delete_stream(LIMIT_STREAM).await;
+    let replicas = match js.get_stream(weir_bus::nats::EVENTS_STREAM).await {
+        Ok(mut s) => s.info().await.map_or(1, |i| i.config.num_replicas.max(1)),
+        Err(_) => 1,
+    };
     js.create_stream(stream::Config {
         name: LIMIT_STREAM.into(),
+        num_replicas: replicas,
         subjects: vec!["weir.bench.js.*".into()],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(600),

@@ -26,7 +26,7 @@ use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
 mod reader;
 mod setup;
 
-pub use setup::{check_version, MIN_SERVER};
+pub use setup::{check_version, server_addrs, MIN_SERVER};
 
 use crate::{
     msg_id, Appended, BusConfig, BusError, ControlChannel, EventLog, EventStream, Fence, LastEvent,
