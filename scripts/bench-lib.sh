@@ -70,6 +70,7 @@ start_nats() {
 # start_nats_cluster: three clustered nodes n1..n3 (JetStream, lame duck
 # mode after 1 s), like compose and the cluster tests; sets NATS_URL to all
 # three client URLs, comma-separated, and NATS_PIDS. Use with --replicas 3.
+# NATS_SYNC=always: fsync every write (JetStream's sync_interval).
 start_nats_cluster() {
   local i port route monitor ports=() routes=() urls=()
   NATS_PIDS=()
@@ -90,7 +91,7 @@ start_nats_cluster() {
 server_name: n$((i + 1))
 listen: "127.0.0.1:$port"
 http: "127.0.0.1:$monitor"
-jetstream { store_dir: "$BENCH_DIR/n$((i + 1))" }
+jetstream { store_dir: "$BENCH_DIR/n$((i + 1))"${NATS_SYNC:+, sync_interval: $NATS_SYNC} }
 cluster { name: weir, listen: "127.0.0.1:$route", routes: [$(IFS=,; echo "${routes[*]}")] }
 lame_duck_duration: "30s"
 lame_duck_grace_period: "1s"
