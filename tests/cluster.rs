@@ -12,16 +12,16 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
+use common::nats_cluster::NatsCluster;
 use common::*;
 use serde_json::Value;
 
 const SESSIONS: u64 = 20;
 
 /// One cluster at a time: each is ten processes on a 2-core machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Ha {
     dir: std::path::PathBuf,
@@ -121,7 +121,7 @@ fn history_seqs(events: &[Value]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_events_stream_leader_loses_and_repeats_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut ha = Ha::start("cluster-leader");
     let leader = ha.nats.stream_leader("WEIR_EVENTS").await;
     eprintln!("WEIR_EVENTS leader: {leader}");
@@ -135,7 +135,7 @@ async fn killing_the_events_stream_leader_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_producers_node_and_restarting_it_loses_and_repeats_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut ha = Ha::start("cluster-producers-node");
     ha.stream_through(600, 50.0, Duration::from_secs(3), |nats| {
         let n1 = nats.node("n1");
@@ -148,7 +148,7 @@ async fn killing_the_producers_node_and_restarting_it_loses_and_repeats_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_in_lame_duck_mode_loses_and_repeats_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut ha = Ha::start("cluster-rolling");
     ha.stream_through(1500, 50.0, Duration::from_secs(2), |nats| {
         for name in ["n1", "n2", "n3"] {

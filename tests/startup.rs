@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::nats_cluster::NatsCluster;
 use common::*;
 
 fn weir(args: &[&str]) -> Output {

@@ -211,12 +211,14 @@ async fn the_nats_bus_and_redis_store_pass_the_conformance_suites() {
         weir_bus::BusConfig {
             run_ack_wait: Duration::from_secs(1),
             duplicate_window: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(1),
             ..Default::default()
         },
     )
     .await
     .unwrap();
     weir_bus::conformance::all(&bus, "n-").await;
+    weir_bus::conformance::notices_and_the_node_registry(&bus, "n-", Duration::from_secs(1)).await;
     weir_bus::conformance::retries_after_the_duplicate_window_are_stored_once(
         &bus,
         "n-",

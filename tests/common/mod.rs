@@ -13,7 +13,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod nats_cluster;
-pub use nats_cluster::NatsCluster;
 
 pub const SECRET: &str = "e2e-test-secret";
 

@@ -241,6 +241,67 @@ pub async fn retries_after_the_duplicate_window_are_stored_once(
     assert_eq!(bus.log.last(&s).await.unwrap().unwrap().fence, b.fence);
 }
 
+/// Notices reach every subscriber once and are in no log; the registry
+/// lists what was announced, forgets a withdrawn node at once and a silent
+/// one after `ttl` (the bus's `node_ttl`).
+pub async fn notices_and_the_node_registry(bus: &Bus, prefix: &str, ttl: Duration) {
+    use crate::{NodeEntry, Notice};
+    let mut a = bus.notices.subscribe().await.unwrap();
+    let mut b = bus.notices.subscribe().await.unwrap();
+    let s = session(prefix, "noticed");
+    let notice = Notice {
+        session: Some(s.clone()),
+        data: serde_json::json!({"text": "maintenance at 10:00"}),
+    };
+    bus.notices.broadcast(&notice).await.unwrap();
+    for sub in [&mut a, &mut b] {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("notice within 5 s");
+        assert_eq!(got.as_ref(), Some(&notice));
+    }
+    assert!(
+        bus.log.last(&s).await.unwrap().is_none(),
+        "a notice was stored"
+    );
+
+    let entry = |id: &str| NodeEntry {
+        id: format!("{prefix}{id}"),
+        role: "edge".into(),
+        version: "test".into(),
+        started: 1,
+        last_seen: 2,
+        load: serde_json::json!({"connections": 3})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    bus.nodes.announce(&entry("a")).await.unwrap();
+    bus.nodes.announce(&entry("b.c")).await.unwrap();
+    let ids = |l: Vec<NodeEntry>| {
+        l.into_iter()
+            .map(|n| n.id)
+            .filter(|id| id.starts_with(prefix))
+            .collect::<Vec<_>>()
+    };
+    let listed = bus.nodes.list().await.unwrap();
+    assert!(listed.contains(&entry("a")), "{listed:?}");
+    assert_eq!(
+        ids(listed),
+        vec![format!("{prefix}a"), format!("{prefix}b.c")]
+    );
+    bus.nodes.withdraw(&format!("{prefix}a")).await.unwrap();
+    assert_eq!(
+        ids(bus.nodes.list().await.unwrap()),
+        vec![format!("{prefix}b.c")]
+    );
+    tokio::time::sleep(ttl + ttl / 2 + Duration::from_millis(500)).await;
+    assert!(
+        ids(bus.nodes.list().await.unwrap()).is_empty(),
+        "a silent node stayed"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +314,16 @@ mod tests {
             ..BusConfig::default()
         });
         all(&bus, "m-").await;
+    }
+
+    #[tokio::test]
+    async fn memory_bus_carries_notices_and_lists_nodes() {
+        let ttl = Duration::from_secs(1);
+        let bus = Bus::memory(BusConfig {
+            node_ttl: ttl,
+            ..BusConfig::default()
+        });
+        notices_and_the_node_registry(&bus, "m-", ttl).await;
     }
 
     #[tokio::test]

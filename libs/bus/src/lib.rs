@@ -7,6 +7,8 @@
 //!   that must give the same sequence.
 //! - [`ControlChannel`]: pause/resume/cancel to whoever runs the session.
 //! - [`RunQueue`]: run requests shared by all producer workers, each taken by one.
+//! - [`NoticeChannel`] and [`NodeRegistry`] ([`operators`]): operators'
+//!   broadcast notices, and the live nodes of the cluster.
 //!
 //! [`nats`] implements them on NATS JetStream (`WEIR_EVENTS`, `WEIR_RUNS`) and
 //! core NATS (`weir.ctl.*`); [`memory`] implements the same semantics in one
@@ -23,6 +25,9 @@ use weir_protocol::{ControlOp, EventError, RawEvent, RunRequest, SessionId};
 pub mod conformance;
 pub mod memory;
 pub mod nats;
+pub mod operators;
+
+pub use operators::{NodeEntry, NodeRegistry, Notice, NoticeChannel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -149,12 +154,14 @@ pub trait RunQueue: Send + Sync + 'static {
     async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError>;
 }
 
-/// The three parts of the bus, as the services hold them.
+/// The parts of the bus, as the services hold them.
 #[derive(Clone)]
 pub struct Bus {
     pub log: Arc<dyn EventLog>,
     pub control: Arc<dyn ControlChannel>,
     pub runs: Arc<dyn RunQueue>,
+    pub notices: Arc<dyn NoticeChannel>,
+    pub nodes: Arc<dyn NodeRegistry>,
 }
 
 /// Settings shared by both implementations.
@@ -172,6 +179,8 @@ pub struct BusConfig {
     pub ping_interval: Duration,
     /// Longest wait for a NATS answer (publish acknowledgements, reads).
     pub request_timeout: Duration,
+    /// A node that stops announcing itself leaves the registry after this.
+    pub node_ttl: Duration,
 }
 
 impl Default for BusConfig {
@@ -183,6 +192,7 @@ impl Default for BusConfig {
             replicas: 1,
             ping_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -194,7 +204,9 @@ impl Bus {
         Bus {
             log: bus.clone(),
             control: bus.clone(),
-            runs: bus,
+            runs: bus.clone(),
+            notices: bus.clone(),
+            nodes: bus,
         }
     }
 
@@ -205,7 +217,9 @@ impl Bus {
         Ok(Bus {
             log: bus.clone(),
             control: bus.clone(),
-            runs: bus,
+            runs: bus.clone(),
+            notices: bus.clone(),
+            nodes: bus,
         })
     }
 }

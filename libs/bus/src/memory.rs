@@ -14,13 +14,16 @@ use tokio_stream::wrappers::BroadcastStream;
 use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
 
 use crate::{
-    msg_id, Appended, BusConfig, BusError, ControlChannel, EventLog, EventStream, Fence, LastEvent,
-    LogReader, RunAck, RunQueue, RunTicket,
+    msg_id, operators::node_key, Appended, BusConfig, BusError, ControlChannel, EventLog,
+    EventStream, Fence, LastEvent, LogReader, NodeEntry, NodeRegistry, Notice, NoticeChannel,
+    RunAck, RunQueue, RunTicket,
 };
 
 /// Live followers of one session get at most this many messages ahead
 /// before they are told they lagged (and re-read from the log).
 const FOLLOW_CAPACITY: usize = 4096;
+/// Notices a slow subscriber may fall behind by before it misses some.
+const NOTICE_CAPACITY: usize = 256;
 
 struct Message {
     events: Arc<[RawEvent]>,
@@ -62,6 +65,8 @@ pub struct MemoryBus {
     control: Mutex<HashMap<SessionId, broadcast::Sender<ControlOp>>>,
     runs: Arc<Mutex<RunState>>,
     runs_ready: Arc<Notify>,
+    notices: broadcast::Sender<Notice>,
+    nodes: Mutex<HashMap<String, (NodeEntry, Instant)>>,
 }
 
 impl MemoryBus {
@@ -72,6 +77,8 @@ impl MemoryBus {
             control: Mutex::default(),
             runs: Arc::default(),
             runs_ready: Arc::default(),
+            notices: broadcast::channel(NOTICE_CAPACITY).0,
+            nodes: Mutex::default(),
         }
     }
 }
@@ -342,5 +349,43 @@ impl RunQueue for MemoryBus {
                 return Ok(Vec::new());
             }
         }
+    }
+}
+
+#[async_trait]
+impl NoticeChannel for MemoryBus {
+    async fn broadcast(&self, notice: &Notice) -> Result<(), BusError> {
+        let _ = self.notices.send(notice.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, Notice>, BusError> {
+        let rx = self.notices.subscribe();
+        Ok(BroadcastStream::new(rx)
+            .filter_map(|r| async move { r.ok() })
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl NodeRegistry for MemoryBus {
+    async fn announce(&self, node: &NodeEntry) -> Result<(), BusError> {
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        nodes.insert(node_key(&node.id), (node.clone(), Instant::now()));
+        Ok(())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), BusError> {
+        self.nodes.lock().expect("nodes lock").remove(&node_key(id));
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<NodeEntry>, BusError> {
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        let ttl = self.config.node_ttl;
+        nodes.retain(|_, (_, at)| at.elapsed() < ttl);
+        let mut out: Vec<NodeEntry> = nodes.values().map(|(n, _)| n.clone()).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 }

@@ -23,8 +23,11 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
 use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
 
+mod operators;
 mod reader;
 mod setup;
+
+pub use operators::{NODES_BUCKET, NOTICE_SUBJECT};
 
 pub use setup::{check_version, server_addrs, MIN_SERVER};
 
@@ -49,6 +52,7 @@ pub struct NatsBus {
     events: stream::Stream,
     runs: stream::Stream,
     runs_consumer: OnceCell<consumer::PullConsumer>,
+    nodes: jetstream::kv::Store,
     config: BusConfig,
     /// Counts reconnections to the server. Ordered consumers are ephemeral
     /// and die with a restarted server, so follows end on a reconnect and
@@ -68,12 +72,14 @@ impl NatsBus {
         js.set_timeout(config.request_timeout);
         let events = setup::ensure_stream(&js, setup::events_config(&config)).await?;
         let runs = setup::ensure_stream(&js, setup::runs_config(&config)).await?;
+        let nodes = operators::nodes_bucket(&js, &config).await?;
         Ok(NatsBus {
             client,
             js,
             events,
             runs,
             runs_consumer: OnceCell::new(),
+            nodes,
             config,
             reconnects,
         })
