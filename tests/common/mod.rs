@@ -12,7 +12,14 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod chart;
+pub mod compose;
+pub mod dockerfile;
+pub mod files;
+pub mod metrics;
 pub mod nats_cluster;
+pub mod prometheus;
+pub mod queries;
 pub use nats_cluster::NatsCluster;
 
 pub const SECRET: &str = "e2e-test-secret";
