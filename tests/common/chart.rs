@@ -136,7 +136,7 @@ fn draw(charts: &[Chart], from: f64, to: f64) -> (String, u32, u32) {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Inter, Helvetica, Arial, sans-serif">
 <rect width="100%" height="100%" fill="#111217"/>
 <text x="{gap}" y="34" font-size="20" fill="#D8D9DA">weir overview</text>
-<text x="{}" y="34" font-size="12" fill="#8E8E8E" text-anchor="end">Prometheus scraping a live edge and producer every 1 s while mock sessions stream (tests/observability.rs), UTC</text>
+<text x="{}" y="34" font-size="12" fill="#8E8E8E" text-anchor="end">Prometheus scraping a live edge and producer every 1 s while mock sessions stream (tests/live_stack.rs), UTC</text>
 "##,
         width - gap
     );
