@@ -1,7 +1,9 @@
 //! `docker-compose.yml`, the `Dockerfile` and `.dockerignore`, nginx,
-//! Prometheus and Grafana agree with each other and with what the binaries
-//! accept. There is no Docker engine where weir is developed, so the stack
-//! is checked by construction, with the real tools that do run.
+//! Prometheus, Grafana and the NATS cluster's configs (`deploy/nats/`,
+//! checked by the pinned `nats-server -t`) agree with each other and with
+//! what the binaries accept. There is no Docker engine where weir is
+//! developed, so the stack is checked by construction, with the real tools
+//! that do run; `tests/compose_nats.rs` runs the NATS configs.
 
 mod common;
 
@@ -12,6 +14,8 @@ use std::time::Duration;
 use common::compose::*;
 use common::dockerfile::*;
 use common::files::*;
+use common::nats_conf::*;
+use serde_json::Value;
 use serde_norway::Value as Yaml;
 
 #[test]
@@ -187,6 +191,7 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
         );
     }
     for n in [
+        "deploy/nats/nats1.conf",
         "target/debug/weir",
         "clients/js/node_modules/x",
         ".git/HEAD",
@@ -202,6 +207,7 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
         .as_mapping()
         .map(|m| m.keys().map(scalar).collect())
         .unwrap_or_default();
+    let (nats_nodes, nats_port) = nats_cluster(services, &named);
     let edge_env = accepted_env(&["edge"]);
     let producer_env = accepted_env(&["producer"]);
     let mut edges = BTreeMap::new(); // service → listen port
@@ -266,13 +272,43 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
                 .unwrap_or_else(|| panic!("{name}: {k} is not set"))
                 .clone()
         };
-        for (k, service) in [("WEIR_NATS_URL", "nats"), ("WEIR_REDIS_URL", "redis")] {
-            let (host, port) = host_port(&setting(k));
-            assert_eq!(host, service, "{name}: {k}");
-            assert!(names.contains(&host), "{name}: {k} points at no service");
-            let default = if service == "nats" { 4222 } else { 6379 };
-            assert_eq!(port, default, "{name}: {k} port");
+        // Every NATS node on its client port, so that any one can be down.
+        let mut listed = BTreeSet::new();
+        for url in setting("WEIR_NATS_URL").split(',') {
+            assert!(url.starts_with("nats://"), "{name}: WEIR_NATS_URL {url:?}");
+            let (host, port) = host_port(url);
+            assert!(
+                nats_nodes.contains(&host),
+                "{name}: WEIR_NATS_URL {url} names no NATS service ({nats_nodes:?})"
+            );
+            assert_eq!(port, nats_port, "{name}: WEIR_NATS_URL {url} port");
+            assert_eq!(port, 4222, "{name}: WEIR_NATS_URL {url} port");
+            assert!(
+                listed.insert(host),
+                "{name}: WEIR_NATS_URL lists {url} twice"
+            );
         }
+        assert_eq!(listed, nats_nodes, "{name}: WEIR_NATS_URL leaves out nodes");
+        let replicas = setting("WEIR_REPLICAS");
+        assert_eq!(
+            replicas.parse::<usize>().ok(),
+            Some(nats_nodes.len()),
+            "{name}: WEIR_REPLICAS {replicas:?}: one replica per NATS node"
+        );
+        for dep in nats_nodes.iter().map(String::as_str).chain(["redis"]) {
+            assert_eq!(
+                svc["depends_on"][dep]["condition"].as_str(),
+                Some("service_healthy"),
+                "{name}: does not wait for {dep} to be healthy"
+            );
+        }
+        let (host, port) = host_port(&setting("WEIR_REDIS_URL"));
+        assert_eq!(host, "redis", "{name}: WEIR_REDIS_URL");
+        assert!(
+            names.contains(&host),
+            "{name}: WEIR_REDIS_URL points at no service"
+        );
+        assert_eq!(port, 6379, "{name}: WEIR_REDIS_URL port");
         assert!(
             node_ids.insert(setting("WEIR_NODE_ID")),
             "{name}: WEIR_NODE_ID reused"
@@ -311,29 +347,7 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
     assert_eq!(producers.len(), 2, "two producers: {producers:?}");
     assert_eq!(secrets.len(), 1, "every edge signs with the same secret");
 
-    // NATS with JetStream on a volume; Redis on its default port.
-    let nats = words(&services["nats"]["command"]);
-    assert!(
-        nats.contains(&"-js".to_owned()),
-        "NATS without JetStream: {nats:?}"
-    );
-    let sd = nats.iter().position(|w| w == "-sd").expect("nats -sd");
-    let data = &nats[sd + 1];
-    assert!(
-        services["nats"]["volumes"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .any(|v| {
-                let v = scalar(v);
-                named.contains(v.split(':').next().unwrap()) && v.split(':').nth(1) == Some(data)
-            }),
-        "the JetStream store {data} is not on a named volume"
-    );
-    assert!(
-        !nats.iter().any(|w| w == "-p" || w == "--port"),
-        "NATS on another port"
-    );
+    // Redis on its default port (NATS: nats_cluster).
     assert!(!words(&services["redis"]["command"]).contains(&"--port".to_owned()));
 
     // The load balancer: nginx on the published port, in front of every edge.
@@ -531,4 +545,145 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
         .map(scalar)
         .collect();
     assert_eq!(gports, ["3000:3000"]);
+}
+
+/// The NATS services: three JetStream nodes on the pinned release
+/// (`scripts/nats-version`), each run from its own config file, which that
+/// release's `nats-server -t` accepts, with its store on its own named
+/// volume, routed to the other two, stopped in lame duck mode. Returns the
+/// nodes and their client port.
+fn nats_cluster(
+    services: &serde_norway::Mapping,
+    named: &BTreeSet<String>,
+) -> (BTreeSet<String>, u16) {
+    let image = format!("nats:{}-alpine", text("scripts/nats-version").trim());
+    let nodes: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with("nats:")))
+        .map(|(n, _)| scalar(n))
+        .collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["nats1", "nats2", "nats3"].map(String::from)),
+        "a 3-node NATS cluster"
+    );
+    let mut client_ports = BTreeSet::new();
+    let mut cluster_ports = BTreeMap::new(); // node → cluster port
+    let mut routes = BTreeMap::new(); // node → (host, port) it routes to
+    let mut volumes = BTreeSet::new();
+    let mut common = BTreeSet::new(); // each config without server_name and routes
+    for node in &nodes {
+        let svc = &services[node.as_str()];
+        assert_eq!(
+            svc["image"].as_str(),
+            Some(image.as_str()),
+            "{node}: not the pinned nats-server (scripts/nats-version)"
+        );
+        // Everything is in the config file, which the pinned server accepts.
+        let rel = nats_config_file(node, svc, named);
+        if let Err(e) = nats_server_accepts(&root().join(&rel)) {
+            panic!("{node}: nats-server -t -c {rel}:\n{e}");
+        }
+        let mut conf = read_nats_conf(&text(&rel));
+        let at = |k: &str| -> String {
+            conf.pointer(k)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{rel}: no {k}"))
+                .to_owned()
+        };
+        assert_eq!(at("/server_name"), *node, "{rel}: server_name");
+        client_ports.insert(
+            conf.get("port")
+                .map_or(4222, |p| p.as_str().unwrap().parse::<u16>().unwrap()),
+        );
+        let http_port = at("/http_port");
+        let health = words(&svc["healthcheck"]["test"]).join(" ");
+        assert!(
+            health.contains("wget")
+                && health.contains(&format!("http://127.0.0.1:{http_port}/healthz")),
+            "{node}: healthcheck {health:?} does not probe /healthz on {http_port} \
+             (the alpine image has busybox wget, no curl)"
+        );
+        // JetStream, its store on a named volume of this node only.
+        let store = at("/jetstream/store_dir");
+        assert!(conf["jetstream"]
+            .get("enabled")
+            .is_none_or(|e| e != "false"));
+        let volume = svc["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(scalar)
+            .find_map(|v| {
+                let (src, dst) = v.split_once(':')?;
+                (named.contains(src) && dst.split(':').next() == Some(&store))
+                    .then(|| src.to_owned())
+            })
+            .unwrap_or_else(|| {
+                panic!("{node}: the JetStream store {store} is not on a named volume")
+            });
+        assert!(volumes.insert(volume.clone()), "{node}: {volume} is shared");
+        // One cluster; routes to the other nodes.
+        assert!(!at("/cluster/name").is_empty());
+        cluster_ports.insert(node.clone(), host_port(&at("/cluster/listen")).1);
+        let to: BTreeSet<(String, u16)> = conf
+            .pointer("/cluster/routes")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("{rel}: no cluster routes"))
+            .iter()
+            .map(|r| {
+                let r = r.as_str().unwrap();
+                assert!(r.starts_with("nats://"), "{rel}: route {r}");
+                host_port(r)
+            })
+            .collect();
+        routes.insert(node.clone(), to);
+        // Planned restarts: lame duck mode, within compose's grace period.
+        let ldm = |k: &str| humantime::parse_duration(&at(k)).unwrap();
+        let (grace, duration) = (ldm("/lame_duck_grace_period"), ldm("/lame_duck_duration"));
+        assert!(
+            grace < duration && duration >= Duration::from_secs(30),
+            "{rel}: lame duck grace {grace:?}, duration {duration:?}"
+        );
+        assert_eq!(
+            svc["stop_signal"].as_str(),
+            Some("SIGUSR2"),
+            "{node}: stop in lame duck mode"
+        );
+        let stop = svc["stop_grace_period"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{node}: no stop_grace_period (compose's is 10 s)"));
+        let stop = humantime::parse_duration(stop).unwrap();
+        assert!(
+            stop > grace + duration,
+            "{node}: stop_grace_period {stop:?} cuts lame duck mode ({grace:?} + {duration:?})"
+        );
+        // A node is healthy only once the cluster has a quorum: no node may
+        // wait for another.
+        for dep in depends_on(svc) {
+            assert!(!nodes.contains(&dep), "{node} waits for {dep}");
+        }
+        let m = conf.as_object_mut().unwrap();
+        m.remove("server_name");
+        m["cluster"].as_object_mut().unwrap().remove("routes");
+        common.insert(conf.to_string());
+    }
+    assert_eq!(
+        common.len(),
+        1,
+        "the NATS configs differ in more than server_name and routes"
+    );
+    for (node, to) in &routes {
+        let others: BTreeSet<(String, u16)> = cluster_ports
+            .iter()
+            .filter(|(n, _)| *n != node)
+            .map(|(n, p)| (n.clone(), *p))
+            .collect();
+        assert_eq!(
+            *to, others,
+            "{node}: routes to the other nodes' cluster ports"
+        );
+    }
+    assert_eq!(client_ports.len(), 1, "NATS client ports {client_ports:?}");
+    (nodes, client_ports.pop_first().unwrap())
 }

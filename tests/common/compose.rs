@@ -64,6 +64,30 @@ pub fn words(v: &Yaml) -> Vec<String> {
     }
 }
 
+/// The repository file a NATS service runs from: its command is
+/// `nats-server --config <file>`, the file mounted there.
+pub fn nats_config_file(name: &str, svc: &Yaml, named: &BTreeSet<String>) -> String {
+    let cmd = words(&svc["command"]);
+    assert!(
+        cmd.len() == 3 && cmd[0] == "nats-server" && ["--config", "-c"].contains(&&*cmd[1]),
+        "{name}: command {cmd:?} is not `nats-server --config <file>`"
+    );
+    mounts(name, svc, named)
+        .get(&cmd[2])
+        .unwrap_or_else(|| panic!("{name}: {} is not mounted", cmd[2]))
+        .clone()
+}
+
+/// The services a service waits for (`depends_on` as a list or a map).
+pub fn depends_on(svc: &Yaml) -> Vec<String> {
+    match &svc["depends_on"] {
+        Yaml::Mapping(m) => m.keys().map(scalar).collect(),
+        Yaml::Sequence(s) => s.iter().map(scalar).collect(),
+        Yaml::Null => Vec::new(),
+        other => panic!("depends_on: {other:?}"),
+    }
+}
+
 /// `(host, port)` of `scheme://host:port/…` or `host:port`.
 pub fn host_port(url: &str) -> (String, u16) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);

@@ -18,6 +18,7 @@ pub mod dockerfile;
 pub mod files;
 pub mod metrics;
 pub mod nats_cluster;
+pub mod nats_conf;
 pub mod prometheus;
 pub mod queries;
 pub use nats_cluster::NatsCluster;
