@@ -177,3 +177,39 @@ impl Reader<'_> {
     }
 }
 
+/// [`read_nats_conf`]'s JSON back in NATS syntax (scalars bare), e.g. a
+/// compose config with this machine's ports and directories.
+pub fn write_nats_conf(conf: &Value) -> String {
+    fn value(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                out.push_str("{\n");
+                entries(m, out);
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    value(item, out);
+                }
+                out.push(']');
+            }
+            Value::String(s) => out.push_str(s),
+            other => panic!("not from read_nats_conf: {other}"),
+        }
+    }
+    fn entries(m: &Map<String, Value>, out: &mut String) {
+        for (k, v) in m {
+            out.push_str(k);
+            out.push_str(": ");
+            value(v, out);
+            out.push('\n');
+        }
+    }
+    let mut out = String::new();
+    entries(conf.as_object().expect("a config is a map"), &mut out);
+    out
+}
