@@ -633,7 +633,10 @@ fn nats_cluster(
             .iter()
             .map(|r| {
                 let r = r.as_str().unwrap();
-                assert!(r.starts_with("nats://"), "{rel}: route {r}");
+                assert!(
+                    r.starts_with("nats://") || r.starts_with("nats-route://"),
+                    "{rel}: route {r}"
+                );
                 host_port(r)
             })
             .collect();
