@@ -12,7 +12,15 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod chart;
+pub mod compose;
+pub mod dockerfile;
+pub mod files;
+pub mod metrics;
 pub mod nats_cluster;
+pub mod nats_conf;
+pub mod prometheus;
+pub mod queries;
 
 pub const SECRET: &str = "e2e-test-secret";
 
