@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     /// within about two intervals, and the node moves to another.
     #[arg(long, env = "WEIR_NATS_PING_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub nats_ping_interval: Duration,
+    /// A node that stops announcing itself leaves `GET /v1/nodes` after this.
+    #[arg(long, env = "WEIR_NODE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub node_ttl: Duration,
     /// Longest wait for an answer from NATS (a publish acknowledgement, a
     /// read); a publish that times out is retried with the same message id.
     #[arg(long, env = "WEIR_NATS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -56,6 +59,7 @@ impl ClusterConfig {
             node_id: None,
             retention: Duration::from_secs(3600),
             nats_ping_interval: Duration::from_secs(2),
+            node_ttl: Duration::from_secs(10),
             nats_timeout: Duration::from_secs(5),
         }
     }
@@ -74,6 +78,7 @@ impl ClusterConfig {
             replicas: self.replicas,
             ping_interval: self.nats_ping_interval,
             request_timeout: self.nats_timeout,
+            node_ttl: self.node_ttl,
             ..BusConfig::default()
         }
     }

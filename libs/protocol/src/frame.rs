@@ -36,6 +36,10 @@ pub enum ServerFrame {
     Reconnect {
         reason: String,
     },
+    /// An operator's broadcast (protocol.md §7): never part of any log.
+    Notice {
+        data: serde_json::Value,
+    },
 }
 
 impl ServerFrame {

@@ -20,6 +20,7 @@ pub const AUTH_FAILURES: &str = "weir_edge_auth_failures_total";
 pub const HTTP_REQUESTS: &str = "weir_edge_http_requests_total";
 pub const SESSIONS_CREATED: &str = "weir_edge_sessions_created_total";
 pub const UPSTREAM_GAPS: &str = "weir_edge_upstream_gaps_total";
+pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
 
 // Producer.
 pub const RUNS: &str = "weir_producer_runs_total";
@@ -50,6 +51,7 @@ pub const EDGE_SERIES: &[&str] = &[
     SLOW_CONSUMERS,
     AUTH_FAILURES,
     UPSTREAM_GAPS,
+    NOTICES_SENT,
     BUS_DISCONNECTS,
     BUS_RECONNECTS,
     STORE_ERRORS,
@@ -148,6 +150,10 @@ pub fn describe() {
     describe_counter!(
         UPSTREAM_GAPS,
         "Seq gaps on a live feed, filled from the log"
+    );
+    describe_counter!(
+        NOTICES_SENT,
+        "Operator notices broadcast through this edge (POST /v1/broadcast)"
     );
     describe_counter!(RUNS, "Runs finished, by outcome");
     describe_gauge!(RUNS_ACTIVE, "Runs in progress on this producer");

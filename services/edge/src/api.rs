@@ -31,16 +31,11 @@ pub struct CreateBody {
     id: Option<String>,
 }
 
-fn json_error(rejection: JsonRejection) -> ApiError {
+pub fn json_error(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::TooLarge;
     }
     ApiError::BadRequest(rejection.body_text())
-}
-
-/// Constant-time comparison, so the API key cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /v1/sessions`
@@ -49,12 +44,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    if let Some(key) = &state.config.api_key {
-        let given = bearer(&headers, None).unwrap_or_default();
-        if !same(given.as_bytes(), key.as_bytes()) {
-            return Err(ApiError::Unauthorized("missing or wrong API key".into()));
-        }
-    }
+    crate::operators::require_api_key(&state, &headers)?;
     let Json(body) = body.map_err(json_error)?;
     let agent = body.agent.as_str();
     if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {
@@ -208,7 +198,12 @@ pub async fn control(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let op = ControlOp::parse(&op).ok_or(ApiError::NotFound)?;
-    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    // An operator (the API key) may control any session; others need its token.
+    let id = if crate::operators::is_operator(&state, &headers) {
+        SessionId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?
+    } else {
+        sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?
+    };
     sessions::control(&state, &id, op).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -87,9 +87,11 @@ const MAX_CONTROL_FRAMES: usize = 8;
 
 /// Serves one connection until the session ends, the client leaves, a
 /// limit is hit or the node drains. `hello` is written first.
-pub async fn serve<S, R>(
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<S, R, N>(
     sink: S,
     mut incoming: R,
+    mut notices: N,
     sub: Subscription,
     hello: ServerFrame,
     limits: Limits,
@@ -99,6 +101,7 @@ pub async fn serve<S, R>(
 where
     S: Sink<Outgoing> + Send + Unpin + 'static,
     R: Stream<Item = Incoming> + Unpin,
+    N: Stream<Item = String> + Unpin,
 {
     let mut stats = ConnStats {
         last_seq: sub.cursor(),
@@ -197,6 +200,12 @@ where
                     }
                 }
             },
+            // Operators' notices (already encoded frames) go out between
+            // event frames, never inside one; a client that does not read
+            // them is bounded like any other control frame.
+            Some(notice) = notices.next(), if control.len() < MAX_CONTROL_FRAMES => {
+                control.push_back(Outgoing::Text(notice));
+            }
             _ = tokio::time::sleep_until(heartbeat_at) => {
                 if !busy && control.is_empty() {
                     let beat = ServerFrame::Heartbeat { ts: weir_protocol::now_ms() };
@@ -304,6 +313,10 @@ async fn control(actions: &dyn ClientActions, op: ControlOp) -> Result<(), Serve
 
 /// The delivery metrics of one connection's transport, looked up once per
 /// connection rather than once per frame.
+/// Events delivered by this process, over every transport (the node's
+/// load as `/v1/nodes` shows it).
+pub static DELIVERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct DeliveryMetrics {
     latency: metrics::Histogram,
     events: metrics::Counter,
@@ -325,6 +338,7 @@ impl DeliveryMetrics {
 
     /// Counts a frame of events written to the client (`ts`: each event's `ts`).
     pub fn record(&self, ts: &[f64], bytes: usize) {
+        DELIVERED.fetch_add(ts.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let now = weir_protocol::now_ms();
         for t in ts {
             self.latency.record(((now - t) / 1000.0).max(0.0));
@@ -442,6 +456,7 @@ mod tests {
         let stats = serve(
             sink,
             incoming,
+            futures::stream::pending(),
             sub,
             hello(),
             limits(100, 80, 30),
@@ -487,6 +502,7 @@ mod tests {
         let stats = serve(
             sink,
             incoming,
+            futures::stream::pending(),
             sub,
             hello(),
             l,
@@ -513,7 +529,18 @@ mod tests {
         let conn = {
             let (drain, actions) = (drain.clone(), actions.clone());
             tokio::spawn(async move {
-                serve(sink, incoming, sub, hello(), l, actions.as_ref(), drain).await
+                let notices = futures::stream::pending();
+                serve(
+                    sink,
+                    incoming,
+                    notices,
+                    sub,
+                    hello(),
+                    l,
+                    actions.as_ref(),
+                    drain,
+                )
+                .await
             })
         };
         let mut kinds = Vec::new();

@@ -151,6 +151,16 @@ impl Hub {
         }
     }
 
+    /// The sessions this node follows, each with its subscribers here.
+    pub fn followed(&self) -> Vec<(SessionId, usize)> {
+        let feeds = self.feeds.lock().expect("hub lock");
+        feeds
+            .iter()
+            .filter(|(_, f)| f.strong_count() > 0)
+            .map(|(id, f)| (id.clone(), f.strong_count()))
+            .collect()
+    }
+
     /// The node's feed of `session`, started if nobody holds one. Waits a
     /// moment for the upstream subscription so that new subscribers start
     /// from the ring instead of the log.

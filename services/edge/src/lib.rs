@@ -32,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod hub;
+pub mod operators;
 pub mod sessions;
 pub mod sse;
 pub mod subscription;
@@ -54,6 +55,9 @@ pub struct Inner {
     pub permits: Arc<Semaphore>,
     /// Cancelled when the node starts draining.
     pub drain: CancellationToken,
+    /// Operators' notices, relayed from the bus to this node's connections.
+    pub notices: tokio::sync::broadcast::Sender<operators::Relayed>,
+    pub started: std::time::Instant,
 }
 
 impl Deref for AppState {
@@ -71,6 +75,8 @@ impl AppState {
             keys: TokenKey::new(config.secret.as_bytes()),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),
+            notices: operators::notice_channel(),
+            started: std::time::Instant::now(),
             config,
             bus,
             store,
@@ -140,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
         .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
         .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))
+        .route("/v1/status", get(operators::status))
+        .route("/v1/nodes", get(operators::nodes))
+        .route("/v1/broadcast", post(operators::broadcast))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -166,6 +175,13 @@ pub async fn run(
     tracing::info!(node = %state.node, addr = %listener.local_addr()?, "edge listening");
     let drain = state.drain.clone();
     let permits = state.permits.clone();
+    let background = CancellationToken::new();
+    tokio::spawn(operators::relay_notices(state.clone(), background.clone()));
+    tokio::spawn(operators::announce(
+        state.clone(),
+        state.config.cluster.node_ttl,
+        background.clone(),
+    ));
     let app = router(state.clone());
     // Events are small writes that must leave at once: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -189,6 +205,7 @@ pub async fn run(
         let _ = server.await;
     })
     .await;
+    background.cancel();
     tracing::info!("edge stopped");
     Ok(())
 }

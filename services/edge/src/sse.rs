@@ -47,13 +47,15 @@ pub async fn events(
     if let Resume::Complete = resume {
         return Ok(Sse::new(stream::empty::<Result<SseEvent, Infallible>>()).into_response());
     }
+    let notices = crate::operators::notices_for(&state, &id);
     let feed = state.hub.feed(&id).await;
     let sub = Subscription::new(id, feed, state.bus.log.clone(), after);
     let max = state.config.max_frame_events;
     let drain = state.drain.clone();
     let delivered = std::sync::Arc::new(crate::connection::DeliveryMetrics::new("sse"));
-    // State: (subscription, done, the connection's permit).
-    let batches = stream::unfold((sub, false, guard), move |(mut sub, done, guard)| {
+    // State: (subscription, done, the connection's permit, notices).
+    let start = (sub, false, guard, notices);
+    let batches = stream::unfold(start, move |(mut sub, done, guard, mut notices)| {
         let (drain, delivered) = (drain.clone(), delivered.clone());
         async move {
             if done {
@@ -62,7 +64,12 @@ pub async fn events(
             tokio::select! {
                 _ = drain.cancelled() => {
                     let bye = SseEvent::default().event("reconnect").data(r#"{"type":"reconnect","reason":"node draining"}"#);
-                    Some((vec![bye], (sub, true, guard)))
+                    Some((vec![bye], (sub, true, guard, notices)))
+                }
+                // A notice has no `id:`, so `Last-Event-ID` stays the last seq.
+                Some(notice) = notices.next() => {
+                    let event = SseEvent::default().event("notice").data(notice);
+                    Some((vec![event], (sub, false, guard, notices)))
                 }
                 r = sub.next(max) => match r {
                     Ok(events) => {
@@ -70,12 +77,12 @@ pub async fn events(
                         let ts: Vec<f64> = events.iter().map(|e| e.ts).collect();
                         let bytes = events.iter().map(|e| e.json.len()).sum();
                         delivered.record(&ts, bytes);
-                        Some((events.iter().map(sse_event).collect(), (sub, ended, guard)))
+                        Some((events.iter().map(sse_event).collect(), (sub, ended, guard, notices)))
                     }
                     Err(e) => {
                         let frame = weir_protocol::ServerFrame::error("history_expired", e.to_string());
                         let err = SseEvent::default().event("error").data(frame.to_json());
-                        Some((vec![err], (sub, true, guard)))
+                        Some((vec![err], (sub, true, guard, notices)))
                     }
                 }
             }

@@ -153,9 +153,11 @@ async fn connected(state: AppState, socket: WebSocket, c: Checked) {
         state: state.clone(),
         id: c.id.clone(),
     };
+    let notices = crate::operators::notices_for(&state, &c.id);
     let stats = connection::serve(
         Box::pin(sink),
         Box::pin(incoming),
+        notices,
         sub,
         hello,
         state.limits(),

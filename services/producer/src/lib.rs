@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::{http::StatusCode, routing::get, Router};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -24,6 +25,7 @@ pub mod agents;
 pub mod config;
 pub mod reaper;
 pub mod run;
+pub mod status;
 
 pub use agents::Registry;
 pub use config::ProducerConfig;
@@ -35,6 +37,7 @@ pub struct Ctx {
     pub agents: Registry,
     pub node: String,
     pub config: ProducerConfig,
+    pub started: std::time::Instant,
 }
 
 /// Runs the worker until `shutdown`, then drains: no new runs are taken,
@@ -54,6 +57,7 @@ pub async fn run(
         agents,
         node: node.clone(),
         config,
+        started: std::time::Instant::now(),
     });
     let tasks = TaskTracker::new();
     let hard_stop = CancellationToken::new();
@@ -61,6 +65,7 @@ pub async fn run(
         tasks.spawn(serve_metrics(ctx.clone(), listener, hard_stop.clone()));
     }
     tasks.spawn(reaper::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(status::announce(ctx.clone(), hard_stop.clone()));
     tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
 
     const MAX_TAKE: usize = 64;
@@ -124,21 +129,20 @@ async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationT
     let app = Router::new()
         .route("/metrics", get(|| async { weir_telemetry::render() }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/status", get(status::status))
         .route(
             "/readyz",
-            get(move || {
-                let ctx = ctx.clone();
-                async move {
-                    match (ctx.bus.log.ping().await, ctx.store.ping().await) {
-                        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
-                        (b, s) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("bus: {b:?}, store: {s:?}"),
-                        ),
-                    }
+            get(|State(ctx): State<Arc<Ctx>>| async move {
+                match (ctx.bus.log.ping().await, ctx.store.ping().await) {
+                    (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
+                    (b, s) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("bus: {b:?}, store: {s:?}"),
+                    ),
                 }
             }),
-        );
+        )
+        .with_state(ctx);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -28,6 +28,11 @@ enum Outcome {
     Lost,
 }
 
+/// Runs in progress and events published by this process (the load that
+/// `/v1/status` and the node registry show).
+pub static ACTIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Executes one run request; every failure ends up in the session or the log.
 pub async fn execute(ctx: Arc<Ctx>, ticket: RunTicket, hard_stop: CancellationToken) {
     let id = ticket.request.session.clone();
@@ -109,6 +114,7 @@ async fn claim(
 impl Claimed {
     async fn run(mut self, ctx: &Arc<Ctx>, hard_stop: CancellationToken) {
         metrics::gauge!(names::RUNS_ACTIVE).increment(1.0);
+        ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lost = CancellationToken::new();
         let keeper = tokio::spawn(keep_lease(ctx.clone(), self.id.clone(), lost.clone()));
         let outcome = if self.publisher.ended {
@@ -126,6 +132,7 @@ impl Claimed {
             tracing::warn!(error = %e, "could not release the lease; it will lapse");
         }
         metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
+        ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(names::RUNS, "outcome" => label).increment(1);
         tracing::info!(
             outcome = label,
@@ -401,6 +408,7 @@ impl Publisher {
         metrics::histogram!(names::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
         metrics::histogram!(names::EVENTS_PER_PUBLISH).record(events.len() as f64);
         metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
+        PUBLISHED.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.fence = appended.fence;
         self.next_seq += events.len() as u64;
         if self.store_updated.elapsed() >= STORE_UPDATE_EVERY {

@@ -1,0 +1,234 @@
+//! The operator API on the edge (protocol.md §7): `GET /v1/status`,
+//! `GET /v1/nodes`, `POST /v1/broadcast`; the notices relayed from the bus
+//! to this node's connections; and this node's entry in the cluster's node
+//! registry, refreshed every third of its TTL.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+use weir_bus::{NodeEntry, Notice};
+use weir_protocol::{ServerFrame, SessionId};
+
+use crate::error::ApiError;
+use crate::sessions::bearer;
+use crate::AppState;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Notices waiting for a connection that is not reading them; beyond
+/// this, a connection misses the oldest (notices are at most once).
+pub const NOTICE_BACKLOG: usize = 64;
+
+/// Constant-time comparison, so the API key cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks `Authorization: Bearer <api key>` when the edge has a key.
+pub fn require_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(key) = &state.config.api_key {
+        let given = bearer(headers, None).unwrap_or_default();
+        if !same(given.as_bytes(), key.as_bytes()) {
+            return Err(ApiError::Unauthorized("missing or wrong API key".into()));
+        }
+    }
+    Ok(())
+}
+
+/// True when the request carries the configured API key (an operator).
+pub fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.api_key.is_some() && require_api_key(state, headers).is_ok()
+}
+
+fn health<E>(r: &Result<(), E>) -> &'static str {
+    if r.is_ok() {
+        "ok"
+    } else {
+        "down"
+    }
+}
+
+/// `GET /v1/status`
+pub async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_api_key(&state, &headers)?;
+    let (bus, store) = tokio::join!(state.bus.log.ping(), state.store.ping());
+    Ok(Json(serde_json::json!({
+        "node": state.node,
+        "role": "edge",
+        "version": VERSION,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "connections": connections(&state),
+        "sessions_followed": state.hub.followed().len(),
+        "bus": health(&bus),
+        "store": health(&store),
+        "draining": state.drain.is_cancelled(),
+    })))
+}
+
+fn connections(state: &AppState) -> usize {
+    state.config.max_connections - state.permits.available_permits()
+}
+
+/// `GET /v1/nodes`
+pub async fn nodes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_api_key(&state, &headers)?;
+    let nodes = state.bus.nodes.list().await?;
+    Ok(Json(serde_json::json!({ "nodes": nodes })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastBody {
+    data: serde_json::Value,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// `POST /v1/broadcast`
+pub async fn broadcast(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<BroadcastBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_api_key(&state, &headers)?;
+    let Json(body) = body.map_err(crate::api::json_error)?;
+    if !body.data.is_object() {
+        return Err(ApiError::BadRequest("data must be a JSON object".into()));
+    }
+    let session = match &body.session {
+        Some(id) => {
+            Some(SessionId::parse(id).map_err(|e| ApiError::BadRequest(format!("session: {e}")))?)
+        }
+        None => None,
+    };
+    let notice = Notice {
+        session: session.clone(),
+        data: body.data,
+    };
+    state.bus.notices.broadcast(&notice).await?;
+    metrics::counter!(weir_telemetry::names::NOTICES_SENT).increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "session": session })),
+    ))
+}
+
+/// The notice frames for one connection of `session`, encoded once per
+/// notice and node. A connection that lags behind the backlog skips the
+/// oldest.
+pub fn notices_for(state: &AppState, session: &SessionId) -> impl Stream<Item = String> + Unpin {
+    let session = session.clone();
+    BroadcastStream::new(state.notices.subscribe())
+        .filter_map(move |n| {
+            let keep = n
+                .ok()
+                .filter(|n| n.0.as_ref().is_none_or(|s| *s == session));
+            futures::future::ready(keep.map(|n| n.1.clone()))
+        })
+        .boxed()
+}
+
+/// A notice as this node delivers it: for whom, and its frame.
+pub type Relayed = Arc<(Option<SessionId>, String)>;
+
+/// Relays the bus's notices to this node's connections until `stop`.
+pub async fn relay_notices(state: AppState, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match state.bus.notices.subscribe().await {
+            Ok(mut notices) => {
+                backoff = Duration::from_millis(100);
+                loop {
+                    let notice = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        n = notices.next() => n,
+                    };
+                    let Some(n) = notice else { break };
+                    let frame = ServerFrame::Notice { data: n.data }.to_json();
+                    let _ = state.notices.send(Arc::new((n.session, frame)));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot receive notices; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A channel for [`relay_notices`] to fill.
+pub fn notice_channel() -> broadcast::Sender<Relayed> {
+    broadcast::channel(NOTICE_BACKLOG).0
+}
+
+/// Keeps this node's entry in the registry fresh until `stop`, then
+/// withdraws it.
+pub async fn announce(state: AppState, ttl: Duration, stop: CancellationToken) {
+    let started_ms = weir_store::unix_ms() - state.started.elapsed().as_millis() as u64;
+    let mut last = (
+        Instant::now(),
+        crate::connection::DELIVERED.load(Ordering::Relaxed),
+    );
+    loop {
+        let (at, delivered) = (
+            Instant::now(),
+            crate::connection::DELIVERED.load(Ordering::Relaxed),
+        );
+        let rate = (delivered - last.1) as f64 / at.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (at, delivered);
+        let followed = state.hub.followed();
+        let mut load = serde_json::Map::new();
+        load.insert("connections".into(), connections(&state).into());
+        load.insert("sessions_followed".into(), followed.len().into());
+        load.insert("events_per_s".into(), (rate.round()).into());
+        load.insert("subscribers".into(), subscribers(followed));
+        let entry = NodeEntry {
+            id: state.node.clone(),
+            role: "edge".into(),
+            version: VERSION.into(),
+            started: started_ms,
+            last_seen: weir_store::unix_ms(),
+            load,
+        };
+        if let Err(e) = state.bus.nodes.announce(&entry).await {
+            tracing::debug!(error = %e, "could not announce this node");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+    }
+    let _ = state.bus.nodes.withdraw(&state.node).await;
+}
+
+/// Most sessions whose subscriber counts a node announces (the busiest).
+const MAX_ANNOUNCED_SESSIONS: usize = 500;
+
+/// `{session: subscribers on this node}` for the busiest sessions.
+fn subscribers(mut followed: Vec<(SessionId, usize)>) -> serde_json::Value {
+    followed.sort_by(|a, b| b.1.cmp(&a.1));
+    followed.truncate(MAX_ANNOUNCED_SESSIONS);
+    followed
+        .into_iter()
+        .map(|(id, n)| (id.to_string(), serde_json::Value::from(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
