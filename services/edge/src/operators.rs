@@ -224,7 +224,7 @@ const MAX_ANNOUNCED_SESSIONS: usize = 500;
 
 /// `{session: subscribers on this node}` for the busiest sessions.
 fn subscribers(mut followed: Vec<(SessionId, usize)>) -> serde_json::Value {
-    followed.sort_by(|a, b| b.1.cmp(&a.1));
+    followed.sort_by_key(|f| std::cmp::Reverse(f.1));
     followed.truncate(MAX_ANNOUNCED_SESSIONS);
     followed
         .into_iter()
