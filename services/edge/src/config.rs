@@ -53,6 +53,10 @@ pub struct EdgeConfig {
     /// Subscribers reading the log at once on this node (the rest wait).
     #[arg(long, env = "WEIR_MAX_LOG_READERS", default_value_t = 64)]
     pub max_log_readers: usize,
+    /// Events per second each client of a session receives, at most, when
+    /// the session was created without a `pace` of its own (0 = as they come).
+    #[arg(long, env = "WEIR_PACE", default_value_t = 0)]
+    pub pace: u32,
     /// Heartbeat frame after this much idle time.
     #[arg(long, env = "WEIR_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
@@ -93,6 +97,7 @@ impl EdgeConfig {
             max_frame_events: 256,
             session_ring: 1024,
             max_log_readers: 64,
+            pace: 0,
             heartbeat: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
             max_client_frame: 65536,

@@ -53,6 +53,11 @@ pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiE
     Ok(s)
 }
 
+/// Events per second each client of the session gets, at most (0: unpaced).
+pub fn pace(state: &AppState, _s: &SessionState) -> u32 {
+    state.config.pace
+}
+
 /// Where a subscriber asking for events after `after` stands.
 pub enum Resume {
     /// Stream from `after`.

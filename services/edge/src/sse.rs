@@ -40,6 +40,7 @@ pub async fn events(
     let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
     let s = sessions::view(&state, &id).await?;
     let resume = sessions::check_resume(&state, &s, after).await?;
+    let pace = sessions::pace(&state, &s);
     let guard = ConnectionGuard::try_new(&state, "sse").ok_or_else(|| {
         ApiError::Unavailable("this node is at its connection limit or draining".into())
     })?;
@@ -49,7 +50,7 @@ pub async fn events(
     }
     let notices = crate::operators::notices_for(&state, &id);
     let feed = state.hub.feed(&id).await;
-    let sub = Subscription::new(id, feed, state.bus.log.clone(), after);
+    let sub = Subscription::new(id, feed, state.bus.log.clone(), after).paced(pace);
     let max = state.config.max_frame_events;
     let drain = state.drain.clone();
     let delivered = std::sync::Arc::new(crate::connection::DeliveryMetrics::new("sse"));

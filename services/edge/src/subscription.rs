@@ -28,6 +28,42 @@ pub struct Subscription {
     reader: Option<Box<dyn LogReader>>,
     /// The last seq handed out.
     cursor: u64,
+    pacer: Option<Pacer>,
+}
+
+/// At most `rate` events a second, evenly spaced: each event has a slot
+/// `1/rate` after the previous one's, and no credit builds up while the
+/// session is quiet, so a client that is behind catches up at the paced
+/// rate, never in a burst.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    period: Duration,
+    next_slot: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// `None` for 0 (not paced).
+    pub fn new(rate: u32) -> Option<Pacer> {
+        (rate > 0).then(|| Pacer {
+            period: Duration::from_secs_f64(1.0 / f64::from(rate)),
+            next_slot: None,
+        })
+    }
+
+    /// Waits for the next slot (cancel-safe: nothing changes until
+    /// [`Pacer::sent`]).
+    async fn wait(&self) {
+        if let Some(at) = self.next_slot {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// One event went out now: the next may go one period later.
+    fn sent(&mut self) {
+        let now = tokio::time::Instant::now();
+        let from = self.next_slot.map_or(now, |s| s.max(now));
+        self.next_slot = Some(from + self.period);
+    }
 }
 
 impl Subscription {
@@ -44,7 +80,14 @@ impl Subscription {
             log,
             reader: None,
             cursor: after,
+            pacer: None,
         }
+    }
+
+    /// Delivers at most `rate` events a second (0: as they come).
+    pub fn paced(mut self, rate: u32) -> Subscription {
+        self.pacer = Pacer::new(rate);
+        self
     }
 
     pub fn cursor(&self) -> u64 {
@@ -55,6 +98,20 @@ impl Subscription {
     /// (the client keeps its connection and heartbeats while the bus heals);
     /// dropping the future loses nothing, as the cursor only moves on return.
     pub async fn next(&mut self, max: usize) -> Result<Vec<RawEvent>, DeliveryError> {
+        let Some(pacer) = &self.pacer else {
+            return self.next_unpaced(max).await;
+        };
+        // Paced: one event per slot, so no frame can hold more than the
+        // pace allows (coalescing cannot defeat it).
+        pacer.wait().await;
+        let events = self.next_unpaced(1).await?;
+        if let Some(p) = self.pacer.as_mut() {
+            p.sent();
+        }
+        Ok(events)
+    }
+
+    async fn next_unpaced(&mut self, max: usize) -> Result<Vec<RawEvent>, DeliveryError> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.try_next(max).await {
@@ -143,5 +200,32 @@ enum Step {
 impl From<BusError> for Step {
     fn from(e: BusError) -> Step {
         Step::Bus(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_events_are_evenly_spaced_with_no_burst_after_a_pause() {
+        assert!(Pacer::new(0).is_none());
+        let mut p = Pacer::new(20).unwrap();
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..5 {
+            p.wait().await;
+            at.push(start.elapsed());
+            p.sent();
+        }
+        let ms: Vec<u128> = at.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![0, 50, 100, 150, 200]);
+        // A quiet second earns no credit: the next two are still 50 ms apart.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        p.wait().await;
+        let resumed = tokio::time::Instant::now();
+        p.sent();
+        p.wait().await;
+        assert_eq!(resumed.elapsed(), Duration::from_millis(50));
     }
 }

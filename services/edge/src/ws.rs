@@ -36,6 +36,7 @@ struct Checked {
     after: u64,
     status: String,
     resume: Resume,
+    pace: u32,
 }
 
 async fn check(
@@ -58,6 +59,7 @@ async fn check(
         after,
         status: s.status.as_str().to_owned(),
         resume,
+        pace: sessions::pace(state, &s),
     })
 }
 
@@ -129,7 +131,7 @@ async fn connected(state: AppState, socket: WebSocket, c: Checked) {
         return;
     }
     let feed = state.hub.feed(&c.id).await;
-    let sub = Subscription::new(c.id.clone(), feed, state.bus.log.clone(), c.after);
+    let sub = Subscription::new(c.id.clone(), feed, state.bus.log.clone(), c.after).paced(c.pace);
     let sink = sink.with(|o: Outgoing| {
         futures::future::ready(Ok::<_, axum::Error>(match o {
             Outgoing::Text(t) => Message::Text(t.into()),
