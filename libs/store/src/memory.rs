@@ -19,6 +19,8 @@ struct Inner {
 pub struct MemoryStore {
     retention: Duration,
     inner: Mutex<Inner>,
+    /// It is never unreachable: up since it was made.
+    started: Instant,
 }
 
 impl MemoryStore {
@@ -27,6 +29,7 @@ impl MemoryStore {
         MemoryStore {
             retention,
             inner: Mutex::default(),
+            started: Instant::now(),
         }
     }
 
@@ -125,12 +128,15 @@ impl SessionStore for MemoryStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(|inner, now| match inner.leases.get_mut(id) {
-            Some((o, until)) if o == owner && *until > now => {
-                *until = now + ttl;
+        Ok(self.with(|inner, now| match inner.leases.get(id) {
+            Some((o, until)) if o != owner && *until > now => false,
+            // Ours, or free (lapsed or lost): extended or taken back.
+            _ => {
+                inner
+                    .leases
+                    .insert(id.clone(), (owner.to_owned(), now + ttl));
                 true
             }
-            _ => false,
         }))
     }
 
@@ -162,5 +168,9 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn up_since(&self) -> Option<Instant> {
+        Some(self.started)
     }
 }
