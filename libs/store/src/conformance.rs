@@ -77,6 +77,13 @@ pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {
         .update(&s, Update::ended(EndReason::Failed, 12))
         .await
         .unwrap();
+    // A late write from the run's start names no owner of an ended session.
+    let late_start = Update {
+        status: Some(Status::Streaming),
+        producer: Some(Some("p1".into())),
+        ..Update::default()
+    };
+    store.update(&s, late_start).await.unwrap();
     let got = store.get(&s).await.unwrap().unwrap();
     assert_eq!(got.status, Status::Cancelled);
     assert_eq!(got.end_reason, Some(EndReason::Cancelled));

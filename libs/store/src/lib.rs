@@ -94,8 +94,9 @@ impl SessionState {
 }
 
 /// A change to a session's state. Fields left `None` stay as they are; a
-/// session that has ended keeps its status and end reason; `last_seq` only
-/// grows.
+/// session that has ended keeps its status and end reason and gets no new
+/// producer (a write that was delayed by an outage may arrive late);
+/// `last_seq` only grows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
     pub status: Option<Status>,

@@ -78,7 +78,8 @@ impl SessionStore for MemoryStore {
             if let Some(seq) = update.last_seq {
                 state.last_seq = state.last_seq.max(seq);
             }
-            if let Some(producer) = update.producer {
+            // An ended session has no owner, even if a late write names one.
+            if let Some(producer) = update.producer.filter(|p| p.is_none() || !ended) {
                 state.producer = producer;
             }
             state.updated = unix_ms();

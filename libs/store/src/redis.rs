@@ -90,7 +90,7 @@ impl Scripts {
                 end
                 if ARGV[5] ~= '' and not ended then redis.call('HSET', KEYS[1], 'end_reason', ARGV[5]) end
                 if ARGV[6] == '-' then redis.call('HDEL', KEYS[1], 'producer')
-                elseif ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'producer', ARGV[6]) end
+                elseif ARGV[6] ~= '' and not ended then redis.call('HSET', KEYS[1], 'producer', ARGV[6]) end
                 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
                 redis.call('PEXPIRE', KEYS[1], ARGV[1])
                 return 1",

@@ -53,7 +53,7 @@ pub async fn describe(state: &AppState, id: &SessionId) -> Result<SessionState, 
                 .await?
                 .ok_or(ApiError::NotFound)?;
             match state.store.create(&s).await {
-                Ok(_) => tracing::info!(session = %id, "session state rebuilt from the log"),
+                Ok(_) => tracing::debug!(session = %id, "session state rebuilt from the log"),
                 Err(e) => {
                     tracing::debug!(session = %id, error = %e, "rebuilt state not written back")
                 }

@@ -426,7 +426,7 @@ async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreErro
     let mut state = SessionState::new(req.session.clone(), &req.agent);
     state.unknown = vec!["created".into(), "control".into()];
     ctx.store.create(&state).await?;
-    tracing::info!("the store had lost the session's state; written again from the run request");
+    tracing::debug!("the store had lost the session's state; written again from the run request");
     Ok(state)
 }
 
