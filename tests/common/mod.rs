@@ -200,6 +200,12 @@ pub struct Redis {
 impl Redis {
     pub fn start(dir: &std::path::Path) -> Redis {
         let port = free_port();
+        let proc = Self::spawn(port, dir);
+        Redis { proc, port }
+    }
+
+    /// redis-server on `port`, without persistence, logging into `dir`.
+    fn spawn(port: u16, dir: &std::path::Path) -> Proc {
         let mut cmd = Command::new(which("redis-server", "/usr/bin/redis-server"));
         cmd.args([
             "--port",
@@ -215,13 +221,35 @@ impl Redis {
         .arg(dir);
         let proc = Proc::spawn("redis-server", cmd, dir.join("redis.log"));
         wait_port(port, "redis-server");
-        Redis { proc, port }
+        proc
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
+
+// ---------------------------------------------- Redis outages (redis_outage.rs)
+
+impl Redis {
+    /// Kills the server (SIGKILL); without persistence its data is gone.
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Starts an empty server on the same port (after [`Redis::kill9`]).
+    pub fn restart_empty(&mut self, dir: &std::path::Path) {
+        self.proc.kill9();
+        self.proc = Self::spawn(self.port, dir);
+    }
+}
+
+/// What node `id` has logged so far (its file in the cluster's scratch dir).
+pub fn node_log(c: &Cluster, id: &str) -> String {
+    std::fs::read_to_string(c.dir.join(format!("{id}.log"))).unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------
 
 pub struct Node {
     pub proc: Proc,

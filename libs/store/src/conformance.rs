@@ -13,8 +13,11 @@ fn id(prefix: &str, name: &str) -> SessionId {
 
 /// Runs every check. `retention` must be the store's, at most 2 s.
 pub async fn all(store: &dyn SessionStore, prefix: &str, retention: Duration) {
+    assert!(store.up_since().is_some(), "a reachable store is up");
     state_lifecycle(store, prefix).await;
+    rebuilt_state(store, prefix).await;
     leases(store, prefix).await;
+    leases_outlive_lost_state(store, prefix).await;
     expiry(store, prefix, retention).await;
 }
 
@@ -74,6 +77,13 @@ pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {
         .update(&s, Update::ended(EndReason::Failed, 12))
         .await
         .unwrap();
+    // A late write from the run's start names no owner of an ended session.
+    let late_start = Update {
+        status: Some(Status::Streaming),
+        producer: Some(Some("p1".into())),
+        ..Update::default()
+    };
+    store.update(&s, late_start).await.unwrap();
     let got = store.get(&s).await.unwrap().unwrap();
     assert_eq!(got.status, Status::Cancelled);
     assert_eq!(got.end_reason, Some(EndReason::Cancelled));
@@ -95,12 +105,12 @@ pub async fn leases(store: &dyn SessionStore, prefix: &str) {
     // Lapsed: listed for reaping, and exactly one reaper can take it over.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(store.expired_leases(100).await.unwrap().contains(&s));
-    assert!(
-        !store.renew_lease(&s, "a", ttl).await.unwrap(),
-        "lapsed lease renewed"
-    );
     assert!(store.acquire_lease(&s, "reaper", ttl).await.unwrap());
     assert!(!store.acquire_lease(&s, "reaper2", ttl).await.unwrap());
+    assert!(
+        !store.renew_lease(&s, "a", ttl).await.unwrap(),
+        "renewed a lease another owner took over"
+    );
     assert!(!store.expired_leases(100).await.unwrap().contains(&s));
     store.release_lease(&s, "a").await.unwrap(); // not the owner: no effect
     assert!(!store.acquire_lease(&s, "c", ttl).await.unwrap());
@@ -108,6 +118,45 @@ pub async fn leases(store: &dyn SessionStore, prefix: &str) {
     assert!(store.acquire_lease(&s, "c", ttl).await.unwrap());
     store.forget_lease(&s).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+}
+
+/// A state rebuilt from the log keeps what it says it does not know.
+pub async fn rebuilt_state(store: &dyn SessionStore, prefix: &str) {
+    let s = id(prefix, "rebuilt");
+    let mut rebuilt = SessionState::new(s.clone(), "");
+    rebuilt.status = Status::Completed;
+    rebuilt.end_reason = Some(EndReason::Completed);
+    rebuilt.last_seq = 401;
+    rebuilt.unknown = vec!["agent".into(), "acked".into(), "control".into()];
+    assert!(store.create(&rebuilt).await.unwrap());
+    let got = store.get(&s).await.unwrap().unwrap();
+    assert_eq!(got, rebuilt);
+    assert!(got.is_partial());
+}
+
+/// A lease the store lost (an empty Redis after a restart) or that lapsed
+/// while its owner could not reach the store is taken back by the owner's
+/// next renewal — unless another owner holds it by then.
+pub async fn leases_outlive_lost_state(store: &dyn SessionStore, prefix: &str) {
+    let s = id(prefix, "lost-lease");
+    let ttl = Duration::from_millis(400);
+    assert!(store.acquire_lease(&s, "a", ttl).await.unwrap());
+    store.forget_lease(&s).await.unwrap(); // as if Redis lost its data
+    assert!(
+        store.renew_lease(&s, "a", ttl).await.unwrap(),
+        "a lost lease was not taken back"
+    );
+    assert!(!store.acquire_lease(&s, "b", ttl).await.unwrap());
+    assert!(!store.renew_lease(&s, "b", ttl).await.unwrap());
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+    // Lapsed, nobody took it: the owner renews it and reapers find nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.expired_leases(100).await.unwrap().contains(&s));
+    assert!(store.renew_lease(&s, "a", ttl).await.unwrap());
+    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
+    assert!(!store.acquire_lease(&s, "reaper", ttl).await.unwrap());
+    store.release_lease(&s, "a").await.unwrap();
     assert!(!store.expired_leases(100).await.unwrap().contains(&s));
 }
 

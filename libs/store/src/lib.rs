@@ -6,15 +6,18 @@
 //! [`SessionStore`] is the seam; [`redis`] is the real implementation (key
 //! layout in its module docs), [`memory`] the in-process one with the same
 //! semantics (expiry, leases, monotonic cursors, ended is final), and
-//! [`conformance`] the checks both pass.
+//! [`conformance`] the checks both pass. [`health`] tracks whether the store
+//! can be reached, so that an outage is logged once and callers fall back on
+//! the log (the truth) without waiting.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
 use weir_protocol::{ControlOp, EndReason, SessionId, Status};
 
 pub mod conformance;
+pub mod health;
 pub mod memory;
 pub mod redis;
 
@@ -33,6 +36,12 @@ impl StoreError {
     pub fn unavailable(e: impl std::fmt::Display) -> StoreError {
         metrics::counter!(weir_telemetry::names::STORE_ERRORS).increment(1);
         StoreError::Unavailable(e.to_string())
+    }
+
+    /// True when the store could not be reached (rather than its state
+    /// being corrupt).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 
@@ -53,6 +62,11 @@ pub struct SessionState {
     pub acked: u64,
     /// The last control op asked for (a producer starting late obeys it).
     pub control: Option<ControlOp>,
+    /// Fields this state cannot know, when it was rebuilt from the log after
+    /// the store lost it or while the store is unreachable (e.g. `agent`):
+    /// they hold defaults or guesses. Empty (and not shown) otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
 }
 
 impl SessionState {
@@ -69,13 +83,20 @@ impl SessionState {
             producer: None,
             acked: 0,
             control: None,
+            unknown: Vec::new(),
         }
+    }
+
+    /// True when some fields are not known (see [`SessionState::unknown`]).
+    pub fn is_partial(&self) -> bool {
+        !self.unknown.is_empty()
     }
 }
 
 /// A change to a session's state. Fields left `None` stay as they are; a
-/// session that has ended keeps its status and end reason; `last_seq` only
-/// grows.
+/// session that has ended keeps its status and end reason and gets no new
+/// producer (a write that was delayed by an outage may arrive late);
+/// `last_seq` only grows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
     pub status: Option<Status>,
@@ -101,6 +122,18 @@ impl Update {
             producer: Some(None),
         }
     }
+
+    /// This update followed by `later`, as one: what `later` sets wins,
+    /// `last_seq` keeps the higher. Lets a writer coalesce changes it could
+    /// not store yet without reordering them.
+    pub fn then(self, later: Update) -> Update {
+        Update {
+            status: later.status.or(self.status),
+            last_seq: self.last_seq.max(later.last_seq),
+            end_reason: later.end_reason.or(self.end_reason),
+            producer: later.producer.or(self.producer),
+        }
+    }
 }
 
 #[async_trait]
@@ -121,7 +154,10 @@ pub trait SessionStore: Send + Sync + 'static {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
-    /// Extends the lease if `owner` still holds it.
+    /// Extends the lease if `owner` holds it, or takes it if nobody holds it
+    /// (it lapsed, or the store lost it in an outage); false only while
+    /// another owner holds it. Taking a free lease back is safe: a writer
+    /// that lost the session meanwhile is refused by the log's fence.
     async fn renew_lease(
         &self,
         id: &SessionId,
@@ -136,6 +172,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError>;
     /// Ok while the store can be reached.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Since when the store has been reachable without a break (from the
+    /// start, or since its last outage ended); `None` while it is down.
+    fn up_since(&self) -> Option<Instant>;
 }
 
 pub fn unix_ms() -> u64 {
@@ -143,4 +182,32 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesced_updates_keep_the_latest_fields_and_the_highest_seq() {
+        let start = Update {
+            status: Some(Status::Streaming),
+            producer: Some(Some("p1".into())),
+            last_seq: Some(5),
+            ..Update::default()
+        };
+        let progress = Update {
+            last_seq: Some(9),
+            ..Update::default()
+        };
+        let both = start.clone().then(progress.clone());
+        assert_eq!(both.status, Some(Status::Streaming));
+        assert_eq!(both.producer, Some(Some("p1".into())));
+        assert_eq!(both.last_seq, Some(9));
+        let ended = both.then(Update::ended(EndReason::Completed, 7));
+        assert_eq!(ended.status, Some(Status::Completed));
+        assert_eq!(ended.producer, Some(None));
+        assert_eq!(ended.last_seq, Some(9), "last_seq went down");
+        assert_eq!(progress.then(Update::default()).last_seq, Some(9));
+    }
 }

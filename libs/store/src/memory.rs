@@ -19,6 +19,8 @@ struct Inner {
 pub struct MemoryStore {
     retention: Duration,
     inner: Mutex<Inner>,
+    /// It is never unreachable: up since it was made.
+    started: Instant,
 }
 
 impl MemoryStore {
@@ -27,6 +29,7 @@ impl MemoryStore {
         MemoryStore {
             retention,
             inner: Mutex::default(),
+            started: Instant::now(),
         }
     }
 
@@ -75,7 +78,8 @@ impl SessionStore for MemoryStore {
             if let Some(seq) = update.last_seq {
                 state.last_seq = state.last_seq.max(seq);
             }
-            if let Some(producer) = update.producer {
+            // An ended session has no owner, even if a late write names one.
+            if let Some(producer) = update.producer.filter(|p| p.is_none() || !ended) {
                 state.producer = producer;
             }
             state.updated = unix_ms();
@@ -125,12 +129,15 @@ impl SessionStore for MemoryStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(|inner, now| match inner.leases.get_mut(id) {
-            Some((o, until)) if o == owner && *until > now => {
-                *until = now + ttl;
+        Ok(self.with(|inner, now| match inner.leases.get(id) {
+            Some((o, until)) if o != owner && *until > now => false,
+            // Ours, or free (lapsed or lost): extended or taken back.
+            _ => {
+                inner
+                    .leases
+                    .insert(id.clone(), (owner.to_owned(), now + ttl));
                 true
             }
-            _ => false,
         }))
     }
 
@@ -162,5 +169,9 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn up_since(&self) -> Option<Instant> {
+        Some(self.started)
     }
 }

@@ -4,21 +4,31 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `weir:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control` |
+//! | `weir:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`; `unknown` (comma-separated field names) in a state rebuilt from the log |
 //! | `weir:lease:<id>` | string | node id of the producer that owns the run; `PX` = lease time |
 //! | `weir:leases` | sorted set | session ids scored by lease deadline (ms, Redis clock): what a reaper scans |
 //!
 //! Every change that reads before it writes is one Lua script, so it is
 //! atomic; lease deadlines use the Redis server's clock, not the nodes'.
+//!
+//! While Redis cannot be reached, operations fail at once (see
+//! [`crate::health`]) and a probe pings it every [`PROBE_EVERY`] until it
+//! answers; the connection manager reconnects by itself when Redis is back
+//! on the same address.
 
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use weir_protocol::{ControlOp, EndReason, SessionId, Status};
 
+use crate::health::{self, Health};
 use crate::{unix_ms, SessionState, SessionStore, StoreError, Update};
+
+/// How often an unreachable Redis is tried again.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 const LEASES: &str = "weir:leases";
 
@@ -35,14 +45,19 @@ const NOW_MS: &str =
     "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
 
 pub struct RedisStore {
-    conn: ConnectionManager,
-    /// Set by a failed operation; the next success counts a reconnect.
-    failing: std::sync::atomic::AtomicBool,
+    shared: Arc<Shared>,
     retention: Duration,
     scripts: Scripts,
 }
 
+/// What the store and its probe share.
+struct Shared {
+    conn: ConnectionManager,
+    health: Health,
+}
+
 struct Scripts {
+    create: Script,
     update: Script,
     ack: Script,
     control: Script,
@@ -55,6 +70,14 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
+            // ARGV: ttl, then field/value pairs.
+            create: Script::new(
+                r"
+                if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+                redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+                redis.call('PEXPIRE', KEYS[1], ARGV[1])
+                return 1",
+            ),
             update: Script::new(
                 r"
                 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -67,7 +90,7 @@ impl Scripts {
                 end
                 if ARGV[5] ~= '' and not ended then redis.call('HSET', KEYS[1], 'end_reason', ARGV[5]) end
                 if ARGV[6] == '-' then redis.call('HDEL', KEYS[1], 'producer')
-                elseif ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'producer', ARGV[6]) end
+                elseif ARGV[6] ~= '' and not ended then redis.call('HSET', KEYS[1], 'producer', ARGV[6]) end
                 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
                 redis.call('PEXPIRE', KEYS[1], ARGV[1])
                 return 1",
@@ -93,10 +116,12 @@ impl Scripts {
                 end
                 return 0"
             )),
+            // A missing lease (lapsed, or lost with Redis's data) is taken.
             renew: Script::new(&format!(
                 r"{NOW_MS}
-                if redis.call('GET', KEYS[1]) == ARGV[1] then
-                  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+                local cur = redis.call('GET', KEYS[1])
+                if cur == ARGV[1] or not cur then
+                  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
                   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
                   return 1
                 end
@@ -122,20 +147,29 @@ impl RedisStore {
     /// Connects (retrying in the background on failures, as Redis comes and goes).
     pub async fn connect(url: &str, retention: Duration) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client, connection_config())
             .await
             .map_err(StoreError::unavailable)?;
-        Ok(RedisStore {
+        let shared = Arc::new(Shared {
             conn,
-            failing: std::sync::atomic::AtomicBool::new(false),
+            health: Health::new(Instant::now()),
+        });
+        tokio::spawn(probe(Arc::downgrade(&shared)));
+        Ok(RedisStore {
+            shared,
             retention,
             scripts: Scripts::new(),
         })
+    }
+
+    /// A connection to use, or a failure at once while Redis is down.
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.shared.admit()
+    }
+
+    /// An operation's result, noting an outage.
+    fn outcome<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.shared.outcome(r)
     }
 
     /// Runs a lease script (take or extend); true if it succeeded.
@@ -146,38 +180,81 @@ impl RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let got: i64 = script
+        let got: redis::RedisResult<i64> = script
             .key(lease_key(id))
             .key(LEASES)
             .arg(owner)
             .arg(ttl.as_millis() as u64)
             .arg(id.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        self.recovered();
-        Ok(got == 1)
-    }
-
-    fn note(&self, e: redis::RedisError) -> StoreError {
-        self.failing
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        StoreError::unavailable(e)
-    }
-
-    /// Counts a reconnect when an operation succeeds after failures (called
-    /// on the paths every node takes regularly: reads, updates, leases, pings).
-    fn recovered(&self) {
-        if self
-            .failing
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            metrics::counter!(weir_telemetry::names::STORE_RECONNECTS).increment(1);
-        }
+            .invoke_async(&mut self.conn()?)
+            .await;
+        Ok(self.outcome(got)? == 1)
     }
 
     fn ttl_ms(&self) -> u64 {
         self.retention.as_millis().max(1) as u64
+    }
+}
+
+/// How the store's connection manager connects, retries and times out.
+pub fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(1))
+}
+
+impl Shared {
+    fn admit(&self) -> Result<ConnectionManager, StoreError> {
+        match self.health.down_since() {
+            None => Ok(self.conn.clone()),
+            Some(since) => Err(StoreError::unavailable(format!(
+                "Redis unreachable for {:.1} s (not tried: waiting for the probe)",
+                since.elapsed().as_secs_f64()
+            ))),
+        }
+    }
+
+    fn outcome<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if is_outage(&e) {
+                health::report(self.health.failed(Instant::now()), &e);
+            }
+            StoreError::unavailable(e)
+        })
+    }
+}
+
+/// Errors that say Redis cannot be reached or cannot serve now (as opposed
+/// to an error in a script or a reply).
+fn is_outage(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod;
+    e.is_io_error()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.retry_method(),
+            RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+        )
+}
+
+/// Pings Redis every [`PROBE_EVERY`] while it is down, until the store is dropped.
+async fn probe(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.health.is_up() {
+            continue;
+        }
+        let pong = redis::cmd("PING")
+            .query_async::<String>(&mut shared.conn.clone())
+            .await;
+        match pong {
+            Ok(_) => health::report(shared.health.probed_ok(Instant::now()), &"-"),
+            Err(e) => tracing::debug!(error = %e, "Redis still unreachable"),
+        }
     }
 }
 
@@ -186,6 +263,31 @@ fn field<T: std::str::FromStr>(
     k: &str,
 ) -> Option<T> {
     map.get(k).and_then(|v| v.parse().ok())
+}
+
+/// The hash fields of a new session's state.
+fn encode(state: &SessionState) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("status", state.status.as_str().to_owned()),
+        ("agent", state.agent.clone()),
+        ("created", state.created.to_string()),
+        ("updated", state.updated.to_string()),
+        ("last_seq", state.last_seq.to_string()),
+        ("acked", state.acked.to_string()),
+    ];
+    if let Some(r) = state.end_reason {
+        fields.push(("end_reason", r.as_str().to_owned()));
+    }
+    if let Some(p) = &state.producer {
+        fields.push(("producer", p.clone()));
+    }
+    if let Some(c) = state.control {
+        fields.push(("control", c.as_str().to_owned()));
+    }
+    if state.is_partial() {
+        fields.push(("unknown", state.unknown.join(",")));
+    }
+    fields
 }
 
 fn decode(
@@ -207,45 +309,34 @@ fn decode(
         producer: map.get("producer").cloned(),
         acked: field(&map, "acked").unwrap_or(0),
         control: map.get("control").and_then(|s| ControlOp::parse(s)),
+        unknown: map
+            .get("unknown")
+            .map(|u| {
+                u.split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, state: &SessionState) -> Result<bool, StoreError> {
-        let key = state_key(&state.id);
-        let mut conn = self.conn.clone();
-        let created: bool = conn
-            .hset_nx(&key, "status", state.status.as_str())
-            .await
-            .map_err(|e| self.note(e))?;
-        if !created {
-            return Ok(false);
+        let mut call = self.scripts.create.key(state_key(&state.id));
+        call.arg(self.ttl_ms());
+        for (k, v) in encode(state) {
+            call.arg(k).arg(v);
         }
-        let fields = [
-            ("agent", state.agent.clone()),
-            ("created", state.created.to_string()),
-            ("updated", state.updated.to_string()),
-            ("last_seq", state.last_seq.to_string()),
-            ("acked", state.acked.to_string()),
-        ];
-        redis::pipe()
-            .hset_multiple(&key, &fields)
-            .pexpire(&key, self.ttl_ms() as i64)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.note(e))?;
-        Ok(true)
+        let created: redis::RedisResult<i64> = call.invoke_async(&mut self.conn()?).await;
+        Ok(self.outcome(created)? == 1)
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
-        let map: std::collections::HashMap<String, String> = self
-            .conn
-            .clone()
-            .hgetall(state_key(id))
-            .await
-            .map_err(|e| self.note(e))?;
-        self.recovered();
+        let map: redis::RedisResult<std::collections::HashMap<String, String>> =
+            self.conn()?.hgetall(state_key(id)).await;
+        let map = self.outcome(map)?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -258,7 +349,7 @@ impl SessionStore for RedisStore {
             Some(None) => "-".to_owned(),
             Some(Some(p)) => p.clone(),
         };
-        let done: i64 = self
+        let done: redis::RedisResult<i64> = self
             .scripts
             .update
             .key(state_key(id))
@@ -268,35 +359,31 @@ impl SessionStore for RedisStore {
             .arg(update.last_seq.map(|s| s.to_string()).unwrap_or_default())
             .arg(update.end_reason.map(EndReason::as_str).unwrap_or(""))
             .arg(producer)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        self.recovered();
-        Ok(done == 1)
+            .invoke_async(&mut self.conn()?)
+            .await;
+        Ok(self.outcome(done)? == 1)
     }
 
     async fn ack(&self, id: &SessionId, seq: u64) -> Result<(), StoreError> {
-        let _: i64 = self
+        let done: redis::RedisResult<i64> = self
             .scripts
             .ack
             .key(state_key(id))
             .arg(seq)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        Ok(())
+            .invoke_async(&mut self.conn()?)
+            .await;
+        self.outcome(done).map(drop)
     }
 
     async fn request_control(&self, id: &SessionId, op: ControlOp) -> Result<(), StoreError> {
-        let _: i64 = self
+        let done: redis::RedisResult<i64> = self
             .scripts
             .control
             .key(state_key(id))
             .arg(op.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        Ok(())
+            .invoke_async(&mut self.conn()?)
+            .await;
+        self.outcome(done).map(drop)
     }
 
     async fn acquire_lease(
@@ -319,55 +406,52 @@ impl SessionStore for RedisStore {
     }
 
     async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        let _: i64 = self
+        let done: redis::RedisResult<i64> = self
             .scripts
             .release
             .key(lease_key(id))
             .key(LEASES)
             .arg(owner)
             .arg(id.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        Ok(())
+            .invoke_async(&mut self.conn()?)
+            .await;
+        self.outcome(done).map(drop)
     }
 
     async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        let ids: Vec<String> = self
+        let ids: redis::RedisResult<Vec<String>> = self
             .scripts
             .expired
             .key(LEASES)
             .arg(limit)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        self.recovered();
-        Ok(ids
+            .invoke_async(&mut self.conn()?)
+            .await;
+        Ok(self
+            .outcome(ids)?
             .iter()
             .filter_map(|s| SessionId::parse(s).ok())
             .collect())
     }
 
     async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::pipe()
+        let done = redis::pipe()
             .zrem(LEASES, id.as_str())
             .del(lease_key(id))
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.note(e))
+            .query_async::<()>(&mut self.conn()?)
+            .await;
+        self.outcome(done)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.note(e))?;
-        self.recovered();
+        let pong: String = self.outcome(redis::cmd("PING").query_async(&mut self.conn()?).await)?;
         if pong == "PONG" {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!("PING answered {pong}")))
         }
+    }
+
+    fn up_since(&self) -> Option<Instant> {
+        self.shared.health.up_since()
     }
 }

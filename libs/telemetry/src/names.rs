@@ -39,6 +39,7 @@ pub const BUS_DISCONNECTS: &str = "weir_bus_disconnects_total";
 pub const STORE_ERRORS: &str = "weir_store_errors_total";
 pub const BUS_RECONNECTS: &str = "weir_bus_reconnects_total";
 pub const STORE_RECONNECTS: &str = "weir_store_reconnects_total";
+pub const STORE_OUTAGES: &str = "weir_store_outages_total";
 
 /// Series an edge exports from its start (at 0), so that `rate()` and
 /// `increase()` see their first increment and dashboards show 0, not "no data".
@@ -56,6 +57,7 @@ pub const EDGE_SERIES: &[&str] = &[
     BUS_RECONNECTS,
     STORE_ERRORS,
     STORE_RECONNECTS,
+    STORE_OUTAGES,
 ];
 
 /// The same for a producer.
@@ -69,6 +71,7 @@ pub const PRODUCER_SERIES: &[&str] = &[
     BUS_RECONNECTS,
     STORE_ERRORS,
     STORE_RECONNECTS,
+    STORE_OUTAGES,
 ];
 
 const GAUGES: &[&str] = &[CONNECTIONS_OPEN, SESSIONS_SUBSCRIBED, RUNS_ACTIVE];
@@ -177,6 +180,10 @@ pub fn describe() {
     );
     describe_counter!(
         STORE_RECONNECTS,
-        "Store operations succeeding again after failures"
+        "Store reached again after an outage (one per outage)"
+    );
+    describe_counter!(
+        STORE_OUTAGES,
+        "Times the store became unreachable (one per outage)"
     );
 }

@@ -129,7 +129,7 @@ pub async fn get(
 ) -> Result<Json<SessionState>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
-    Ok(Json(sessions::view(&state, &id).await?))
+    Ok(Json(sessions::describe(&state, &id).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`api`], [`ws`], [`sse`]: the endpoints; [`error`]: their error type.
-//! - [`sessions`]: auth, session view, resume checks and control.
+//! - [`sessions`]: auth, session view, resume checks and control;
+//!   [`rebuild`]: a session's state from its log alone.
 //! - [`hub`]: one upstream feed per session per node, fanned out.
 //! - [`subscription`]: a subscriber's cursor over ring and log.
 //! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
@@ -33,6 +34,7 @@ pub mod connection;
 pub mod error;
 pub mod hub;
 pub mod operators;
+pub mod rebuild;
 pub mod sessions;
 pub mod sse;
 pub mod subscription;

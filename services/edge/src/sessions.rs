@@ -4,10 +4,10 @@
 
 use axum::http::HeaderMap;
 use weir_protocol::{ControlOp, EndReason, Event, SessionId, Status};
-use weir_store::SessionState;
+use weir_store::{SessionState, StoreError};
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{rebuild, AppState};
 
 /// The bearer token of a request: `Authorization: Bearer` or `?token=`.
 pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
@@ -29,25 +29,66 @@ pub fn authorize(state: &AppState, id: &str, token: Option<String>) -> Result<Se
 
 /// The session's state, reconciled with its log (the truth): outside
 /// producers publish events without writing state, and a producer may die
-/// between appending `end` and recording it.
+/// between appending `end` and recording it. Built from the log alone
+/// (partial: see [`crate::rebuild`]) while the store cannot be reached or
+/// when it lost the state; a valid token proves the session exists.
+/// For streams and control; `GET /v1/sessions/{id}` uses [`describe`].
 pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiError> {
-    let mut s = state.store.get(id).await?.ok_or(ApiError::NotFound)?;
-    if let Some(last) = state.bus.log.last(id).await? {
+    match state.store.get(id).await {
+        Ok(Some(s)) => reconcile(state, s).await,
+        Ok(None) => Ok(rebuild::from_log(state.bus.log.as_ref(), id, false)
+            .await?
+            .ok_or(ApiError::NotFound)?),
+        Err(e) => without_store(state, id, &e, false).await,
+    }
+}
+
+/// [`view`] with the times of a state rebuilt from the log, which is
+/// written back when the store lost it (Redis came back empty).
+pub async fn describe(state: &AppState, id: &SessionId) -> Result<SessionState, ApiError> {
+    match state.store.get(id).await {
+        Ok(Some(s)) => reconcile(state, s).await,
+        Ok(None) => {
+            let s = rebuild::from_log(state.bus.log.as_ref(), id, true)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            match state.store.create(&s).await {
+                Ok(_) => tracing::debug!(session = %id, "session state rebuilt from the log"),
+                Err(e) => {
+                    tracing::debug!(session = %id, error = %e, "rebuilt state not written back")
+                }
+            }
+            Ok(s)
+        }
+        Err(e) => without_store(state, id, &e, true).await,
+    }
+}
+
+/// The state while the store cannot be reached: from the log, or queued as
+/// far as anyone can tell when the log is still empty.
+async fn without_store(
+    state: &AppState,
+    id: &SessionId,
+    e: &StoreError,
+    times: bool,
+) -> Result<SessionState, ApiError> {
+    tracing::debug!(session = %id, error = %e, "store unavailable; state from the log");
+    Ok(rebuild::from_log(state.bus.log.as_ref(), id, times)
+        .await?
+        .unwrap_or_else(|| rebuild::unstarted(id)))
+}
+
+async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionState, ApiError> {
+    if let Some(last) = state.bus.log.last(&s.id).await? {
         s.last_seq = s.last_seq.max(last.event.seq);
         if last.event.end && !s.status.is_ended() {
-            let reason = serde_json::from_slice::<Event>(&last.event.json)
-                .ok()
-                .and_then(|e| e.data["reason"].as_str().and_then(EndReason::parse))
-                .unwrap_or(EndReason::Completed);
+            let reason = rebuild::end_reason(&last.event);
             s.status = reason.status();
             s.end_reason = Some(reason);
             s.producer = None;
         } else if s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT {
             // Outside producers announce pauses in the log only.
-            s.status = match serde_json::from_slice::<Event>(&last.event.json) {
-                Ok(e) if e.kind == "status" && e.data["state"] == "paused" => Status::Paused,
-                _ => Status::Streaming,
-            };
+            s.status = rebuild::live_status(&last.event);
         }
     }
     Ok(s)
@@ -114,8 +155,12 @@ pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<
             s.status.as_str()
         )));
     }
-    // Recorded first, so that a producer that has not subscribed yet obeys it.
-    state.store.request_control(id, op).await?;
+    // Recorded first, so that a producer that has not subscribed yet obeys
+    // it. Best effort: while the store cannot be reached, the op still goes
+    // over the bus to the producer running the session.
+    if let Err(e) = state.store.request_control(id, op).await {
+        tracing::debug!(session = %id, error = %e, "control op not stored; sent on the bus only");
+    }
     if op == ControlOp::Cancel && s.agent == crate::api::EXTERNAL_AGENT && s.last_seq == 0 {
         return cancel_unstarted(state, id).await;
     }
@@ -131,10 +176,11 @@ async fn cancel_unstarted(state: &AppState, id: &SessionId) -> Result<(), ApiErr
     let end = Event::end(1, EndReason::Cancelled, None).to_raw();
     match state.bus.log.append(id, &[end], weir_bus::Fence(0)).await {
         Ok(_) => {
-            state
-                .store
-                .update(id, weir_store::Update::ended(EndReason::Cancelled, 1))
-                .await?;
+            let ended = weir_store::Update::ended(EndReason::Cancelled, 1);
+            if let Err(e) = state.store.update(id, ended).await {
+                // The log has the end; views reconcile with it.
+                tracing::debug!(session = %id, error = %e, "cancel not recorded in the store");
+            }
         }
         // The producer published first: it gets the cancel on the bus.
         Err(weir_bus::BusError::Fenced) => state.bus.control.send(id, ControlOp::Cancel).await?,

@@ -5,6 +5,7 @@
 //! - [`config`]: flags and environment.
 //! - [`agents`]: the `Agent` trait and the agents (`mock`, `openai`).
 //! - [`run`]: one run — lease, seqs, batching, fenced publishing, control.
+//! - [`record`]: a run's session state, written off the publish path.
 //! - [`reaper`]: ends the runs of producers that died.
 //!
 //! [`run`](fn@run) is what the binary and the tests call.
@@ -23,9 +24,14 @@ use weir_store::SessionStore;
 
 pub mod agents;
 pub mod config;
+#[cfg(test)]
+mod outage;
 pub mod reaper;
+pub mod record;
 pub mod run;
 pub mod status;
+#[cfg(test)]
+mod testing;
 
 pub use agents::Registry;
 pub use config::ProducerConfig;

@@ -10,11 +10,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, RunTicket};
-use weir_protocol::{ControlOp, EndReason, Event, EventParts, SessionId, Status};
-use weir_store::Update;
+use weir_protocol::{ControlOp, EndReason, Event, EventParts, RunRequest, SessionId, Status};
+use weir_store::{SessionState, StoreError, Update};
 use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
+use crate::record::Recorder;
 use crate::Ctx;
 
 /// How a run stopped.
@@ -58,36 +59,34 @@ struct Claimed {
     publisher: Publisher,
 }
 
+/// Whether this producer runs a session it was asked to.
+enum Admission {
+    /// Run it, obeying the control op asked for before it started.
+    Run(Option<ControlOp>),
+    /// Not here: the reason, for the log.
+    Skip(&'static str),
+}
+
 /// Takes the session's lease and acknowledges the request; `None` when the
-/// session is gone, ended, or already run by someone else.
+/// session ended or is already run by someone else.
 async fn claim(
     ctx: &Arc<Ctx>,
     ticket: RunTicket,
 ) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
     let req = ticket.request;
     let id = req.session.clone();
-    let Some(state) = ctx.store.get(&id).await? else {
-        tracing::info!("session unknown or expired; run dropped");
-        ticket.ack.ack().await?;
-        return Ok(None);
+    let control = match admit(ctx, &req).await? {
+        Admission::Run(control) => control,
+        Admission::Skip(why) => {
+            tracing::info!("{why}; run dropped");
+            ticket.ack.ack().await?;
+            return Ok(None);
+        }
     };
-    if state.status.is_ended()
-        || !ctx
-            .store
-            .acquire_lease(&id, &ctx.node, ctx.config.lease_ttl)
-            .await?
-    {
-        tracing::info!(
-            status = state.status.as_str(),
-            "session ended or owned elsewhere; run dropped"
-        );
-        ticket.ack.ack().await?;
-        return Ok(None);
-    }
     let last = match ctx.bus.log.last(&id).await {
         Ok(last) => last,
         Err(e) => {
-            ctx.store.release_lease(&id, &ctx.node).await?;
+            let _ = ctx.store.release_lease(&id, &ctx.node).await;
             return Err(e.into());
         }
     };
@@ -102,13 +101,47 @@ async fn claim(
             fence,
             next_seq,
             ended: last.is_some_and(|l| l.event.end),
-            store_updated: Instant::now(),
+            recorder: Recorder::start(ctx.clone(), id.clone()),
         },
         id,
         agent: req.agent,
         input: req.input,
-        control: state.control,
+        control,
     }))
+}
+
+/// Decides from the session's state and lease whether to run it. While the
+/// store cannot be reached the run starts anyway, from the log: the request
+/// is taken only once, the log's fence refuses a second writer, and
+/// [`keep_lease`] takes the lease when the store is back.
+async fn admit(ctx: &Ctx, req: &RunRequest) -> Result<Admission, StoreError> {
+    let id = &req.session;
+    let state = match ctx.store.get(id).await {
+        Ok(Some(state)) => Ok(state),
+        Ok(None) => recreate(ctx, req).await,
+        Err(e) => Err(e),
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(e) if e.is_unavailable() => {
+            tracing::debug!(error = %e, "store unreachable; running from the log");
+            return Ok(Admission::Run(None));
+        }
+        Err(e) => return Err(e),
+    };
+    if state.status.is_ended() {
+        return Ok(Admission::Skip("session ended"));
+    }
+    match ctx
+        .store
+        .acquire_lease(id, &ctx.node, ctx.config.lease_ttl)
+        .await
+    {
+        Ok(true) => Ok(Admission::Run(state.control)),
+        Ok(false) => Ok(Admission::Skip("session owned elsewhere")),
+        Err(e) if e.is_unavailable() => Ok(Admission::Run(state.control)),
+        Err(e) => Err(e),
+    }
 }
 
 impl Claimed {
@@ -124,13 +157,13 @@ impl Claimed {
             Some(self.drive(ctx, &hard_stop, &lost).await)
         };
         keeper.abort();
-        let label = match &outcome {
-            None => "already_ended",
+        let (label, end) = match &outcome {
+            None => ("already_ended", None),
             Some(o) => self.finish(o).await,
         };
-        if let Err(e) = ctx.store.release_lease(&self.id, &ctx.node).await {
-            tracing::warn!(error = %e, "could not release the lease; it will lapse");
-        }
+        // The end is recorded and the lease released after the run, by the
+        // recorder (later, if the store is unreachable now).
+        self.publisher.recorder.settle(end);
         metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
         ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(names::RUNS, "outcome" => label).increment(1);
@@ -173,21 +206,15 @@ impl Claimed {
             Some(ControlOp::Pause) => Gate::Paused,
             _ => Gate::Open,
         };
-        let _ = ctx
-            .store
-            .update(
-                &self.id,
-                Update {
-                    status: Some(if initial == Gate::Paused {
-                        Status::Paused
-                    } else {
-                        Status::Streaming
-                    }),
-                    producer: Some(Some(ctx.node.clone())),
-                    ..Update::default()
-                },
-            )
-            .await;
+        self.publisher.recorder.record(Update {
+            status: Some(if initial == Gate::Paused {
+                Status::Paused
+            } else {
+                Status::Streaming
+            }),
+            producer: Some(Some(ctx.node.clone())),
+            ..Update::default()
+        });
         if initial == Gate::Paused {
             if let Err(o) = self
                 .publisher
@@ -234,7 +261,7 @@ impl Claimed {
                     if let Err(o) = self.publisher.publish(items, lost, hard_stop).await {
                         break o;
                     }
-                    let _ = ctx.store.update(&self.id, Update { status: Some(status), last_seq: Some(self.publisher.next_seq - 1), ..Update::default() }).await;
+                    self.publisher.recorder.record(Update { status: Some(status), last_seq: Some(self.publisher.next_seq - 1), ..Update::default() });
                 }
                 n = rx.recv_many(&mut batch, ctx.config.max_batch) => {
                     if n == 0 {
@@ -261,13 +288,14 @@ impl Claimed {
         }
     }
 
-    /// Publishes the closing events and records the end; returns the outcome label.
-    async fn finish(&mut self, outcome: &Outcome) -> &'static str {
+    /// Publishes the closing events; returns the outcome label and the
+    /// update that records the end.
+    async fn finish(&mut self, outcome: &Outcome) -> (&'static str, Option<Update>) {
         let (reason, error, stop_reason, label) = match outcome {
             Outcome::Lost => {
                 metrics::counter!(names::LEASE_LOSSES).increment(1);
                 tracing::warn!("lost the session to another node; stopped without ending it");
-                return "lost";
+                return ("lost", None);
             }
             Outcome::Finished(Ok(f)) => (
                 EndReason::Completed,
@@ -318,19 +346,10 @@ impl Claimed {
             .await
             .is_err()
         {
-            return "lost";
+            return ("lost", None);
         }
         let last = self.publisher.next_seq - 1;
-        if let Err(e) = self
-            .publisher
-            .ctx
-            .store
-            .update(&self.id, Update::ended(reason, last))
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the end in the store");
-        }
-        label
+        (label, Some(Update::ended(reason, last)))
     }
 }
 
@@ -344,17 +363,16 @@ fn status_output(state: &str) -> Output {
 }
 
 /// Gives outputs their seqs and appends them, fenced, retrying bus errors
-/// with the same message so that a retry is stored once.
+/// with the same message so that a retry is stored once. The store is not
+/// on this path: progress goes to the recorder, which never waits.
 struct Publisher {
     ctx: Arc<Ctx>,
     id: SessionId,
     fence: Fence,
     next_seq: u64,
     ended: bool,
-    store_updated: Instant,
+    recorder: Recorder,
 }
-
-const STORE_UPDATE_EVERY: Duration = Duration::from_millis(100);
 
 impl Publisher {
     async fn publish(
@@ -411,36 +429,39 @@ impl Publisher {
         PUBLISHED.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.fence = appended.fence;
         self.next_seq += events.len() as u64;
-        if self.store_updated.elapsed() >= STORE_UPDATE_EVERY {
-            self.store_updated = Instant::now();
-            let update = Update {
-                last_seq: Some(self.next_seq - 1),
-                ..Update::default()
-            };
-            if let Err(e) = self.ctx.store.update(&self.id, update).await {
-                tracing::debug!(error = %e, "last_seq not recorded");
-            }
-        }
+        self.recorder.record(Update {
+            last_seq: Some(self.next_seq - 1),
+            ..Update::default()
+        });
         Ok(())
     }
 }
 
-/// Renews the run's lease every third of its time; cancels `lost` when it
-/// is taken away or cannot be renewed before it lapses.
-async fn keep_lease(ctx: Arc<Ctx>, id: SessionId, lost: CancellationToken) {
+/// Writes the state of a session the store lost (Redis came back empty)
+/// again from its run request. The request proves the session was created,
+/// and requests expire with the state's retention, so a request without
+/// state is one the store forgot.
+async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
+    let mut state = SessionState::new(req.session.clone(), &req.agent);
+    state.unknown = vec!["created".into(), "control".into()];
+    ctx.store.create(&state).await?;
+    tracing::debug!("the store had lost the session's state; written again from the run request");
+    Ok(state)
+}
+
+/// Renews the run's lease every third of its time; cancels `lost` only when
+/// another owner holds it. While the store cannot be reached the run goes
+/// on: nobody can take the lease then, and should a reaper that still
+/// reaches the store take it over, the log's fence stops this run at its
+/// next append. A lease the store lost (Redis came back empty) is taken back.
+pub(crate) async fn keep_lease(ctx: Arc<Ctx>, id: SessionId, lost: CancellationToken) {
     let ttl = ctx.config.lease_ttl;
-    let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(ttl / 3).await;
         match ctx.store.renew_lease(&id, &ctx.node, ttl).await {
-            Ok(true) => last_ok = Instant::now(),
+            Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "lease renewal failed");
-                if last_ok.elapsed() >= ttl {
-                    break;
-                }
-            }
+            Err(e) => tracing::debug!(error = %e, "lease not renewed; the run goes on"),
         }
     }
     lost.cancel();

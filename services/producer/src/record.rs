@@ -1,0 +1,157 @@
+//! A run's session state, written to the store off the publish path.
+//!
+//! The run hands changes over without waiting ([`Recorder::record`]); one
+//! task per run writes them, coalesced, at most every [`WRITE_EVERY`]. So a
+//! store that is slow or unreachable never delays an event: its writes wait,
+//! merged in order, and go out when it answers again. When the run is over,
+//! [`Recorder::settle`] hands over the end, and the lease is released after
+//! it is written — retried while the store is down, for up to
+//! [`SETTLE_WITHIN`]; past that the lease lapses and a reaper records the
+//! end from the log.
+//!
+//! A write that finds the session's state gone (Redis came back empty) is
+//! not redone: edges rebuild the state from the log when it is asked for.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use weir_protocol::SessionId;
+use weir_store::Update;
+
+use crate::Ctx;
+
+/// At most one state write per run this often.
+pub const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// How long a finished run keeps trying to record its end and release its
+/// lease while the store is unreachable.
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(600);
+/// The longest wait between two tries while the store is unreachable.
+const RETRY_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Hands a run's state changes to its writer task.
+pub struct Recorder {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    update: Option<Update>,
+    /// Write what is pending, release the lease, stop.
+    settle: bool,
+}
+
+impl Recorder {
+    /// Starts the writer of session `id`'s state.
+    pub fn start(ctx: Arc<Ctx>, id: SessionId) -> Recorder {
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            wake: Notify::new(),
+        });
+        tokio::spawn(write(ctx, id, shared.clone()));
+        Recorder { shared }
+    }
+
+    /// Queues a change; never waits for the store.
+    pub fn record(&self, update: Update) {
+        self.shared.merge(update);
+        self.shared.wake.notify_one();
+    }
+
+    /// Queues the last change; then the lease is released and the writer stops.
+    pub fn settle(&self, last: Option<Update>) {
+        if let Some(update) = last {
+            self.shared.merge(update);
+        }
+        self.shared.lock().settle = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A run that stops without settling (its task was aborted) still gives its
+/// lease up.
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.settle(None);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().expect("recorder lock")
+    }
+
+    /// Adds `update` after what is pending.
+    fn merge(&self, update: Update) {
+        let mut p = self.lock();
+        p.update = Some(match p.update.take() {
+            Some(earlier) => earlier.then(update),
+            None => update,
+        });
+    }
+
+    /// Puts back an update that could not be written, before newer ones.
+    fn put_back(&self, update: Update) {
+        let mut p = self.lock();
+        p.update = Some(match p.update.take() {
+            Some(later) => update.then(later),
+            None => update,
+        });
+    }
+
+    /// Waits for something to do: (the pending update, whether to settle).
+    async fn next(&self) -> (Option<Update>, bool) {
+        loop {
+            {
+                let mut p = self.lock();
+                if p.update.is_some() || p.settle {
+                    return (p.update.take(), p.settle);
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
+    let mut pause = WRITE_EVERY;
+    let mut settling_since: Option<Instant> = None;
+    loop {
+        let (update, settle) = shared.next().await;
+        let mut ok = true;
+        if let Some(update) = update {
+            if let Err(e) = ctx.store.update(&id, update.clone()).await {
+                tracing::debug!(session = %id, error = %e, "state not recorded yet");
+                shared.put_back(update);
+                ok = false;
+            }
+        }
+        if settle {
+            let since = *settling_since.get_or_insert_with(Instant::now);
+            if ok && shared.lock().update.is_none() {
+                match ctx.store.release_lease(&id, &ctx.node).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(session = %id, error = %e, "lease not released yet");
+                        ok = false;
+                    }
+                }
+            }
+            if since.elapsed() >= SETTLE_WITHIN {
+                tracing::warn!(session = %id, "gave up recording the run's end; its lease will lapse and be reaped");
+                return;
+            }
+        }
+        pause = if ok {
+            WRITE_EVERY
+        } else {
+            (pause * 2).min(RETRY_AT_MOST)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}

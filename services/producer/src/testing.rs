@@ -1,0 +1,143 @@
+//! Unit-test helpers: a store that can be taken down like Redis in an
+//! outage, and a worker context over the in-memory bus.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use weir_bus::{Bus, BusConfig};
+use weir_protocol::{ControlOp, SessionId};
+use weir_store::{MemoryStore, SessionState, SessionStore, StoreError, Update};
+
+use crate::{Ctx, ProducerConfig, Registry};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Up,
+    /// Every operation fails at once (a refused connection).
+    Down,
+    /// Every operation waits until the store is up or down again (a hung server).
+    Hung,
+}
+
+/// A memory store whose reachability a test controls; its state survives
+/// the outage (use `forget_lease` to lose a lease as an empty Redis would).
+pub struct Flaky {
+    inner: MemoryStore,
+    mode: watch::Sender<Mode>,
+    up_since: Mutex<Option<Instant>>,
+}
+
+impl Flaky {
+    pub fn new() -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: MemoryStore::new(Duration::from_secs(60)),
+            mode: watch::Sender::new(Mode::Up),
+            // Up for long enough that reapers trust leases from the start.
+            up_since: Mutex::new(Instant::now().checked_sub(Duration::from_secs(60))),
+        })
+    }
+
+    pub fn set(&self, mode: Mode) {
+        let mut up = self.up_since.lock().unwrap();
+        *up = match mode {
+            Mode::Up => up.or(Some(Instant::now())),
+            _ => None,
+        };
+        self.mode.send_replace(mode);
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let mut mode = self.mode.subscribe();
+        loop {
+            match *mode.borrow_and_update() {
+                Mode::Up => return Ok(()),
+                Mode::Down => return Err(StoreError::Unavailable("test outage".into())),
+                Mode::Hung => {}
+            }
+            if mode.changed().await.is_err() {
+                return Err(StoreError::Unavailable("store dropped".into()));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for Flaky {
+    async fn create(&self, state: &SessionState) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.create(state).await
+    }
+    async fn get(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError> {
+        self.check().await?;
+        self.inner.get(id).await
+    }
+    async fn update(&self, id: &SessionId, update: Update) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.update(id, update).await
+    }
+    async fn ack(&self, id: &SessionId, seq: u64) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.ack(id, seq).await
+    }
+    async fn request_control(&self, id: &SessionId, op: ControlOp) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.request_control(id, op).await
+    }
+    async fn acquire_lease(
+        &self,
+        id: &SessionId,
+        o: &str,
+        t: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.acquire_lease(id, o, t).await
+    }
+    async fn renew_lease(&self, id: &SessionId, o: &str, t: Duration) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.renew_lease(id, o, t).await
+    }
+    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.release_lease(id, owner).await
+    }
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
+        self.check().await?;
+        self.inner.expired_leases(limit).await
+    }
+    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.forget_lease(id).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check().await
+    }
+    fn up_since(&self) -> Option<Instant> {
+        *self.up_since.lock().unwrap()
+    }
+}
+
+/// A worker `node` over `bus` and `store`, with short leases.
+pub fn ctx(node: &str, bus: &Bus, store: Arc<Flaky>, lease_ttl: Duration) -> Arc<Ctx> {
+    let mut config = ProducerConfig::local();
+    config.lease_ttl = lease_ttl;
+    config.reap_interval = Duration::from_millis(50);
+    config.cluster.node_id = Some(node.into());
+    Arc::new(Ctx {
+        bus: bus.clone(),
+        store,
+        agents: Registry::standard(&config),
+        node: node.into(),
+        config,
+        started: std::time::Instant::now(),
+    })
+}
+
+pub fn memory_bus() -> Bus {
+    Bus::memory(BusConfig::default())
+}
+
+pub fn sid(s: &str) -> SessionId {
+    SessionId::parse(s).unwrap()
+}
