@@ -92,9 +92,12 @@ fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
         assert!(row(prefix)["events_per_s"].as_f64().unwrap() > 0.0);
     }
     let floor = row("jetstream paced 2000/s over 20 subjects");
-    // A JetStream publish is stored, and every stored message republished.
-    assert_eq!(floor["lost"], 0, "{floor:#}");
+    // Every publish is stored and republished; the republish is core NATS,
+    // at most once, and a starved subscriber can miss a few (weir's edges
+    // fill such gaps from the log): the floor row counts them.
     let received = floor["latency_ms"]["count"].as_u64().unwrap();
+    let lost = floor["lost"].as_u64().unwrap();
+    assert!(lost * 100 <= received, "{floor:#}");
     assert!(received >= 500, "{floor:#}");
     assert!(floor["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 }

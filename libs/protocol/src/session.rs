@@ -98,7 +98,7 @@ impl fmt::Display for SessionId {
 }
 
 /// A session's lifecycle (protocol.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,

@@ -18,7 +18,98 @@ pub async fn all(store: &dyn SessionStore, prefix: &str, retention: Duration) {
     rebuilt_state(store, prefix).await;
     leases(store, prefix).await;
     leases_outlive_lost_state(store, prefix).await;
+    the_index_pages_newest_first_by_status(store, prefix).await;
     expiry(store, prefix, retention).await;
+}
+
+/// The index lists sessions newest first, pages exactly (no repeat, no
+/// skip), follows status changes, and refuses nothing it gave as a cursor.
+/// Sessions are dated in the far future so that others in the store sort
+/// after them.
+pub async fn the_index_pages_newest_first_by_status(store: &dyn SessionStore, prefix: &str) {
+    use weir_protocol::Status;
+    let base = 4_000_000_000_000 + (crate::unix_ms() % 1_000_000) * 1000;
+    let ids: Vec<SessionId> = (0..7).map(|i| id(prefix, &format!("ix{i}"))).collect();
+    for (i, sid) in ids.iter().enumerate() {
+        let mut s = SessionState::new(sid.clone(), "mock");
+        s.created = base + i as u64;
+        s.pace = (i == 3).then_some(20);
+        assert!(store.create(&s).await.unwrap());
+    }
+    for i in [1, 4, 6] {
+        store
+            .update(&ids[i], Update::status(Status::Streaming))
+            .await
+            .unwrap();
+    }
+    store
+        .update(
+            &ids[4],
+            Update::ended(weir_protocol::EndReason::Completed, 9),
+        )
+        .await
+        .unwrap();
+    // Newest first, three to a page, until the last of ours.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    while seen.len() < ids.len() {
+        let page = store.list(None, 3, cursor.as_deref()).await.unwrap();
+        assert!(page.sessions.len() <= 3);
+        seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+        cursor = page.next_cursor.clone();
+        assert!(
+            cursor.is_some() || seen.len() >= ids.len(),
+            "paging stopped early"
+        );
+    }
+    let newest_first: Vec<SessionId> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen[..ids.len()], newest_first[..]);
+    let paced = store.get(&ids[3]).await.unwrap().unwrap();
+    assert_eq!(paced.pace, Some(20));
+    // By status: the index moved with each change, and ended is final.
+    let status_ids = |page: crate::Page| -> Vec<SessionId> {
+        page.sessions
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|i| i.as_str().starts_with(&format!("{prefix}ix")))
+            .collect()
+    };
+    let streaming = store
+        .list(Some(Status::Streaming), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(status_ids(streaming), vec![ids[6].clone(), ids[1].clone()]);
+    let completed = store
+        .list(Some(Status::Completed), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(status_ids(completed), vec![ids[4].clone()]);
+    store
+        .update(&ids[4], Update::status(Status::Streaming))
+        .await
+        .unwrap();
+    let streaming = store
+        .list(Some(Status::Streaming), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(status_ids(streaming), vec![ids[6].clone(), ids[1].clone()]);
+    let queued = store.list(Some(Status::Queued), 100, None).await.unwrap();
+    assert_eq!(
+        status_ids(queued),
+        vec![
+            ids[5].clone(),
+            ids[3].clone(),
+            ids[2].clone(),
+            ids[0].clone()
+        ]
+    );
+    // A page of one after the newest is the next one.
+    let first = store.list(None, 1, None).await.unwrap();
+    assert_eq!(first.sessions[0].id, ids[6]);
+    let cursor = first.next_cursor.unwrap();
+    assert_eq!(crate::parse_cursor(&cursor), Ok(cursor.clone()));
+    let second = store.list(None, 1, Some(&cursor)).await.unwrap();
+    assert_eq!(second.sessions[0].id, ids[5]);
 }
 
 pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {

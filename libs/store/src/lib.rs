@@ -67,6 +67,9 @@ pub struct SessionState {
     /// they hold defaults or guesses. Empty (and not shown) otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// Events per second each client receives at most (`"pace"` at creation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pace: Option<u32>,
 }
 
 impl SessionState {
@@ -84,7 +87,14 @@ impl SessionState {
             acked: 0,
             control: None,
             unknown: Vec::new(),
+            pace: None,
         }
+    }
+
+    /// This session's place in the index: `<created, 13 digits>:<id>`, so
+    /// that ordering the entries as strings orders them by creation.
+    pub fn index_entry(&self) -> String {
+        index_entry(self.created, &self.id)
     }
 
     /// True when some fields are not known (see [`SessionState::unknown`]).
@@ -141,6 +151,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session; false if the id is taken.
     async fn create(&self, state: &SessionState) -> Result<bool, StoreError>;
     async fn get(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError>;
+    /// Sessions newest first (`status`: only those in it), up to `limit`
+    /// index entries after `cursor`. Served from an index kept as sessions
+    /// are created and change status; entries of expired sessions are
+    /// dropped as they are met, so a page may hold fewer than `limit`.
+    async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError>;
     /// Applies an update; false if the session is unknown (expired).
     async fn update(&self, id: &SessionId, update: Update) -> Result<bool, StoreError>;
     /// Records a client acknowledgement (kept only if higher).
@@ -175,6 +195,30 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Since when the store has been reachable without a break (from the
     /// start, or since its last outage ended); `None` while it is down.
     fn up_since(&self) -> Option<Instant>;
+}
+
+/// One page of the session index, newest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    pub sessions: Vec<SessionState>,
+    /// Where the next page starts; `None` after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// An index entry (and cursor): creation time in ms, 13 digits, then the id.
+pub fn index_entry(created: u64, id: &SessionId) -> String {
+    format!("{created:013}:{id}")
+}
+
+/// Checks a cursor a client sent back: an index entry, nothing else.
+pub fn parse_cursor(cursor: &str) -> Result<String, String> {
+    let (ms, id) = cursor
+        .split_once(':')
+        .ok_or_else(|| format!("cursor {cursor:?} is not one this API gave"))?;
+    if ms.len() != 13 || !ms.bytes().all(|b| b.is_ascii_digit()) || SessionId::parse(id).is_err() {
+        return Err(format!("cursor {cursor:?} is not one this API gave"));
+    }
+    Ok(cursor.to_owned())
 }
 
 pub fn unix_ms() -> u64 {

@@ -1,17 +1,20 @@
 //! Session state in one process, with the Redis store's semantics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use weir_protocol::{ControlOp, SessionId};
+use weir_protocol::{ControlOp, SessionId, Status};
 
-use crate::{unix_ms, SessionState, SessionStore, StoreError, Update};
+use crate::{unix_ms, Page, SessionState, SessionStore, StoreError, Update};
 
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<SessionId, (SessionState, Instant)>,
+    /// Index entries (`<created>:<id>`) of every session, and by status.
+    index: BTreeSet<String>,
+    by_status: HashMap<Status, BTreeSet<String>>,
     /// id → (owner, lease deadline)
     leases: HashMap<SessionId, (String, Instant)>,
 }
@@ -55,6 +58,13 @@ impl SessionStore for MemoryStore {
             inner
                 .sessions
                 .insert(state.id.clone(), (state.clone(), now + self.retention));
+            let entry = state.index_entry();
+            inner.index.insert(entry.clone());
+            inner
+                .by_status
+                .entry(state.status)
+                .or_default()
+                .insert(entry);
             true
         }))
     }
@@ -69,9 +79,13 @@ impl SessionStore for MemoryStore {
                 return false;
             };
             let ended = state.status.is_ended();
-            if let (Some(status), false) = (update.status, ended) {
-                state.status = status;
-            }
+            let moved = match (update.status, ended) {
+                (Some(status), false) if status != state.status => {
+                    Some((std::mem::replace(&mut state.status, status), status))
+                }
+                _ => None,
+            };
+            let entry = state.index_entry();
             if let (Some(reason), false) = (update.end_reason, ended) {
                 state.end_reason = Some(reason);
             }
@@ -84,7 +98,53 @@ impl SessionStore for MemoryStore {
             }
             state.updated = unix_ms();
             *until = now + self.retention;
+            if let Some((from, to)) = moved {
+                if let Some(set) = inner.by_status.get_mut(&from) {
+                    set.remove(&entry);
+                }
+                inner.by_status.entry(to).or_default().insert(entry);
+            }
             true
+        }))
+    }
+
+    async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        Ok(self.with(|inner, now| {
+            let empty = BTreeSet::new();
+            let set = match status {
+                Some(s) => inner.by_status.get(&s).unwrap_or(&empty),
+                None => &inner.index,
+            };
+            let entries: Vec<String> = match cursor {
+                Some(c) => set
+                    .range(..c.to_owned())
+                    .rev()
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                None => set.iter().rev().take(limit).cloned().collect(),
+            };
+            let sessions = entries
+                .iter()
+                .filter_map(|e| {
+                    e.split_once(':')
+                        .and_then(|(_, id)| SessionId::parse(id).ok())
+                })
+                .filter_map(|id| inner.sessions.get(&id).filter(|(_, until)| *until > now))
+                .map(|(s, _)| s.clone())
+                .collect();
+            let next_cursor = (entries.len() == limit)
+                .then(|| entries.last().cloned())
+                .flatten();
+            Page {
+                sessions,
+                next_cursor,
+            }
         }))
     }
 

@@ -4,7 +4,9 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `weir:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`; `unknown` (comma-separated field names) in a state rebuilt from the log |
+//! | `weir:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`, `pace`, `ix` (its index entry); `unknown` (comma-separated field names) in a state rebuilt from the log |
+//! | `weir:idx` | sorted set | every session's index entry `<created ms, 13 digits>:<id>`, all at score 0 (ordered as strings: by creation): `GET /v1/sessions` |
+//! | `weir:idx:<status>` | sorted set | the same, per status; the update script moves an entry when the status changes |
 //! | `weir:lease:<id>` | string | node id of the producer that owns the run; `PX` = lease time |
 //! | `weir:leases` | sorted set | session ids scored by lease deadline (ms, Redis clock): what a reaper scans |
 //!
@@ -25,12 +27,15 @@ use redis::{AsyncCommands, Script};
 use weir_protocol::{ControlOp, EndReason, SessionId, Status};
 
 use crate::health::{self, Health};
-use crate::{unix_ms, SessionState, SessionStore, StoreError, Update};
+use crate::{unix_ms, Page, SessionState, SessionStore, StoreError, Update};
 
 /// How often an unreachable Redis is tried again.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 const LEASES: &str = "weir:leases";
+/// The session index: sorted sets of index entries (`<created>:<id>`, all at
+/// score 0, so ordered as strings), one of every session and one per status.
+const INDEX: &str = "weir:idx";
 
 fn state_key(id: &SessionId) -> String {
     format!("weir:s:{id}")
@@ -71,11 +76,18 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             // ARGV: ttl, then field/value pairs.
+            // ARGV: ttl, index entry, entries older than this are dropped
+            // from the index, status, then field/value pairs.
             create: Script::new(
                 r"
                 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-                redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+                redis.call('HSET', KEYS[1], 'ix', ARGV[2], unpack(ARGV, 5))
                 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+                redis.call('ZADD', 'weir:idx', 0, ARGV[2])
+                redis.call('ZADD', 'weir:idx:' .. ARGV[4], 0, ARGV[2])
+                for _, k in ipairs({'', ':queued', ':streaming', ':paused', ':completed', ':cancelled', ':failed'}) do
+                  redis.call('ZREMRANGEBYLEX', 'weir:idx' .. k, '-', '(' .. ARGV[3])
+                end
                 return 1",
             ),
             update: Script::new(
@@ -83,7 +95,14 @@ impl Scripts {
                 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
                 local cur = redis.call('HGET', KEYS[1], 'status')
                 local ended = cur == 'completed' or cur == 'cancelled' or cur == 'failed'
-                if ARGV[3] ~= '' and not ended then redis.call('HSET', KEYS[1], 'status', ARGV[3]) end
+                if ARGV[3] ~= '' and not ended and ARGV[3] ~= cur then
+                  redis.call('HSET', KEYS[1], 'status', ARGV[3])
+                  local ix = redis.call('HGET', KEYS[1], 'ix')
+                  if ix then
+                    redis.call('ZREM', 'weir:idx:' .. (cur or ''), ix)
+                    redis.call('ZADD', 'weir:idx:' .. ARGV[3], 0, ix)
+                  end
+                end
                 if ARGV[4] ~= '' then
                   local l = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
                   if tonumber(ARGV[4]) > l then redis.call('HSET', KEYS[1], 'last_seq', ARGV[4]) end
@@ -287,6 +306,9 @@ fn encode(state: &SessionState) -> Vec<(&'static str, String)> {
     if state.is_partial() {
         fields.push(("unknown", state.unknown.join(",")));
     }
+    if let Some(pace) = state.pace {
+        fields.push(("pace", pace.to_string()));
+    }
     fields
 }
 
@@ -318,6 +340,7 @@ fn decode(
                     .collect()
             })
             .unwrap_or_default(),
+        pace: field(&map, "pace"),
     })
 }
 
@@ -325,7 +348,11 @@ fn decode(
 impl SessionStore for RedisStore {
     async fn create(&self, state: &SessionState) -> Result<bool, StoreError> {
         let mut call = self.scripts.create.key(state_key(&state.id));
-        call.arg(self.ttl_ms());
+        let oldest = unix_ms().saturating_sub(self.ttl_ms());
+        call.arg(self.ttl_ms())
+            .arg(state.index_entry())
+            .arg(format!("{oldest:013}"))
+            .arg(state.status.as_str());
         for (k, v) in encode(state) {
             call.arg(k).arg(v);
         }
@@ -341,6 +368,61 @@ impl SessionStore for RedisStore {
             return Ok(None);
         }
         decode(id, map).map(Some)
+    }
+
+    async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let key = match status {
+            Some(s) => format!("{INDEX}:{}", s.as_str()),
+            None => INDEX.to_owned(),
+        };
+        let max = cursor.map_or_else(|| "+".to_owned(), |c| format!("({c}"));
+        let mut conn = self.conn()?;
+        let entries: redis::RedisResult<Vec<String>> = redis::cmd("ZREVRANGEBYLEX")
+            .arg(&key)
+            .arg(&max)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await;
+        let entries = self.outcome(entries)?;
+        let listed: Vec<(&String, SessionId)> = entries
+            .iter()
+            .filter_map(|e| {
+                let id = e
+                    .split_once(':')
+                    .and_then(|(_, id)| SessionId::parse(id).ok());
+                id.map(|id| (e, id))
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for (_, id) in &listed {
+            pipe.hgetall(state_key(id));
+        }
+        let maps: redis::RedisResult<Vec<std::collections::HashMap<String, String>>> =
+            pipe.query_async(&mut conn).await;
+        let mut page = Page::default();
+        let mut gone = redis::pipe();
+        for ((entry, id), map) in listed.iter().zip(self.outcome(maps)?) {
+            if map.is_empty() {
+                // Expired: its entries go as they are met.
+                gone.zrem(INDEX, *entry).ignore();
+                gone.zrem(&key, *entry).ignore();
+                continue;
+            }
+            page.sessions.push(decode(id, map)?);
+        }
+        let _: redis::RedisResult<()> = gone.query_async(&mut conn).await;
+        if entries.len() == limit {
+            page.next_cursor = entries.last().cloned();
+        }
+        Ok(page)
     }
 
     async fn update(&self, id: &SessionId, update: Update) -> Result<bool, StoreError> {

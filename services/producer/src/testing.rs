@@ -77,6 +77,15 @@ impl SessionStore for Flaky {
         self.check().await?;
         self.inner.update(id, update).await
     }
+    async fn list(
+        &self,
+        status: Option<weir_protocol::Status>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<weir_store::Page, StoreError> {
+        self.check().await?;
+        self.inner.list(status, limit, cursor).await
+    }
     async fn ack(&self, id: &SessionId, seq: u64) -> Result<(), StoreError> {
         self.check().await?;
         self.inner.ack(id, seq).await
