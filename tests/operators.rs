@@ -308,3 +308,165 @@ async fn every_operator_endpoint_needs_the_api_key_and_bad_input_is_named() {
     let st = wait_ended(c.edge(1), &s, Duration::from_secs(20)).await;
     assert_eq!(st["status"], "cancelled");
 }
+
+async fn list(edge: &Node, query: &str) -> (u16, Value) {
+    get(&format!("{}/v1/sessions?{query}", edge.http()), Some(KEY)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_listing_pages_newest_first_and_filters_by_status() {
+    let c = start("ops-listing");
+    let mut made = Vec::new();
+    for i in 0..6u64 {
+        // Even ones finish at once; odd ones run for a minute.
+        let rate = if i % 2 == 0 { 0 } else { 2 };
+        let body = json!({"agent":"mock","input":{"tokens":100,"rate":rate,"seed":i}});
+        made.push(create_with_key(c.edge((i % 2) as usize), body, Some(KEY)).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for s in made.iter().step_by(2) {
+        wait_ended(c.edge(0), s, Duration::from_secs(30)).await;
+    }
+    let newest_first: Vec<String> = made.iter().rev().map(|s| s.id.clone()).collect();
+    // Pages of 4 from either edge: exactly the sessions, newest first.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for page in 0.. {
+        let (status, v) = list(c.edge(page % 2), &format!("limit=4&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{v}");
+        seen.extend(
+            v["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned()),
+        );
+        match v["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+    let (_, v) = list(c.edge(1), "limit=100").await;
+    let first = &v["sessions"][0];
+    for field in [
+        "id",
+        "status",
+        "agent",
+        "producer",
+        "last_seq",
+        "created",
+        "subscribers",
+    ] {
+        assert!(first.get(field).is_some(), "listing lacks {field}: {first}");
+    }
+    // By status.
+    let ids = |v: &Value| -> Vec<String> {
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, done) = list(c.edge(0), "status=completed").await;
+    assert_eq!(
+        ids(&done),
+        [made[4].id.clone(), made[2].id.clone(), made[0].id.clone()]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, live) = list(c.edge(1), "status=streaming").await;
+        if ids(&live) == [made[5].id.clone(), made[3].id.clone(), made[1].id.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live sessions not listed as streaming: {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A live session's subscribers show up once its edge announces them.
+    let mut ws = ws_connect(c.edge(0), &made[5].id, &made[5].token, 0).await;
+    read(&mut ws, Stop::After(1), Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = list(c.edge(1), "status=streaming&limit=1").await;
+        if v["sessions"][0]["subscribers"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriber not counted: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Bad parameters name the field; no key, no listing.
+    for (query, field) in [
+        ("status=done", "status"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=nonsense", "cursor"),
+        ("sort=asc", "sort"),
+    ] {
+        let (status, v) = list(c.edge(0), query).await;
+        assert_eq!(status, 400, "{query}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(field),
+            "{query}: {v}"
+        );
+    }
+    let (status, _) = get(&format!("{}/v1/sessions", c.edge(0).http()), None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_session_reaches_each_client_at_its_pace_and_loses_nothing() {
+    let c = start("ops-pace");
+    let body = json!({"agent":"mock","input":{"tokens":200,"rate":0,"seed":3},"pace":20});
+    let s = create_with_key(c.edge(0), body, Some(KEY)).await;
+    assert_eq!(state(c.edge(1), &s).await["pace"], 20);
+    // The producer is not slowed: the log is complete long before delivery.
+    wait_ended(c.edge(0), &s, Duration::from_secs(10)).await;
+    let read_paced = |edge: usize| {
+        let (base, id, token) = (c.edge(edge).ws(), s.id.clone(), s.token.clone());
+        async move {
+            let url = format!("{base}/v1/sessions/{id}/ws?token={token}&after=0");
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut at = Vec::new();
+            let mut events = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { break };
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "events" {
+                    let batch = v["events"].as_array().unwrap();
+                    assert_eq!(batch.len(), 1, "a paced frame held {} events", batch.len());
+                    at.push(Instant::now());
+                    events.extend(batch.iter().cloned());
+                }
+            }
+            (events, at)
+        }
+    };
+    let ((a, at_a), (b, at_b)) = tokio::join!(read_paced(0), read_paced(1));
+    for (events, at) in [(a, at_a), (b, at_b)] {
+        assert_complete(&events, "completed");
+        assert_eq!(events.len(), 201);
+        let secs = at.last().unwrap().duration_since(at[0]).as_secs_f64();
+        let rate = (at.len() - 1) as f64 / secs;
+        eprintln!("operators: paced delivery at {rate:.2} events/s");
+        assert!(
+            (18.0..=22.0).contains(&rate),
+            "delivered at {rate:.2}/s, not 20 ± 10 %"
+        );
+    }
+    let (status, v) = post(
+        &format!("{}/v1/sessions", c.edge(0).http()),
+        Some(KEY),
+        json!({"agent":"mock","pace":100_000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("pace"),
+        "{v}"
+    );
+}

@@ -29,7 +29,13 @@ pub struct CreateBody {
     /// Optional caller-chosen id (idempotent creation); random otherwise.
     #[serde(default)]
     id: Option<String>,
+    /// Events per second each client receives at most (0 = unpaced).
+    #[serde(default)]
+    pace: Option<u32>,
 }
+
+/// The highest `pace` a session may ask for.
+pub const MAX_PACE: u32 = 10_000;
 
 pub fn json_error(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -63,11 +69,14 @@ pub async fn create(
         Some(id) => SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         None => SessionId::random(),
     };
-    if !state
-        .store
-        .create(&SessionState::new(id.clone(), agent))
-        .await?
-    {
+    if body.pace.is_some_and(|p| p > MAX_PACE) {
+        return Err(ApiError::BadRequest(format!(
+            "pace must be 0 to {MAX_PACE} events/s"
+        )));
+    }
+    let mut new = SessionState::new(id.clone(), agent);
+    new.pace = body.pace;
+    if !state.store.create(&new).await? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
     }
     if agent != EXTERNAL_AGENT {

@@ -140,7 +140,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(api::demo_page))
         .route("/weir-client.js", get(api::client_js))
-        .route("/v1/sessions", post(api::create))
+        .route(
+            "/v1/sessions",
+            post(api::create).get(operators::list_sessions),
+        )
         .route("/v1/sessions/{id}", get(api::get))
         .route("/v1/sessions/{id}/history", get(api::history))
         .route("/v1/sessions/{id}/events", get(sse::events))

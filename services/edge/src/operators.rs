@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 use weir_bus::{NodeEntry, Notice};
-use weir_protocol::{ServerFrame, SessionId};
+use weir_protocol::{ServerFrame, SessionId, Status};
 
 use crate::error::ApiError;
 use crate::sessions::bearer;
@@ -90,6 +90,102 @@ pub async fn nodes(
     require_api_key(&state, &headers)?;
     let nodes = state.bus.nodes.list().await?;
     Ok(Json(serde_json::json!({ "nodes": nodes })))
+}
+
+/// Most sessions in one page of `GET /v1/sessions`.
+pub const MAX_PAGE: usize = 1000;
+
+/// `GET /v1/sessions?status=S&limit=N&cursor=C`
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: crate::api::RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_api_key(&state, &headers)?;
+    if let Some(k) = query
+        .keys()
+        .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{k}: unknown parameter (status, limit, cursor)"
+        )));
+    }
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status: {s:?} is not one of queued, streaming, paused, completed, cancelled, failed"
+            ))
+        })?),
+    };
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit: {l:?} is not 1 to {MAX_PAGE}")))?,
+    };
+    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            weir_store::parse_cursor(c)
+                .map_err(|e| ApiError::BadRequest(format!("cursor: {e}")))?,
+        ),
+        None => None,
+    };
+    let page = state.store.list(status, limit, cursor.as_deref()).await?;
+    let subscribers = subscribers_by_session(&state).await;
+    // Live sessions are reconciled with their log (the truth), like a GET.
+    let sessions = futures::future::join_all(page.sessions.into_iter().map(|s| {
+        let state = state.clone();
+        async move {
+            if s.status.is_ended() {
+                return s;
+            }
+            let fallback = s.clone();
+            crate::sessions::reconcile(&state, s)
+                .await
+                .unwrap_or(fallback)
+        }
+    }))
+    .await;
+    let sessions: Vec<serde_json::Value> = sessions
+        .into_iter()
+        .filter(|s| status.is_none_or(|want| s.status == want))
+        .map(|s| {
+            let subs = subscribers.get(s.id.as_str()).copied().unwrap_or(0);
+            serde_json::json!({
+                "id": s.id,
+                "status": s.status.as_str(),
+                "agent": s.agent,
+                "producer": s.producer,
+                "last_seq": s.last_seq,
+                "created": s.created,
+                "updated": s.updated,
+                "end_reason": s.end_reason.map(|r| r.as_str()),
+                "pace": s.pace,
+                "subscribers": subs,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "sessions": sessions,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// Subscribers per session over every edge, as their registry entries say.
+async fn subscribers_by_session(state: &AppState) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let nodes = state.bus.nodes.list().await.unwrap_or_default();
+    for n in nodes.iter().filter(|n| n.role == "edge") {
+        if let Some(subs) = n.load.get("subscribers").and_then(|v| v.as_object()) {
+            for (id, count) in subs {
+                *out.entry(id.clone()).or_insert(0) += count.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]

@@ -78,25 +78,40 @@ async fn without_store(
         .unwrap_or_else(|| rebuild::unstarted(id)))
 }
 
-async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionState, ApiError> {
-    if let Some(last) = state.bus.log.last(&s.id).await? {
-        s.last_seq = s.last_seq.max(last.event.seq);
-        if last.event.end && !s.status.is_ended() {
-            let reason = rebuild::end_reason(&last.event);
-            s.status = reason.status();
-            s.end_reason = Some(reason);
-            s.producer = None;
-        } else if s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT {
-            // Outside producers announce pauses in the log only.
-            s.status = rebuild::live_status(&last.event);
+pub async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionState, ApiError> {
+    let Some(last) = state.bus.log.last(&s.id).await? else {
+        return Ok(s);
+    };
+    s.last_seq = s.last_seq.max(last.event.seq);
+    let update = if last.event.end && !s.status.is_ended() {
+        let reason = rebuild::end_reason(&last.event);
+        s.status = reason.status();
+        s.end_reason = Some(reason);
+        s.producer = None;
+        Some(weir_store::Update::ended(reason, last.event.seq))
+    } else if s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT {
+        // Outside producers announce pauses in the log only.
+        let live = rebuild::live_status(&last.event);
+        let changed = live != s.status;
+        s.status = live;
+        changed.then(|| weir_store::Update::status(live))
+    } else {
+        None
+    };
+    // What the log told is written back, so that the index (listing by
+    // status) follows sessions whose producer writes no state.
+    if let Some(u) = update {
+        if let Err(e) = state.store.update(&s.id, u).await {
+            tracing::debug!(session = %s.id, error = %e, "reconciled state not written back");
         }
     }
     Ok(s)
 }
 
-/// Events per second each client of the session gets, at most (0: unpaced).
-pub fn pace(state: &AppState, _s: &SessionState) -> u32 {
-    state.config.pace
+/// Events per second each client of the session gets, at most (0: unpaced):
+/// the session's own `pace`, else the edge's `--pace`.
+pub fn pace(state: &AppState, s: &SessionState) -> u32 {
+    s.pace.unwrap_or(state.config.pace)
 }
 
 /// Where a subscriber asking for events after `after` stands.

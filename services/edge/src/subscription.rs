@@ -58,10 +58,16 @@ impl Pacer {
         }
     }
 
-    /// One event went out now: the next may go one period later.
+    /// One event went out: the next slot is one period after this one's.
+    /// An event a little late (timer granularity) keeps the schedule, so
+    /// the rate does not drift; one later than a whole period (the session
+    /// was quiet) starts a new schedule from now, so no burst follows.
     fn sent(&mut self) {
         let now = tokio::time::Instant::now();
-        let from = self.next_slot.map_or(now, |s| s.max(now));
+        let from = match self.next_slot {
+            Some(slot) if slot + self.period > now => slot,
+            _ => now,
+        };
         self.next_slot = Some(from + self.period);
     }
 }
