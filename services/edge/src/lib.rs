@@ -9,6 +9,8 @@
 //! - [`subscription`]: a subscriber's cursor over ring and log.
 //! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
 //!   heartbeats, write timeout, drain.
+//! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
+//!   the same subscription.
 //!
 //! [`run`] is what the binary and the tests call.
 
@@ -31,6 +33,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod frontends;
 pub mod hub;
 pub mod operators;
 pub mod sessions;
@@ -143,6 +146,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/history", get(api::history))
         .route("/v1/sessions/{id}/events", get(sse::events))
         .route("/v1/sessions/{id}/ws", get(ws::upgrade))
+        .route(
+            "/v1/sessions/{id}/ui-stream",
+            get(frontends::ui_stream::handler).post(frontends::ui_stream::handler),
+        )
+        .route("/v1/sessions/{id}/ag-ui", post(frontends::ag_ui::handler))
         .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
         .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
         .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))
