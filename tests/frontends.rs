@@ -206,3 +206,54 @@ async fn both_protocols_give_the_same_bytes_on_two_edges_and_refuse_bad_requests
     let r = post_ag_ui(a, &mock.id, &mock.token, json!({"threadId": "other"})).await;
     expect_error(r, 400, "bad_request").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_session_aborts_and_a_reconnect_may_send_back_a_long_session() {
+    let c = Cluster::start("frontends-cancel", 1, 1);
+    let a = c.edge(0);
+    let s = create_mock(a, 100_000, 200.0, 1).await;
+    // Let it start, then cancel it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http()
+        .post(format!("{}/v1/sessions/{}/cancel", a.http(), s.id))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_ended(a, &s, MINUTE).await;
+    let (_, _, ui) = get_ui_stream(a, &s).await;
+    let chunks = payloads(&ui);
+    assert_eq!(
+        chunks[chunks.len() - 3..],
+        [r#"{"type":"finish-step"}"#, r#"{"type":"abort"}"#, "[DONE]"]
+    );
+    let ag = post_ag_ui(a, &s.id, &s.token, json!({}))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let last = payloads(&ag).pop().unwrap().to_owned();
+    assert_eq!(
+        last,
+        r#"{"type":"RUN_ERROR","message":"the session was cancelled","code":"cancelled"}"#
+    );
+
+    // A reconnecting client sends back all it holds, far more than the API's
+    // 64 KiB body limit: accepted, answered with a snapshot.
+    let held =
+        json!({"id": format!("{}-m1", s.id), "role": "assistant", "content": "x".repeat(200_000)});
+    let r = post_ag_ui(a, &s.id, &s.token, json!({"messages": [held]})).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let types: Vec<String> = payloads(&body)
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["RUN_STARTED", "MESSAGES_SNAPSHOT", "RUN_ERROR"]);
+}

@@ -146,11 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/history", get(api::history))
         .route("/v1/sessions/{id}/events", get(sse::events))
         .route("/v1/sessions/{id}/ws", get(ws::upgrade))
-        .route(
-            "/v1/sessions/{id}/ui-stream",
-            get(frontends::ui_stream::handler).post(frontends::ui_stream::handler),
-        )
-        .route("/v1/sessions/{id}/ag-ui", post(frontends::ag_ui::handler))
+        .merge(frontends::routes(&state.config))
         .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
         .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
         .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))

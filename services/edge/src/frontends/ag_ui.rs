@@ -22,7 +22,9 @@
 //! `TEXT_MESSAGE_CONTENT`), then the run goes on live. The snapshot replaces
 //! what the client held, so every message is there once. Building it holds
 //! the session's text in memory, at most `--max-snapshot` bytes; a larger
-//! one ends the call with `RUN_ERROR` `snapshot_too_large`.
+//! one ends the call with `RUN_ERROR` `snapshot_too_large`. As the client
+//! sends back what it holds, this route's body limit is `--max-body` plus
+//! twice that.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -373,6 +375,14 @@ pub struct RunAgentInput {
     thread_id: Option<String>,
     #[serde(default)]
     messages: Vec<Value>,
+}
+
+/// The body limit of `ag-ui`: a reconnecting client sends back every message
+/// it holds, the session's text included, so the limit is the API's plus
+/// twice the largest snapshot (JSON escaping can double text).
+pub fn body_limit(config: &crate::EdgeConfig) -> axum::extract::DefaultBodyLimit {
+    let max = config.max_snapshot.saturating_mul(2);
+    axum::extract::DefaultBodyLimit::max(config.max_body.saturating_add(max))
 }
 
 pub async fn handler(
