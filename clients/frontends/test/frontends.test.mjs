@@ -183,7 +183,8 @@ describe('front-end protocols on a real cluster', { skip: why ?? false }, () => 
 
     test('a finished outside session: text, the tool call, its result, text; a second run adds no duplicate', async () => {
       const agent = agentFor(c.edges[1].url, outside);
-      await agent.runAgent();
+      const { result } = await agent.runAgent();
+      assert.deepEqual(result, { usage: { prompt_tokens: 42, completion_tokens: 12 } }, 'RUN_FINISHED carries the summed usage');
       const want = [
         { id: `${outside.id}-m2`, role: 'assistant', content: 'Let me check.' },
         { id: `${outside.id}-m4`, role: 'assistant', toolCalls: [{ id: 'call_w1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },

@@ -7,7 +7,7 @@
 //! `<session>-m<seq of its first token>`), per tool call `TOOL_CALL_START` /
 //! `_ARGS` / `_END` under an assistant message `<session>-m<seq>`, per
 //! result `TOOL_CALL_RESULT` (message `<session>-r<seq>-<index>`), then
-//! `RUN_FINISHED` (`result.usage` = the summed usage) or `RUN_ERROR` (failed:
+//! `RUN_FINISHED` (AG-UI `usage` and weir's sums as `result.usage`) or `RUN_ERROR` (failed:
 //! the session's error; cancelled: code `cancelled`).
 //!
 //! **Reconnect.** AG-UI cannot resume, and replaying deltas into a client
@@ -87,16 +87,43 @@ pub enum AgUiEvent {
         content: String,
         role: &'static str,
     },
+    /// Usage twice: weir's sums as `result.usage`, and AG-UI's own
+    /// `usage` (one entry: the session's totals).
     RunFinished {
         thread_id: String,
         run_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<[TokenUsage; 1]>,
     },
     RunError {
         message: String,
         code: String,
     },
+}
+
+/// AG-UI's `TokenUsage`, from weir's usage sums.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<u64>,
+}
+
+impl TokenUsage {
+    fn from_sums(u: &Map<String, Value>) -> TokenUsage {
+        let n = |f: &str| u.get(f).and_then(Value::as_u64);
+        TokenUsage {
+            input_tokens: n("prompt_tokens"),
+            output_tokens: n("completion_tokens"),
+            total_tokens: n("total_tokens"),
+        }
+    }
 }
 
 /// The messages of a reconnect's `MESSAGES_SNAPSHOT`, built from the ops up
@@ -303,6 +330,7 @@ impl AgUi {
             EndReason::Completed => AgUiEvent::RunFinished {
                 thread_id: self.session.clone(),
                 run_id: self.session.clone(),
+                usage: self.usage.as_ref().map(|u| [TokenUsage::from_sums(u)]),
                 result: self.usage.take().map(|u| json!({ "usage": u })),
             },
             EndReason::Cancelled => AgUiEvent::RunError {
@@ -443,7 +471,7 @@ mod tests {
             r#"{"type":"TEXT_MESSAGE_START","messageId":"s1-m7","role":"assistant"}"#,
             r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"s1-m7","delta":"It is sunny."}"#,
             r#"{"type":"TEXT_MESSAGE_END","messageId":"s1-m7"}"#,
-            r#"{"type":"RUN_FINISHED","threadId":"s1","runId":"s1","result":{"usage":{"completion_tokens":7,"prompt_tokens":30}}}"#,
+            r#"{"type":"RUN_FINISHED","threadId":"s1","runId":"s1","result":{"usage":{"completion_tokens":7,"prompt_tokens":30}},"usage":[{"inputTokens":30,"outputTokens":7}]}"#,
         ];
         assert_eq!(got, want);
     }
@@ -473,7 +501,7 @@ mod tests {
                 r#"{"type":"TEXT_MESSAGE_START","messageId":"s1-m7","role":"assistant"}"#,
                 r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"s1-m7","delta":"It is sunny."}"#,
                 r#"{"type":"TEXT_MESSAGE_END","messageId":"s1-m7"}"#,
-                r#"{"type":"RUN_FINISHED","threadId":"s1","runId":"s1","result":{"usage":{"completion_tokens":7,"prompt_tokens":30}}}"#,
+                r#"{"type":"RUN_FINISHED","threadId":"s1","runId":"s1","result":{"usage":{"completion_tokens":7,"prompt_tokens":30}},"usage":[{"inputTokens":30,"outputTokens":7}]}"#,
             ]
         );
         assert_eq!(got.len(), 6);
