@@ -45,6 +45,10 @@ if [ -f clients/js/package.json ]; then
   (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if [ -f clients/frontends/package.json ]; then
+  (cd clients/frontends && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if [ -f clients/python/pyproject.toml ]; then
   PY=$(command -v python3.11 || command -v python3)
   [ -x clients/python/.venv/bin/python ] || "$PY" -m venv clients/python/.venv

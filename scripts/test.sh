@@ -2,11 +2,13 @@
 # The whole test suite: installs what it needs (scripts/setup.sh), then runs
 # the Rust tests (unit, conformance and end-to-end against real nats-server
 # and redis-server processes), the JS client's tests (Node, and the browser
-# test in Chromium) and the Python adapter's tests (real AutoGen).
+# test in Chromium), the front-end protocols with the real AI SDK and AG-UI
+# clients (clients/frontends) and the Python adapter's tests (real AutoGen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
 cargo test --workspace
 (cd clients/js && npm test)
+(cd clients/frontends && npm test)
 WEIR_E2E_REQUIRED=1 clients/python/.venv/bin/pytest -q clients/python/tests

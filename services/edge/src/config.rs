@@ -72,6 +72,10 @@ pub struct EdgeConfig {
     /// Largest request body, in bytes.
     #[arg(long, env = "WEIR_MAX_BODY", default_value_t = 65536)]
     pub max_body: usize,
+    /// Largest AG-UI `MESSAGES_SNAPSHOT` built for a reconnect, in bytes of
+    /// message text; a larger one ends the call with `RUN_ERROR`.
+    #[arg(long, env = "WEIR_MAX_SNAPSHOT", default_value_t = 8 << 20)]
+    pub max_snapshot: usize,
     /// On SIGTERM, how long to wait for connections to close after `reconnect`.
     #[arg(long, env = "WEIR_DRAIN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,
@@ -103,6 +107,7 @@ impl EdgeConfig {
             max_client_frame: 65536,
             max_connections: 20000,
             max_body: 65536,
+            max_snapshot: 8 << 20,
             drain_grace: Duration::from_secs(10),
             log_format: LogFormat::Human,
         }

@@ -10,6 +10,8 @@
 //! - [`subscription`]: a subscriber's cursor over ring and log.
 //! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
 //!   heartbeats, write timeout, drain.
+//! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
+//!   the same subscription.
 //!
 //! [`run`] is what the binary and the tests call.
 
@@ -32,6 +34,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod frontends;
 pub mod hub;
 pub mod operators;
 pub mod rebuild;
@@ -148,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/history", get(api::history))
         .route("/v1/sessions/{id}/events", get(sse::events))
         .route("/v1/sessions/{id}/ws", get(ws::upgrade))
+        .merge(frontends::routes(&state.config))
         .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
         .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
         .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))

@@ -1,0 +1,467 @@
+//! `GET|POST /v1/sessions/{id}/ui-stream`: the session as a Vercel AI SDK UI
+//! message stream — SSE `data: <chunk>` lines, `data: [DONE]` last, header
+//! `x-vercel-ai-ui-message-stream: v1` — for `useChat` and
+//! `readUIMessageStream`.
+//!
+//! One assistant message, id = the session id: `start`, `start-step`, a text
+//! part per run of tokens (`text-start` / `text-delta` / `text-end`, part id
+//! `t<seq of its first token>`), a dynamic tool part per call
+//! (`tool-input-available`, then `tool-output-available` or
+//! `tool-output-error`), a new step after tool results, usage as
+//! `message-metadata` `{"usage": {…}}`, and at `end`: `finish-step`, then
+//! `finish` (completed), `abort` (cancelled) or `error` + `finish` (failed).
+//!
+//! [`Chunk`] has exactly the fields that every release of the AI SDK from
+//! 5.0.0 on accepts: the releases with strict chunk schemas reject any other
+//! field (so no `finishReason`, no `abort.reason`, both newer).
+
+use std::collections::HashSet;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use weir_protocol::{EndReason, RawEvent};
+
+use super::stream::{self, Encoder};
+use super::{Op, Reader};
+use crate::api::RawQuery;
+use crate::error::ApiError;
+use crate::sessions::{self, bearer};
+use crate::subscription::DeliveryError;
+use crate::AppState;
+
+/// Tool call ids remembered per connection, to give a result whose call was
+/// never published a tool part to land in (the AI SDK rejects the stream
+/// otherwise). Past this many, results are trusted to have their call.
+const MAX_KNOWN_CALLS: usize = 4096;
+
+/// One UI message chunk. Field names are the AI SDK's (camelCase).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum Chunk {
+    Start {
+        message_id: String,
+    },
+    StartStep,
+    FinishStep,
+    TextStart {
+        id: String,
+    },
+    TextDelta {
+        id: String,
+        delta: String,
+    },
+    TextEnd {
+        id: String,
+    },
+    /// `dynamic`: the client did not declare weir's tools, so their parts
+    /// are `dynamic-tool` parts rather than typed `tool-<name>` ones.
+    ToolInputAvailable {
+        tool_call_id: String,
+        tool_name: String,
+        input: Value,
+        dynamic: bool,
+    },
+    ToolOutputAvailable {
+        tool_call_id: String,
+        output: Value,
+        dynamic: bool,
+    },
+    ToolOutputError {
+        tool_call_id: String,
+        error_text: String,
+        dynamic: bool,
+    },
+    MessageMetadata {
+        message_metadata: Value,
+    },
+    Error {
+        error_text: String,
+    },
+    Finish,
+    Abort,
+}
+
+/// The encoder: [`Reader`]'s ops as chunks, for one connection.
+pub struct UiStream {
+    session: String,
+    reader: Reader,
+    /// A tool result was the last content: the next content starts a step.
+    after_tools: bool,
+    errored: bool,
+    known_calls: HashSet<String>,
+    done: bool,
+}
+
+impl UiStream {
+    pub fn new(session: &str) -> UiStream {
+        UiStream {
+            session: session.to_owned(),
+            reader: Reader::new(session),
+            after_tools: false,
+            errored: false,
+            known_calls: HashSet::new(),
+            done: false,
+        }
+    }
+
+    pub fn start(&self) -> Vec<Chunk> {
+        vec![
+            Chunk::Start {
+                message_id: self.session.clone(),
+            },
+            Chunk::StartStep,
+        ]
+    }
+
+    /// The chunks of one op.
+    pub fn chunks(&mut self, op: Op, out: &mut Vec<Chunk>) {
+        if matches!(op, Op::TextStart { .. } | Op::ToolCall { .. })
+            && std::mem::take(&mut self.after_tools)
+        {
+            out.extend([Chunk::FinishStep, Chunk::StartStep]);
+        }
+        match op {
+            Op::TextStart { seq } => out.push(Chunk::TextStart { id: part_id(seq) }),
+            Op::TextDelta { seq, delta } => out.push(Chunk::TextDelta {
+                id: part_id(seq),
+                delta,
+            }),
+            Op::TextEnd { seq } => out.push(Chunk::TextEnd { id: part_id(seq) }),
+            Op::ToolCall { call, .. } => {
+                self.remember(&call.id);
+                out.push(Chunk::ToolInputAvailable {
+                    input: tool_input(&call.arguments),
+                    tool_call_id: call.id,
+                    tool_name: call.name,
+                    dynamic: true,
+                });
+            }
+            Op::ToolResult { result: r, .. } => {
+                self.after_tools = true;
+                if self.remember(&r.call_id) {
+                    out.push(Chunk::ToolInputAvailable {
+                        tool_call_id: r.call_id.clone(),
+                        tool_name: r.name,
+                        input: Value::Object(Map::new()),
+                        dynamic: true,
+                    });
+                }
+                out.push(if r.is_error {
+                    Chunk::ToolOutputError {
+                        tool_call_id: r.call_id,
+                        error_text: r.content,
+                        dynamic: true,
+                    }
+                } else {
+                    Chunk::ToolOutputAvailable {
+                        tool_call_id: r.call_id,
+                        output: Value::String(r.content),
+                        dynamic: true,
+                    }
+                });
+            }
+            Op::Usage(usage) => out.push(Chunk::MessageMetadata {
+                message_metadata: serde_json::json!({ "usage": usage }),
+            }),
+            Op::Error { message, .. } => {
+                self.errored = true;
+                out.push(Chunk::Error {
+                    error_text: message,
+                });
+            }
+            Op::End { reason } => self.end(reason, out),
+        }
+    }
+
+    fn end(&mut self, reason: EndReason, out: &mut Vec<Chunk>) {
+        self.done = true;
+        out.push(Chunk::FinishStep);
+        match reason {
+            EndReason::Completed => out.push(Chunk::Finish),
+            EndReason::Cancelled => out.push(Chunk::Abort),
+            EndReason::Failed => {
+                if !self.errored {
+                    out.push(Chunk::Error {
+                        error_text: "the session failed".into(),
+                    });
+                }
+                out.push(Chunk::Finish);
+            }
+        }
+    }
+
+    /// Records a call id; true if it was not known (and there is room).
+    fn remember(&mut self, id: &str) -> bool {
+        if self.known_calls.len() >= MAX_KNOWN_CALLS || self.known_calls.contains(id) {
+            return false;
+        }
+        self.known_calls.insert(id.to_owned())
+    }
+}
+
+/// A text part's id: unique within the message, the same on every edge.
+fn part_id(seq: u64) -> String {
+    format!("t{seq}")
+}
+
+/// The arguments the model wrote, parsed; kept as a string if not JSON.
+fn tool_input(arguments: &str) -> Value {
+    if arguments.trim().is_empty() {
+        return Value::Object(Map::new());
+    }
+    serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
+}
+
+fn to_json(chunks: Vec<Chunk>) -> Vec<String> {
+    chunks
+        .iter()
+        .map(|c| serde_json::to_string(c).expect("chunks always serialise"))
+        .collect()
+}
+
+impl Encoder for UiStream {
+    fn open(&mut self) -> Vec<String> {
+        to_json(self.start())
+    }
+
+    fn events(&mut self, events: &[RawEvent]) -> Vec<String> {
+        let mut ops = Vec::new();
+        for e in events {
+            self.reader.read(&e.json, &mut ops);
+        }
+        let mut chunks = Vec::new();
+        for op in ops {
+            if !self.done {
+                self.chunks(op, &mut chunks);
+            }
+        }
+        let mut out = to_json(chunks);
+        if self.done {
+            out.push("[DONE]".into());
+        }
+        out
+    }
+
+    fn expired(&mut self, e: &DeliveryError) -> Vec<String> {
+        self.done = true;
+        let mut out = to_json(vec![Chunk::Error {
+            error_text: e.to_string(),
+        }]);
+        out.push("[DONE]".into());
+        out
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// `GET|POST /v1/sessions/{id}/ui-stream` (a POST's body is ignored: it is
+/// what `useChat` sends, and the session is already running).
+pub async fn handler(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers, query.get("token").map(String::as_str));
+    let id = sessions::authorize(&state, &id, token)?;
+    let encoder = UiStream::new(id.as_str());
+    let req = stream::Request {
+        id,
+        transport: "ui-stream",
+        headers: &[("x-vercel-ai-ui-message-stream", "v1")],
+    };
+    stream::serve(&state, req, encoder).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontends::tests::{autogen_session, read_all};
+
+    fn encode(session: &str, events: &[Vec<u8>]) -> Vec<String> {
+        let mut enc = UiStream::new(session);
+        let mut chunks = enc.start();
+        for op in read_all(session, events) {
+            enc.chunks(op, &mut chunks);
+        }
+        to_json(chunks)
+    }
+
+    #[test]
+    fn an_autogen_session_becomes_these_chunks_exactly() {
+        let got = encode("s1", &autogen_session());
+        let want = [
+            r#"{"type":"start","messageId":"s1"}"#,
+            r#"{"type":"start-step"}"#,
+            r#"{"type":"text-start","id":"t2"}"#,
+            r#"{"type":"text-delta","id":"t2","delta":"Let me "}"#,
+            r#"{"type":"text-delta","id":"t2","delta":"check."}"#,
+            r#"{"type":"text-end","id":"t2"}"#,
+            r#"{"type":"tool-input-available","toolCallId":"call_1","toolName":"get_weather","input":{"city":"Paris"},"dynamic":true}"#,
+            r#"{"type":"message-metadata","messageMetadata":{"usage":{"completion_tokens":3,"prompt_tokens":10}}}"#,
+            r#"{"type":"tool-output-available","toolCallId":"call_1","output":"sunny","dynamic":true}"#,
+            r#"{"type":"finish-step"}"#,
+            r#"{"type":"start-step"}"#,
+            r#"{"type":"text-start","id":"t7"}"#,
+            r#"{"type":"text-delta","id":"t7","delta":"It is sunny."}"#,
+            r#"{"type":"text-end","id":"t7"}"#,
+            r#"{"type":"message-metadata","messageMetadata":{"usage":{"completion_tokens":7,"prompt_tokens":30}}}"#,
+            r#"{"type":"finish-step"}"#,
+            r#"{"type":"finish"}"#,
+        ];
+        assert_eq!(got, want);
+        // The same events give the same bytes (nothing random or clock-based).
+        assert_eq!(encode("s1", &autogen_session()), got);
+    }
+
+    /// Every chunk's fields, checked against the fields that the strict
+    /// releases (5.0.0, 7.0.0–7.0.31) define for its type.
+    #[test]
+    fn chunks_carry_only_the_fields_of_the_strict_schemas() {
+        let allowed: &[(&str, &[&str])] = &[
+            ("start", &["messageId", "messageMetadata"]),
+            ("start-step", &[]),
+            ("finish-step", &[]),
+            ("text-start", &["id", "providerMetadata"]),
+            ("text-delta", &["id", "delta", "providerMetadata"]),
+            ("text-end", &["id", "providerMetadata"]),
+            (
+                "tool-input-available",
+                &[
+                    "toolCallId",
+                    "toolName",
+                    "input",
+                    "providerExecuted",
+                    "providerMetadata",
+                    "dynamic",
+                ],
+            ),
+            (
+                "tool-output-available",
+                &["toolCallId", "output", "providerExecuted", "dynamic"],
+            ),
+            (
+                "tool-output-error",
+                &["toolCallId", "errorText", "providerExecuted", "dynamic"],
+            ),
+            ("message-metadata", &["messageMetadata"]),
+            ("error", &["errorText"]),
+            ("finish", &["messageMetadata"]),
+            ("abort", &[]),
+        ];
+        let mut enc = UiStream::new("s");
+        let mut chunks = enc.start();
+        let ops = [
+            Op::ToolResult {
+                seq: 3,
+                index: 0,
+                result: super::super::ToolResult {
+                    call_id: "c".into(),
+                    name: "f".into(),
+                    content: "bad".into(),
+                    is_error: true,
+                },
+            },
+            Op::Error {
+                code: "x".into(),
+                message: "boom".into(),
+            },
+            Op::End {
+                reason: EndReason::Failed,
+            },
+        ];
+        for op in read_all("s", &autogen_session()).into_iter().chain(ops) {
+            enc.chunks(op, &mut chunks);
+        }
+        enc.chunks(
+            Op::End {
+                reason: EndReason::Cancelled,
+            },
+            &mut chunks,
+        );
+        for c in to_json(chunks) {
+            let v: Value = serde_json::from_str(&c).unwrap();
+            let ty = v["type"].as_str().unwrap();
+            let fields = allowed.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f);
+            let fields = fields.unwrap_or_else(|| panic!("unexpected chunk {c}"));
+            for key in v.as_object().unwrap().keys().filter(|k| *k != "type") {
+                assert!(fields.contains(&key.as_str()), "{key} not in {ty}: {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_session_ends_with_one_error_then_finish_and_a_cancelled_one_aborts() {
+        let mut enc = UiStream::new("s");
+        let mut out = Vec::new();
+        enc.chunks(
+            Op::End {
+                reason: EndReason::Failed,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            to_json(out),
+            [
+                r#"{"type":"finish-step"}"#,
+                r#"{"type":"error","errorText":"the session failed"}"#,
+                r#"{"type":"finish"}"#
+            ]
+        );
+        let mut enc = UiStream::new("s");
+        let mut out = Vec::new();
+        enc.chunks(
+            Op::End {
+                reason: EndReason::Cancelled,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            to_json(out),
+            [r#"{"type":"finish-step"}"#, r#"{"type":"abort"}"#]
+        );
+        let end = weir_protocol::Event::end(1, EndReason::Completed, None).to_raw();
+        let mut enc = UiStream::new("s");
+        assert_eq!(
+            enc.events(&[end]).last().map(String::as_str),
+            Some("[DONE]")
+        );
+        assert!(enc.done());
+    }
+
+    #[test]
+    fn a_result_without_its_call_gets_a_tool_part_first() {
+        let mut enc = UiStream::new("s");
+        let mut out = Vec::new();
+        let result = super::super::ToolResult {
+            call_id: "c9".into(),
+            name: "f".into(),
+            content: "ok".into(),
+            is_error: false,
+        };
+        enc.chunks(
+            Op::ToolResult {
+                seq: 1,
+                index: 0,
+                result,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            to_json(out),
+            [
+                r#"{"type":"tool-input-available","toolCallId":"c9","toolName":"f","input":{},"dynamic":true}"#,
+                r#"{"type":"tool-output-available","toolCallId":"c9","output":"ok","dynamic":true}"#
+            ]
+        );
+    }
+}
