@@ -89,7 +89,9 @@ pub async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionS
         s.end_reason = Some(reason);
         s.producer = None;
         Some(weir_store::Update::ended(reason, last.event.seq))
-    } else if s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT {
+    } else if !s.status.is_ended()
+        && (s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT)
+    {
         // Outside producers announce pauses in the log only.
         let live = rebuild::live_status(&last.event);
         let changed = live != s.status;

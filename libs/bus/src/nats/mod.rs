@@ -5,10 +5,13 @@
 //!
 //! Appends carry `Nats-Msg-Id` (retries are stored once) and
 //! `Nats-Expected-Last-Subject-Sequence` (the fence: a writer that lost the
-//! session cannot interleave). On nats-server 2.11+ a retried message is
-//! recognised as a duplicate before the fence is checked; when it was stored
-//! so long ago that the server no longer remembers its id, the fence refuses
-//! it, and the session's last stored message tells whether it was ours.
+//! session cannot interleave). A retry of a message that was stored but
+//! whose acknowledgement was lost carries a fence that is now stale: the
+//! server may answer it as a duplicate, or refuse the fence (2.15.1 does, as
+//! measured by the conformance suite and the Python publisher's tests; so
+//! does any server once the id left the duplicate window). A refused fence
+//! is resolved from the session's last stored message and its
+//! `Nats-Msg-Id`: if that is this message, the append is a duplicate.
 //! Follows are core subscriptions to the stream's republish, starting from
 //! the subject's last message; reads are pull consumers fetched page by
 //! page ([`reader`]), so a slow reader holds at most one page. [`setup`]
