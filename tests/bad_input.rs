@@ -272,6 +272,32 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         .unwrap();
     expect_error(r, 404, "not_found").await;
 
+    // --- Unknown paths and methods say so.
+    let r = http()
+        .get(format!("{base}/v2/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body["error"]["message"], "no route GET /v2/nothing");
+    let r = http()
+        .delete(format!("{base}/v1/broadcast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE"),
+        "{body}"
+    );
+
     // --- WebSocket refusals: close code + error frame, before any event
     let ws = edge.ws();
     for (url, code) in [

@@ -265,8 +265,13 @@ pub async fn client_js() -> Response {
 }
 
 /// Unknown routes get a JSON 404 like every other error.
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(format!("no route {method} {}", uri.path()))
+}
+
+/// A known path with a method it does not take: 405, saying so.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// Counts requests by route and status.

@@ -17,6 +17,12 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("no such session")]
     NotFound,
+    /// A path this API does not have.
+    #[error("{0}")]
+    NoRoute(String),
+    /// A path this API has, with another method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("history expired: {0}")]
@@ -32,7 +38,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Expired(_) => StatusCode::GONE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,7 +51,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::NoRoute(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Expired(_) => "history_expired",
             ApiError::TooLarge => "too_large",

@@ -162,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn(api::count_requests))
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .with_state(state)

@@ -269,12 +269,22 @@ impl EventLog for NatsBus {
 #[async_trait]
 impl ControlChannel for NatsBus {
     async fn send(&self, session: &SessionId, op: ControlOp) -> Result<(), BusError> {
+        // Like notices: refused at once while disconnected, never buffered
+        // for a server that may not come back soon.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("not connected to NATS".into()));
+        }
         let payload = serde_json::to_vec(&op).expect("control ops serialise");
-        self.client
-            .publish(session.control_subject(), payload.into())
+        let sent = async {
+            self.client
+                .publish(session.control_subject(), payload.into())
+                .await
+                .map_err(BusError::unavailable)?;
+            self.client.flush().await.map_err(BusError::unavailable)
+        };
+        tokio::time::timeout(self.config.request_timeout, sent)
             .await
-            .map_err(BusError::unavailable)?;
-        self.client.flush().await.map_err(BusError::unavailable)
+            .map_err(|_| BusError::Unavailable("NATS did not take the control op in time".into()))?
     }
 
     async fn subscribe(
