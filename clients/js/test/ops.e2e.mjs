@@ -191,7 +191,7 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
 
     const page = await openOps(A);
     await row(page, s1.id).waitFor({ timeout: 10000 });
-    const everyone = 'Maintenance at 18:00 UTC: streams resume by themselves <b>';
+    const everyone = 'Maintenance at 18:00 UTC: streams resume by themselves.';
     await page.getByTestId('broadcast-text').fill(everyone);
     await page.getByTestId('broadcast-send').click();
     await page.getByTestId('broadcast-result').filter({ hasText: 'every connected client' }).waitFor({ timeout: 5000 });
@@ -220,6 +220,7 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
 
     if (process.env.WEIR_OPS_PNG) {
       await page.getByTestId('broadcast-session').fill('');
+      await page.getByTestId('broadcast-session').blur();
       await page.mouse.move(0, 0);
       await page.waitForTimeout(2500); // two refreshes: the subscribers and loads are in
       const out = path.resolve(REPO, process.env.WEIR_OPS_PNG);
