@@ -170,6 +170,22 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     await page.getByTestId('status-filter').getByText('Cancelled').click();
     await waitFor(async () => (await page.locator('[data-testid="session-row"]').count()) >= 1 && (await page.locator('[data-testid="session-row"]:not([data-status="cancelled"])').count()) === 0, { timeout: 10000, what: 'only cancelled rows' });
     await page.getByTestId('status-filter').getByText('All').click();
+
+    // Paging follows the edge's cursors, newest first; ?limit= sets the page size.
+    const r2 = await fetch(`${A.url}/v1/sessions?limit=100`, { headers: AUTH });
+    const newest = (await r2.json()).sessions.map((s) => s.id);
+    assert.equal(newest.length, 4);
+    await page.goto(`${A.url}/ops?refresh=1000&limit=2`); // the key is still in sessionStorage
+    const shown = () => page.locator('[data-testid="session-row"]').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    const showing = (ids, what) => waitFor(async () => JSON.stringify(await shown()) === JSON.stringify(ids), { timeout: 10000, what });
+    await showing(newest.slice(0, 2), 'page 1');
+    assert.equal(await page.getByTestId('page').textContent(), 'Page 1');
+    await page.getByTestId('older').click();
+    await showing(newest.slice(2, 4), 'page 2');
+    assert.equal(await page.getByTestId('page').textContent(), 'Page 2');
+    await page.getByTestId('newer').click();
+    await showing(newest.slice(0, 2), 'page 1 again');
+    assert.ok(await page.getByTestId('newer').isDisabled());
     assert.deepEqual(unexpected(page), []);
     await page.context().close();
   });
