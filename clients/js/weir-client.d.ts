@@ -15,6 +15,17 @@ export interface WeirEvent<D = any> {
 }
 
 /**
+ * The `data` of an operator broadcast: a `{"type":"notice","data":…}` frame (protocol.md §5, §7
+ * `POST /v1/broadcast`). Whatever object the operator sent; the operator page sends `{text}`.
+ * A notice is not an event: it has no seq, is never stored, and never moves `lastSeq`.
+ */
+export interface WeirNotice {
+  /** The message, when the operator sent one as text. */
+  text?: string;
+  [key: string]: any;
+}
+
+/**
  * `idle` (not started) → `connecting` → `open` ⇄ `reconnecting` → `ended` | `failed` | `closed`.
  * `closed` means close() was called.
  */
@@ -128,6 +139,8 @@ export interface WeirSessionOptions {
   onEvent?: (ev: WeirEvent) => void;
   onState?: (state: WeirState, info: StateInfo) => void;
   onError?: (err: WeirError) => void;
+  /** Called for each operator notice (broadcast); never changes lastSeq, acks or the persisted cursor. */
+  onNotice?: (data: WeirNotice) => void;
   /** Source of randomness for jitter, [0, 1) (tests). */
   random?: () => number;
 }
@@ -164,6 +177,7 @@ export class WeirSession implements AsyncIterable<WeirEvent> {
   onEvent?: (ev: WeirEvent) => void;
   onState?: (state: WeirState, info: StateInfo) => void;
   onError?: (err: WeirError) => void;
+  onNotice?: (data: WeirNotice) => void;
 
   /** Starts streaming; resolves on the first open (or end), rejects if the session fails first. */
   connect(): Promise<void>;
@@ -180,6 +194,7 @@ export class WeirSession implements AsyncIterable<WeirEvent> {
   on(type: 'event', fn: (ev: WeirEvent) => void): () => void;
   on(type: 'state', fn: (state: WeirState, info: StateInfo) => void): () => void;
   on(type: 'error', fn: (err: WeirError) => void): () => void;
+  on(type: 'notice', fn: (data: WeirNotice) => void): () => void;
   /** Events from now on; connects if idle; ends after `end`; throws on failure; break closes. */
   events(): AsyncIterableIterator<WeirEvent>;
   [Symbol.asyncIterator](): AsyncIterableIterator<WeirEvent>;

@@ -31,6 +31,13 @@
  */
 
 /**
+ * The `data` of an operator broadcast (protocol.md §5 `notice` frame, §7 `POST /v1/broadcast`):
+ * whatever object the operator sent, e.g. `{text: "Maintenance at 18:00"}`. A notice is not an
+ * event: it has no seq, is never stored, and never moves the client's cursor.
+ * @typedef {{text?: string, [key: string]: any}} WeirNotice
+ */
+
+/**
  * @typedef {Object} StateInfo
  * @property {WeirState} [previous]  the state before this one
  * @property {string} [url]          edge base URL in use (or about to be used)
@@ -259,6 +266,7 @@ async function readJson(res, what) {
  * @property {(ev: WeirEvent) => void} [onEvent]
  * @property {(state: WeirState, info: StateInfo) => void} [onState]
  * @property {(err: WeirError) => void} [onError]
+ * @property {(data: WeirNotice) => void} [onNotice]  operator broadcasts (`notice` frames); no seq, no cursor
  * @property {() => number} [random]                randomness for jitter (tests)
  */
 
@@ -304,6 +312,8 @@ export class WeirSession {
     this.onState = opts.onState;
     /** @type {((err: WeirError) => void) | undefined} */
     this.onError = opts.onError;
+    /** @type {((data: WeirNotice) => void) | undefined} called for each operator notice; never touches lastSeq */
+    this.onNotice = opts.onNotice;
 
     let after = Math.max(0, Math.floor(Number(opts.after ?? 0)) || 0);
     const stored = this._readPersisted();
@@ -443,8 +453,8 @@ export class WeirSession {
   }
 
   /**
-   * Subscribes to `event`, `state` or `error`. Returns a function that unsubscribes.
-   * @param {'event'|'state'|'error'} type
+   * Subscribes to `event`, `state`, `error` or `notice`. Returns a function that unsubscribes.
+   * @param {'event'|'state'|'error'|'notice'} type
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -694,6 +704,9 @@ export class WeirSession {
         break;
       case 'heartbeat':
         break;
+      case 'notice':
+        this._onNotice(frame.data);
+        break;
       case 'error':
         this._lastServerError = { code: String(frame.code ?? 'error'), message: String(frame.message ?? '') };
         this._emitError(new WeirError(this._lastServerError.code, this._lastServerError.message || this._lastServerError.code));
@@ -770,6 +783,18 @@ export class WeirSession {
         }, this._autoAck);
       }
     }
+  }
+
+  /**
+   * An operator broadcast. It is outside the session's log: no seq, so lastSeq, the persisted
+   * cursor and acks stay as they are.
+   * @param {any} data
+   */
+  _onNotice(data) {
+    /** @type {WeirNotice} */
+    const notice = data && typeof data === 'object' ? data : data == null ? {} : { text: String(data) };
+    this._call(this.onNotice, notice);
+    this._callAll('notice', notice);
   }
 
   /** @param {WeirEvent} ev */

@@ -80,6 +80,10 @@ export function makeFakeWebSocket() {
     heartbeat() {
       return this.frame({ type: 'heartbeat', ts: Date.now() });
     }
+    /** An operator broadcast (protocol.md §5): no seq. */
+    notice(data) {
+      return this.frame({ type: 'notice', data });
+    }
     /** The server closes the connection. */
     serverClose(code = 1006, reason = '') {
       this.readyState = 3;

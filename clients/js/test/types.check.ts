@@ -1,6 +1,6 @@
 // Compiled by `npm run typecheck` (tsc --noEmit), never run: the public types in use.
 import WeirSessionDefault, { WeirSession, WeirError, createSession, fetchHistory, backoffDelay, wsUrl, CloseCode } from '@weir/client';
-import type { WeirEvent, WeirState, StateInfo } from '@weir/client';
+import type { WeirEvent, WeirState, StateInfo, WeirNotice } from '@weir/client';
 
 async function demo(): Promise<string> {
   const created = await createSession('http://127.0.0.1:8080', { agent: 'mock', input: { tokens: 10 }, apiKey: 'k' });
@@ -16,7 +16,10 @@ async function demo(): Promise<string> {
     onEvent: (ev: WeirEvent) => void ev.seq,
     onState: (st: WeirState, info: StateInfo) => void [st, info.delay, info.error?.code],
     onError: (e: WeirError) => void e.closeCode,
+    onNotice: (n: WeirNotice) => void n.text?.toUpperCase(),
   });
+  const offNotice = s.on('notice', (n) => void (n.text satisfies string | undefined));
+  offNotice();
   const off = s.on('state', (st) => void st);
   off();
   await s.connect();

@@ -227,6 +227,62 @@ describe('delivery', () => {
   });
 });
 
+describe('notices', () => {
+  test('a notice between events is surfaced and leaves the cursor, persistence and acks alone; a resume uses the last event seq', async () => {
+    const stored = new Map();
+    const persist = { getItem: (k) => stored.get(k) ?? null, setItem: (k, v) => stored.set(k, String(v)), removeItem: (k) => stored.delete(k) };
+    const notices = [];
+    const { s, sock, nth, seqs, log } = setup({ persist, autoAck: 5, onNotice: (d) => notices.push(d) });
+    const heard = [];
+    s.on('notice', (d) => heard.push(d.text));
+    const iterated = [];
+    const loop = (async () => {
+      for await (const ev of s) iterated.push(ev.seq);
+    })();
+    sock(0).accept().events(1, 2);
+    await sleep(15); // let the first autoAck interval pass
+    const acksBefore = sock(0).sentFrames.filter((f) => f.type === 'ack').length;
+    sock(0).notice({ text: 'Maintenance at 18:00', level: 'warn' });
+    assert.deepEqual(notices, [{ text: 'Maintenance at 18:00', level: 'warn' }]);
+    assert.deepEqual(heard, ['Maintenance at 18:00']);
+    assert.equal(s.lastSeq, 2, 'a notice has no seq and does not move the cursor');
+    assert.equal(stored.get('weir:s1'), '2');
+    await sleep(15);
+    assert.equal(sock(0).sentFrames.filter((f) => f.type === 'ack').length, acksBefore, 'no ack for a notice');
+
+    sock(0).events(3).notice({ text: 'second' }).notice('plain string');
+    assert.deepEqual(seqs(), [1, 2, 3], 'events on both sides of a notice, nothing else');
+    assert.deepEqual(notices.map((n) => n.text), ['Maintenance at 18:00', 'second', 'plain string']);
+    assert.equal(s.lastSeq, 3);
+    assert.equal(stored.get('weir:s1'), '3');
+
+    sock(0).serverClose(1006);
+    const ws1 = await nth(1);
+    assert.equal(ws1.after, 3, 'the resume asks for events after the last event, not after a notice');
+    ws1.accept().notice({ text: 'after resume' }).events(3, 4, end(5));
+    await loop;
+    assert.deepEqual(seqs(), [1, 2, 3, 4, 5]);
+    assert.deepEqual(iterated, [1, 2, 3, 4, 5], 'the async iterator yields events only');
+    assert.equal(notices.at(-1).text, 'after resume');
+    assert.equal(s.state, 'ended');
+    assert.deepEqual(log.errors, []);
+  });
+
+  test('onNotice throwing is reported as a handler error and the stream goes on', async () => {
+    const { s, sock, seqs, log } = setup({
+      onNotice: () => {
+        throw new Error('boom');
+      },
+    });
+    s.connect();
+    sock(0).accept().events(1).notice({ text: 'x' }).events(2);
+    assert.deepEqual(seqs(), [1, 2]);
+    assert.equal(log.errors[0].code, 'handler');
+    assert.equal(s.state, 'open');
+    s.close();
+  });
+});
+
 describe('reconnect', () => {
   test('a lost connection rotates to the next URL and resumes after lastSeq', async () => {
     const { s, sock, nth, seqs, log } = setup();

@@ -253,6 +253,12 @@ pub async fn demo_page() -> Html<&'static str> {
     Html(include_str!("../static/index.html"))
 }
 
+/// The operator page: nodes, sessions, broadcasts; it uses only the public
+/// operator API, with the key the operator types in.
+pub async fn ops_page() -> Html<&'static str> {
+    Html(include_str!("../static/ops.html"))
+}
+
 pub async fn client_js() -> Response {
     (
         [

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/", get(api::demo_page))
+        .route("/ops", get(api::ops_page))
         .route("/weir-client.js", get(api::client_js))
         .route(
             "/v1/sessions",
