@@ -52,6 +52,6 @@ fi
 if [ -f clients/python/pyproject.toml ]; then
   PY=$(command -v python3.11 || command -v python3)
   [ -x clients/python/.venv/bin/python ] || "$PY" -m venv clients/python/.venv
-  clients/python/.venv/bin/pip install -q -r clients/python/requirements-test.txt ./clients/python
+  clients/python/.venv/bin/pip install -q -r clients/python/requirements-test.txt './clients/python[agent-framework]'
 fi
 echo "setup: done"

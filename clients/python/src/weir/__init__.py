@@ -1,7 +1,8 @@
 """weir: publish AI-agent output to weir's event log (NATS JetStream) for browsers to stream.
 
-Core: :class:`Publisher` (one session's events, control channel). AutoGen adapter:
-:func:`weir.autogen.stream_to_weir` (needs ``autogen-agentchat`` 0.7).
+Core: :class:`Publisher` (one session's events, control channel). Adapters, on one shared loop
+(:mod:`weir._pump`): :func:`weir.autogen.stream_to_weir` (needs ``autogen-agentchat`` 0.7) and
+:func:`weir.agent_framework.stream_to_weir` (needs ``agent-framework-core`` 1.x).
 """
 
 from ._errors import EventTooLargeError, FencedError, PublishError, SessionEndedError, WeirError

@@ -23,20 +23,18 @@ an exception                           ``error`` ``{"code", "message"}`` + ``end
 cancel on the control channel          AutoGen's CancellationToken is cancelled, ``end`` ``cancelled``
 =====================================  ==========================================================
 
-Every event's ``source`` is the AutoGen ``source``.
+Every event's ``source`` is the AutoGen ``source``. Control, errors and ``end`` are handled by the
+shared loop in :mod:`weir._pump`, the same for every framework.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import enum
-import logging
 import math
 import re
-import sys
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 try:
     from autogen_agentchat.base import Response, TaskResult
@@ -56,18 +54,11 @@ from autogen_agentchat.messages import (
 from autogen_core import CancellationToken, Image
 from pydantic import BaseModel
 
-from ._errors import WeirError
 from ._publisher import Publisher
+from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump
 
-log = logging.getLogger("weir.autogen")
 
-__all__ = ["stream_to_weir", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec"]
-
-# (kind, data, source)
-WeirEventSpec = Tuple[str, Dict[str, Any], Optional[str]]
-
-#: Kinds with a meaning in the weir protocol; a pass-through AutoGen type never takes one of them.
-RESERVED_KINDS = frozenset({"token", "message", "tool_call", "tool_result", "usage", "status", "error", "end"})
+__all__ = ["stream_to_weir", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec", "RESERVED_KINDS"]
 
 # Fields shown as data.type/id/content or left out (bulky or internal) when copying extras.
 _COMMON_FIELDS = frozenset({"id", "source", "models_usage", "metadata", "created_at", "type", "content", "context"})
@@ -247,34 +238,17 @@ def to_weir_events(item: Any, *, usage: bool = True) -> List[WeirEventSpec]:
 # --------------------------------------------------------------------------- the adapter
 
 
-@dataclasses.dataclass
-class RunOutcome:
-    """How a run streamed by :func:`stream_to_weir` ended."""
+class _AutoGenMapping:
+    """AutoGen items to weir events, for :func:`weir._pump.pump`."""
 
-    reason: str  # completed | cancelled | failed
-    stop_reason: Optional[str] = None
-    result: Optional[TaskResult] = None  # AutoGen's TaskResult when the run completed
-    error: Optional[BaseException] = None  # the run's exception when it failed
-    end_seq: Optional[int] = None  # seq of the end event (None with end=False)
+    def __init__(self, usage: bool) -> None:
+        self.usage = usage
 
+    def feed(self, item: Any) -> List[WeirEventSpec]:
+        return to_weir_events(item, usage=self.usage)
 
-def _error_data(exc: BaseException) -> Dict[str, Any]:
-    msg = str(exc) or type(exc).__name__
-    return {"code": "agent_error", "message": f"{type(exc).__name__}: {msg}"[:4000], "exception": type(exc).__name__}
-
-
-async def _aclose(agen: Any, timeout: float) -> None:
-    aclose = getattr(agen, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        if sys.version_info >= (3, 11):  # stays in this task (contextvars of the run stay consistent)
-            async with asyncio.timeout(timeout):
-                await aclose()
-        else:
-            await aclose()
-    except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - the run is being stopped anyway
-        log.debug("closing the AutoGen stream: %r", e)
+    def on_cancel(self) -> List[WeirEventSpec]:
+        return []  # AutoGen stops its own tools with the CancellationToken
 
 
 async def stream_to_weir(
@@ -317,85 +291,14 @@ async def stream_to_weir(
     else:
         raise TypeError(f"expected an AutoGen team/agent or its run_stream(), got {type(runnable).__name__}")
     agen: AsyncIterator[Any] = stream if hasattr(stream, "__anext__") else stream.__aiter__()
-
-    remove = publisher.on("cancel", token.cancel)
-    if publisher.cancelled:
-        token.cancel()
-    outcome = RunOutcome(reason="completed")
-
-    async def pump() -> str:
-        try:
-            while True:
-                if not await publisher.wait_if_paused():
-                    return "halted"
-                try:
-                    item = await agen.__anext__()
-                except StopAsyncIteration:
-                    return "exhausted"
-                for kind, data, source in to_weir_events(item, usage=usage):
-                    if publisher.cancelled or publisher.failure is not None:
-                        return "halted"  # nothing more is published once cancel arrived
-                    if kind == "end":
-                        outcome.result = item if isinstance(item, TaskResult) else None
-                        outcome.stop_reason = data.get("stop_reason")
-                        return "result"
-                    await publisher.emit(kind, data, source=source)
-        finally:
-            await _aclose(agen, close_timeout)
-
-    pump_task = asyncio.create_task(pump(), name=f"weir-autogen-{publisher.session_id}")
-    halt_task = asyncio.create_task(publisher._wait_halt())
-    try:
-        try:
-            await asyncio.wait({pump_task, halt_task}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            # The caller was cancelled: stop the run and close the session as cancelled.
-            token.cancel()
-            pump_task.cancel()
-            await asyncio.gather(pump_task, return_exceptions=True)
-            if end and not publisher.ended and publisher.failure is None:
-                try:
-                    await publisher.end("cancelled")
-                except Exception:  # noqa: BLE001
-                    log.exception("publishing end(cancelled) failed")
-            raise
-        if not pump_task.done():
-            # Cancelled on the control channel, or the publisher failed: cancel the token, which
-            # lets AutoGen stop its model calls, tools and team runtime cleanly; nothing more is
-            # published. A run that ignores the token is cancelled hard after `cancel_grace`.
-            token.cancel()
-            await asyncio.wait({pump_task}, timeout=cancel_grace)
-            if not pump_task.done():
-                pump_task.cancel()
-            await asyncio.gather(pump_task, return_exceptions=True)
-            if publisher.failure is not None:
-                raise publisher.failure
-            outcome.reason = "cancelled"
-        elif pump_task.cancelled():
-            # The run stopped itself with CancelledError: the token was cancelled.
-            outcome.reason = "cancelled"
-        else:
-            exc = pump_task.exception()
-            if exc is not None:
-                if isinstance(exc, WeirError) or publisher.failure is not None:
-                    token.cancel()
-                    raise publisher.failure or exc
-                if publisher.cancelled or token.is_cancelled():
-                    outcome.reason = "cancelled"
-                else:
-                    outcome.reason = "failed"
-                    outcome.error = exc
-                    log.warning("AutoGen run failed: %r", exc)
-                    await publisher.emit("error", _error_data(exc))
-            elif pump_task.result() == "halted":
-                if publisher.failure is not None:
-                    raise publisher.failure
-                outcome.reason = "cancelled"
-        if end:
-            outcome.end_seq = await publisher.end(outcome.reason, stop_reason=outcome.stop_reason)
-        else:
-            await publisher.flush()
-        return outcome
-    finally:
-        halt_task.cancel()
-        remove()
+    return await pump(
+        publisher,
+        agen,
+        _AutoGenMapping(usage),
+        stop_run=token.cancel,
+        stop_requested=token.is_cancelled,
+        cancel_grace=cancel_grace,
+        close_timeout=close_timeout,
+        end=end,
+        name="weir-autogen",
+    )
