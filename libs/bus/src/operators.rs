@@ -66,3 +66,44 @@ pub fn node_key(id: &str) -> String {
         })
         .collect()
 }
+
+/// Keeps a node announced: every third of `ttl`, `load` gives its load and
+/// the events per second it made since the last announcement are added
+/// from `events` (a counter that only grows); when `stop` is cancelled the
+/// node withdraws itself.
+pub async fn keep_announced(
+    nodes: std::sync::Arc<dyn NodeRegistry>,
+    node: NodeEntry,
+    ttl: std::time::Duration,
+    events: &std::sync::atomic::AtomicU64,
+    mut load: impl FnMut() -> serde_json::Map<String, serde_json::Value> + Send,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    let mut last = (std::time::Instant::now(), events.load(Ordering::Relaxed));
+    loop {
+        let (at, count) = (std::time::Instant::now(), events.load(Ordering::Relaxed));
+        let secs = at.duration_since(last.0).as_secs_f64().max(1e-3);
+        let rate = ((count - last.1) as f64 / secs).round();
+        last = (at, count);
+        let mut entry = node.clone();
+        entry.load = load();
+        entry.load.insert("events_per_s".into(), rate.into());
+        entry.last_seen = unix_ms();
+        if let Err(e) = nodes.announce(&entry).await {
+            tracing::debug!(error = %e, "could not announce this node");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+    }
+    let _ = nodes.withdraw(&node.id).await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}

@@ -3,9 +3,8 @@
 //! to this node's connections; and this node's entry in the cluster's node
 //! registry, refreshed every third of its TTL.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -278,41 +277,25 @@ pub fn notice_channel() -> broadcast::Sender<Relayed> {
 /// Keeps this node's entry in the registry fresh until `stop`, then
 /// withdraws it.
 pub async fn announce(state: AppState, ttl: Duration, stop: CancellationToken) {
-    let started_ms = weir_store::unix_ms() - state.started.elapsed().as_millis() as u64;
-    let mut last = (
-        Instant::now(),
-        crate::connection::DELIVERED.load(Ordering::Relaxed),
-    );
-    loop {
-        let (at, delivered) = (
-            Instant::now(),
-            crate::connection::DELIVERED.load(Ordering::Relaxed),
-        );
-        let rate = (delivered - last.1) as f64 / at.duration_since(last.0).as_secs_f64().max(1e-3);
-        last = (at, delivered);
+    let node = NodeEntry {
+        id: state.node.clone(),
+        role: "edge".into(),
+        version: VERSION.into(),
+        started: weir_store::unix_ms() - state.started.elapsed().as_millis() as u64,
+        last_seen: 0,
+        load: serde_json::Map::new(),
+    };
+    let load = || {
         let followed = state.hub.followed();
         let mut load = serde_json::Map::new();
         load.insert("connections".into(), connections(&state).into());
         load.insert("sessions_followed".into(), followed.len().into());
-        load.insert("events_per_s".into(), (rate.round()).into());
         load.insert("subscribers".into(), subscribers(followed));
-        let entry = NodeEntry {
-            id: state.node.clone(),
-            role: "edge".into(),
-            version: VERSION.into(),
-            started: started_ms,
-            last_seen: weir_store::unix_ms(),
-            load,
-        };
-        if let Err(e) = state.bus.nodes.announce(&entry).await {
-            tracing::debug!(error = %e, "could not announce this node");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-    }
-    let _ = state.bus.nodes.withdraw(&state.node).await;
+        load
+    };
+    let nodes = state.bus.nodes.clone();
+    let delivered = &crate::connection::DELIVERED;
+    weir_bus::operators::keep_announced(nodes, node, ttl, delivered, load, stop).await;
 }
 
 /// Most sessions whose subscriber counts a node announces (the busiest).

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
@@ -42,33 +41,21 @@ pub async fn status(State(ctx): State<Arc<Ctx>>) -> Json<serde_json::Value> {
 
 /// Keeps this producer in the registry until `stop`, then withdraws it.
 pub async fn announce(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let ttl = ctx.config.cluster.node_ttl;
-    let started_ms = weir_store::unix_ms() - ctx.started.elapsed().as_millis() as u64;
-    let mut last = (Instant::now(), PUBLISHED.load(Ordering::Relaxed));
-    loop {
-        let (at, published) = (Instant::now(), PUBLISHED.load(Ordering::Relaxed));
-        let secs = at.duration_since(last.0).as_secs_f64().max(1e-3);
-        let rate = ((published - last.1) as f64 / secs).round();
-        last = (at, published);
+    let node = NodeEntry {
+        id: ctx.node.clone(),
+        role: "producer".into(),
+        version: VERSION.into(),
+        started: weir_store::unix_ms() - ctx.started.elapsed().as_millis() as u64,
+        last_seen: 0,
+        load: serde_json::Map::new(),
+    };
+    let concurrency = ctx.config.concurrency;
+    let load = || {
         let mut load = serde_json::Map::new();
         load.insert("runs".into(), ACTIVE.load(Ordering::Relaxed).into());
-        load.insert("concurrency".into(), ctx.config.concurrency.into());
-        load.insert("events_per_s".into(), rate.into());
-        let entry = NodeEntry {
-            id: ctx.node.clone(),
-            role: "producer".into(),
-            version: VERSION.into(),
-            started: started_ms,
-            last_seen: weir_store::unix_ms(),
-            load,
-        };
-        if let Err(e) = ctx.bus.nodes.announce(&entry).await {
-            tracing::debug!(error = %e, "could not announce this node");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-    }
-    let _ = ctx.bus.nodes.withdraw(&ctx.node).await;
+        load.insert("concurrency".into(), concurrency.into());
+        load
+    };
+    let (nodes, ttl) = (ctx.bus.nodes.clone(), ctx.config.cluster.node_ttl);
+    weir_bus::operators::keep_announced(nodes, node, ttl, &PUBLISHED, load, stop).await;
 }

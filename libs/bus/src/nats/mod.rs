@@ -128,6 +128,26 @@ impl NatsBus {
         }
     }
 
+    /// A core NATS publish (at most once) that is on the wire when this
+    /// returns: refused at once while disconnected (never buffered for a
+    /// server that may not come back soon), and bounded by the request
+    /// timeout.
+    async fn publish_now(&self, subject: String, payload: Vec<u8>) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("not connected to NATS".into()));
+        }
+        let sent = async {
+            self.client
+                .publish(subject, payload.into())
+                .await
+                .map_err(BusError::unavailable)?;
+            self.client.flush().await.map_err(BusError::unavailable)
+        };
+        tokio::time::timeout(self.config.request_timeout, sent)
+            .await
+            .map_err(|_| BusError::Unavailable("NATS did not answer in time".into()))?
+    }
+
     async fn runs_consumer(&self) -> Result<&consumer::PullConsumer, BusError> {
         self.runs_consumer
             .get_or_try_init(|| async {
@@ -269,22 +289,8 @@ impl EventLog for NatsBus {
 #[async_trait]
 impl ControlChannel for NatsBus {
     async fn send(&self, session: &SessionId, op: ControlOp) -> Result<(), BusError> {
-        // Like notices: refused at once while disconnected, never buffered
-        // for a server that may not come back soon.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(BusError::Unavailable("not connected to NATS".into()));
-        }
         let payload = serde_json::to_vec(&op).expect("control ops serialise");
-        let sent = async {
-            self.client
-                .publish(session.control_subject(), payload.into())
-                .await
-                .map_err(BusError::unavailable)?;
-            self.client.flush().await.map_err(BusError::unavailable)
-        };
-        tokio::time::timeout(self.config.request_timeout, sent)
-            .await
-            .map_err(|_| BusError::Unavailable("NATS did not take the control op in time".into()))?
+        self.publish_now(session.control_subject(), payload).await
     }
 
     async fn subscribe(

@@ -45,22 +45,8 @@ pub(super) async fn nodes_bucket(
 #[async_trait]
 impl NoticeChannel for NatsBus {
     async fn broadcast(&self, notice: &Notice) -> Result<(), BusError> {
-        // A disconnected client would buffer the notice and wait for the
-        // server: say at once that the bus is down instead.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(BusError::Unavailable("not connected to NATS".into()));
-        }
         let payload = serde_json::to_vec(notice).expect("notices serialise");
-        let sent = async {
-            self.client
-                .publish(NOTICE_SUBJECT, payload.into())
-                .await
-                .map_err(BusError::unavailable)?;
-            self.client.flush().await.map_err(BusError::unavailable)
-        };
-        tokio::time::timeout(self.config.request_timeout, sent)
-            .await
-            .map_err(|_| BusError::Unavailable("NATS did not take the notice in time".into()))?
+        self.publish_now(NOTICE_SUBJECT.into(), payload).await
     }
 
     async fn subscribe(&self) -> Result<BoxStream<'static, Notice>, BusError> {
