@@ -425,3 +425,40 @@ async fn expired_history_gets_410_and_4010() {
     assert_eq!(tail.close, Some(1000));
     assert_eq!(tail.events.first().unwrap()["seq"], last - 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_creates_over_the_rate_limit_gets_429_with_retry_after() {
+    let limits = ["--create-rate", "1", "--create-burst", "3"];
+    let c = Cluster::start_with("create-rate", 1, 1, &limits, &[]);
+    let url = format!("{}/v1/sessions", c.edge(0).http());
+    let body = json!({"agent": "mock", "input": {"tokens": 5}});
+    // Twenty at once: three fit the burst (plus one a second while they
+    // are answered), the rest are told to wait.
+    let started = std::time::Instant::now();
+    let answers =
+        futures::future::join_all((0..20).map(|_| http().post(&url).json(&body).send())).await;
+    let mut created = 0;
+    for r in answers {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            201 => created += 1,
+            429 => {
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=20).contains(&retry), "Retry-After {retry}");
+                expect_error(r, 429, "rate_limited").await;
+            }
+            other => panic!("a burst got {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    let refilled = started.elapsed().as_secs_f64().floor() as usize;
+    assert!((3..=3 + refilled).contains(&created), "{created} created");
+    // After the wait it names, creating works again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = create_mock(c.edge(0), 5, 0.0, 1).await;
+    let (events, _) = read_all_resuming(&[c.edge(0)], &s, Duration::from_secs(30)).await;
+    assert_complete(&events, "completed");
+}

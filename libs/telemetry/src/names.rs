@@ -21,6 +21,7 @@ pub const HTTP_REQUESTS: &str = "weir_edge_http_requests_total";
 pub const SESSIONS_CREATED: &str = "weir_edge_sessions_created_total";
 pub const UPSTREAM_GAPS: &str = "weir_edge_upstream_gaps_total";
 pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
+pub const SESSIONS_RATE_LIMITED: &str = "weir_edge_sessions_rate_limited_total";
 
 // Producer.
 pub const RUNS: &str = "weir_producer_runs_total";
@@ -53,6 +54,7 @@ pub const EDGE_SERIES: &[&str] = &[
     AUTH_FAILURES,
     UPSTREAM_GAPS,
     NOTICES_SENT,
+    SESSIONS_RATE_LIMITED,
     BUS_DISCONNECTS,
     BUS_RECONNECTS,
     STORE_ERRORS,
@@ -157,6 +159,10 @@ pub fn describe() {
     describe_counter!(
         NOTICES_SENT,
         "Operator notices broadcast through this edge (POST /v1/broadcast)"
+    );
+    describe_counter!(
+        SESSIONS_RATE_LIMITED,
+        "Session creations refused with 429, by the limit hit (api_key, address)"
     );
     describe_counter!(RUNS, "Runs finished, by outcome");
     describe_gauge!(RUNS_ACTIVE, "Runs in progress on this producer");

@@ -47,10 +47,16 @@ pub fn json_error(rejection: JsonRejection) -> ApiError {
 /// `POST /v1/sessions`
 pub async fn create(
     State(state): State<AppState>,
+    // The client's address, when the server was started with connect info.
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     crate::operators::require_api_key(&state, &headers)?;
+    if let Some(limits) = &state.create_limits {
+        let key = state.config.api_key.as_deref();
+        limits.check(key, peer.map(|p| p.0 .0.ip()))?;
+    }
     let Json(body) = body.map_err(json_error)?;
     let agent = body.agent.as_str();
     if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {

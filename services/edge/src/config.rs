@@ -69,6 +69,13 @@ pub struct EdgeConfig {
     /// Most WebSocket + SSE connections on this node; more get 503.
     #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 20000)]
     pub max_connections: usize,
+    /// Sessions created per second, at most, per API key and per client
+    /// address (a token bucket; 0 = no limit). Over it: 429 + `Retry-After`.
+    #[arg(long, env = "WEIR_CREATE_RATE", default_value_t = 0)]
+    pub create_rate: u32,
+    /// Creations a key or address may make at once above the rate.
+    #[arg(long, env = "WEIR_CREATE_BURST", default_value_t = 20)]
+    pub create_burst: u32,
     /// Largest request body, in bytes.
     #[arg(long, env = "WEIR_MAX_BODY", default_value_t = 65536)]
     pub max_body: usize,
@@ -106,6 +113,8 @@ impl EdgeConfig {
             write_timeout: Duration::from_secs(10),
             max_client_frame: 65536,
             max_connections: 20000,
+            create_rate: 0,
+            create_burst: 20,
             max_body: 65536,
             max_snapshot: 8 << 20,
             drain_grace: Duration::from_secs(10),

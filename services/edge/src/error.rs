@@ -31,6 +31,12 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// Over a rate limit: try again after `retry_after`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl ApiError {
@@ -44,6 +50,7 @@ impl ApiError {
             ApiError::Expired(_) => StatusCode::GONE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -57,6 +64,7 @@ impl ApiError {
             ApiError::Expired(_) => "history_expired",
             ApiError::TooLarge => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests { .. } => "rate_limited",
         }
     }
 }
@@ -68,7 +76,14 @@ impl IntoResponse for ApiError {
         }
         let body =
             serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

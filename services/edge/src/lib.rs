@@ -36,6 +36,7 @@ pub mod connection;
 pub mod error;
 pub mod frontends;
 pub mod hub;
+pub mod limits;
 pub mod operators;
 pub mod rebuild;
 pub mod sessions;
@@ -63,6 +64,7 @@ pub struct Inner {
     /// Operators' notices, relayed from the bus to this node's connections.
     pub notices: tokio::sync::broadcast::Sender<operators::Relayed>,
     pub started: std::time::Instant,
+    pub create_limits: Option<limits::CreateLimits>,
 }
 
 impl Deref for AppState {
@@ -82,6 +84,7 @@ impl AppState {
             drain: CancellationToken::new(),
             notices: operators::notice_channel(),
             started: std::time::Instant::now(),
+            create_limits: limits::CreateLimits::new(config.create_rate, config.create_burst),
             config,
             bus,
             store,
@@ -200,6 +203,7 @@ pub async fn run(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.cancelled().await;
         drain.cancel();
