@@ -118,8 +118,12 @@ mod tests {
     use weir_protocol::Event;
 
     fn evs(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
-        seqs.map(|s| Event::new(s, "token", None, serde_json::json!({})).to_raw())
-            .collect()
+        seqs.map(|s| {
+            let mut e = Event::new(s, "token", None, serde_json::json!({}));
+            e.ts = 1.0; // the same size every time
+            e.to_raw()
+        })
+        .collect()
     }
 
     fn seqs(r: Option<Vec<RawEvent>>) -> Vec<u64> {
@@ -144,14 +148,15 @@ mod tests {
 
     #[test]
     fn over_the_bound_the_least_recently_used_pages_go() {
-        let page = evs(1..=10).iter().map(cost).sum::<usize>();
-        let mut cache = PageCache::new(page * 2);
+        let size = |r| evs(r).iter().map(cost).sum::<usize>();
+        let bound = size(1..=10) + size(11..=20);
+        let mut cache = PageCache::new(bound);
         cache.insert(&evs(1..=10));
         cache.insert(&evs(11..=20));
-        assert_eq!(cache.bytes(), page * 2);
+        assert_eq!(cache.bytes(), bound);
         assert!(cache.read(0, 1).is_some()); // 1..=10 is now the most recent
         cache.insert(&evs(21..=30));
-        assert!(cache.bytes() <= page * 2);
+        assert!(cache.bytes() <= bound);
         assert!(
             cache.read(10, 1).is_none(),
             "11..=20 was used least recently"
