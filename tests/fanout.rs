@@ -181,3 +181,48 @@ fn rss_kib_of(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A log reader's pulls are bounded in bytes; a message larger than the
+/// bound alone (a batch of big events) is still read, by itself, between
+/// small ones, and a reader started inside the log finds its place.
+#[tokio::test]
+async fn a_message_over_the_pull_byte_bound_is_read_alone() {
+    let dir = scratch("fanout-big");
+    let nats = Nats::start(&dir);
+    let bus = weir_bus::Bus::nats(&[nats.url()], "fanout-big", BusConfig::default())
+        .await
+        .expect("bus");
+    let session = SessionId::parse("fanout-big-1").expect("session id");
+    let big = "x".repeat(2048);
+    let ev = |seq: u64, text: &str| {
+        Event::new(
+            seq,
+            "token",
+            None,
+            json!({ "text": format!("{seq}{text}") }),
+        )
+        .to_raw()
+    };
+    // 1..=10 small, 11..=110 in one ~200 KiB message, 111..=120 small.
+    let mut fence = Fence(0);
+    let batches: Vec<Vec<RawEvent>> = vec![
+        (1..=10).map(|s| ev(s, "")).collect(),
+        (11..=110).map(|s| ev(s, &big)).collect(),
+        (111..=120).map(|s| ev(s, "")).collect(),
+    ];
+    for b in &batches {
+        fence = bus.log.append(&session, b, fence).await.unwrap().fence;
+    }
+    for after in [0, 5, 10, 50, 110] {
+        let mut reader = bus.log.reader(&session, after).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            let page = reader.next_page(256).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            got.extend(page.iter().map(|e| e.seq));
+        }
+        assert_eq!(got, (after + 1..=120).collect::<Vec<_>>(), "from {after}");
+    }
+}
