@@ -13,6 +13,8 @@ pub const DELIVERY_LATENCY: &str = "weir_edge_delivery_latency_seconds";
 pub const BUFFER_FILL: &str = "weir_edge_buffer_fill_ratio";
 pub const BACKPRESSURE_PAUSES: &str = "weir_edge_backpressure_pauses_total";
 pub const LOG_READS: &str = "weir_edge_log_reads_total";
+pub const LOG_CACHE_BYTES: &str = "weir_edge_log_cache_bytes";
+pub const LOG_CACHE_EVICTIONS: &str = "weir_edge_log_cache_evictions_total";
 pub const RESUMES: &str = "weir_edge_resumes_total";
 pub const CLOSES: &str = "weir_edge_closes_total";
 pub const SLOW_CONSUMERS: &str = "weir_edge_slow_consumer_disconnects_total";
@@ -50,6 +52,8 @@ pub const EDGE_SERIES: &[&str] = &[
     CONNECTIONS_REJECTED,
     BACKPRESSURE_PAUSES,
     LOG_READS,
+    LOG_CACHE_BYTES,
+    LOG_CACHE_EVICTIONS,
     SLOW_CONSUMERS,
     AUTH_FAILURES,
     UPSTREAM_GAPS,
@@ -76,7 +80,12 @@ pub const PRODUCER_SERIES: &[&str] = &[
     STORE_OUTAGES,
 ];
 
-const GAUGES: &[&str] = &[CONNECTIONS_OPEN, SESSIONS_SUBSCRIBED, RUNS_ACTIVE];
+const GAUGES: &[&str] = &[
+    CONNECTIONS_OPEN,
+    SESSIONS_SUBSCRIBED,
+    LOG_CACHE_BYTES,
+    RUNS_ACTIVE,
+];
 
 /// Exports `series` at 0 (label-less counters and gauges).
 pub fn zero(series: &[&'static str]) {
@@ -142,6 +151,14 @@ pub fn describe() {
     describe_counter!(
         LOG_READS,
         "Pages read from the log for clients behind the live feed"
+    );
+    describe_gauge!(
+        LOG_CACHE_BYTES,
+        "Bytes of log pages cached for the sessions followed on this node"
+    );
+    describe_counter!(
+        LOG_CACHE_EVICTIONS,
+        "Log pages dropped from a session's cache to keep it within WEIR_LOG_CACHE"
     );
     describe_counter!(
         RESUMES,

@@ -53,6 +53,11 @@ pub struct EdgeConfig {
     /// Subscribers reading the log at once on this node (the rest wait).
     #[arg(long, env = "WEIR_MAX_LOG_READERS", default_value_t = 64)]
     pub max_log_readers: usize,
+    /// Bytes of log pages cached per session for the clients behind its
+    /// ring, shared by all of them (0: none; each page is then re-read).
+    /// Edge memory for one session is this plus the connections' buffers.
+    #[arg(long, env = "WEIR_LOG_CACHE", default_value_t = crate::hub::DEFAULT_LOG_CACHE)]
+    pub log_cache: usize,
     /// Events per second each client of a session receives, at most, when
     /// the session was created without a `pace` of its own (0 = as they come).
     #[arg(long, env = "WEIR_PACE", default_value_t = 0)]
@@ -108,6 +113,7 @@ impl EdgeConfig {
             max_frame_events: 256,
             session_ring: 1024,
             max_log_readers: 64,
+            log_cache: crate::hub::DEFAULT_LOG_CACHE,
             pace: 0,
             heartbeat: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),

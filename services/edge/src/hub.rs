@@ -4,8 +4,11 @@
 //! A [`Feed`] follows the session's log live and keeps its most recent
 //! events in a bounded ring (always a contiguous run of seqs). Subscribers
 //! read from the ring at their own pace; one that falls behind the ring's
-//! start reads the log instead (see [`crate::subscription`]). The feed lives
-//! while someone holds it and stops following once it has seen `end`.
+//! start reads the log instead (see [`crate::subscription`]), through the
+//! feed's [`PageCache`]: a page one subscriber reads from the log serves the
+//! others at that position, so N subscribers behind the ring cost one
+//! bounded cache, not N copies. The feed lives while someone holds it and
+//! stops following once it has seen `end`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -14,22 +17,37 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use weir_bus::EventLog;
+use weir_bus::{BusError, EventLog, LogReader};
 use weir_protocol::{RawEvent, SessionId};
 use weir_telemetry::names;
+
+use crate::pages::PageCache;
+
+/// Default bytes of log pages cached per session (`WEIR_LOG_CACHE`).
+pub const DEFAULT_LOG_CACHE: usize = 4 << 20;
+
+/// Most events in one page read from the log for the cache.
+const PAGE_EVENTS: usize = 256;
 
 #[derive(Clone)]
 pub struct Hub {
     feeds: Arc<Mutex<HashMap<SessionId, Weak<Feed>>>>,
     log: Arc<dyn EventLog>,
     ring_capacity: usize,
+    log_cache: usize,
     log_readers: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct Feed {
     ring: RwLock<Ring>,
-    /// Shared by the node: how many subscribers may read the log at once.
-    pub log_readers: Arc<tokio::sync::Semaphore>,
+    /// Log pages read for subscribers behind the ring, shared by them all.
+    pages: Mutex<PageCache>,
+    /// The one log reader of the session on this node, with the seq it has
+    /// read up to; the lock makes the feed read one page at a time, so that
+    /// subscribers waiting for the same page find it in the cache.
+    reader: tokio::sync::Mutex<Option<(Box<dyn LogReader>, u64)>>,
+    /// Shared by the node: how many sessions may read the log at once.
+    log_readers: Arc<tokio::sync::Semaphore>,
     /// Last seq in the ring; changes wake subscribers.
     last: watch::Sender<u64>,
     /// True once the upstream subscription is in place.
@@ -119,6 +137,46 @@ impl Feed {
         self.last.subscribe()
     }
 
+    /// Up to `max` events after `cursor` from the page cache, if it has them.
+    pub fn cached(&self, cursor: u64, max: usize) -> Option<Vec<RawEvent>> {
+        self.pages.lock().expect("cache lock").read(cursor, max)
+    }
+
+    /// Up to `max` events after `cursor`: from the cache if another
+    /// subscriber read them while this one waited its turn, else one page
+    /// from the log (holding a log-reader permit), which goes into the cache
+    /// for the others. Empty when the log has nothing after `cursor`; the
+    /// first event is later than `cursor + 1` when the events between expired.
+    pub async fn read_log(
+        &self,
+        log: &Arc<dyn EventLog>,
+        session: &SessionId,
+        cursor: u64,
+        max: usize,
+    ) -> Result<Vec<RawEvent>, BusError> {
+        let mut shared = self.reader.lock().await;
+        if let Some(events) = self.cached(cursor, max) {
+            return Ok(events);
+        }
+        let _permit = self.log_readers.acquire().await.expect("never closed");
+        // Go on from where the last page ended, or start a reader here. On
+        // an error the reader is dropped: the next read starts a new one.
+        let mut reader = match shared.take() {
+            Some((r, at)) if at == cursor => r,
+            _ => log.reader(session, cursor).await?,
+        };
+        let mut page = reader.next_page(PAGE_EVENTS).await?;
+        metrics::counter!(names::LOG_READS).increment(1);
+        let Some(last) = page.last().map(|e| e.seq) else {
+            return Ok(page); // caught up with the log
+        };
+        *shared = Some((reader, last));
+        drop(shared);
+        self.pages.lock().expect("cache lock").insert(&page);
+        page.truncate(max.max(1));
+        Ok(page)
+    }
+
     fn push(&self, batch: Vec<RawEvent>) -> bool {
         let ended = batch.last().is_some_and(|e| e.end);
         let mut ring = self.ring.write().expect("ring lock");
@@ -147,8 +205,16 @@ impl Hub {
             feeds: Arc::default(),
             log,
             ring_capacity: ring_capacity.max(1),
+            log_cache: DEFAULT_LOG_CACHE,
             log_readers: Arc::new(tokio::sync::Semaphore::new(max_log_readers.max(1))),
         }
+    }
+
+    /// Bytes of log pages each followed session may cache (default
+    /// [`DEFAULT_LOG_CACHE`]).
+    pub fn with_log_cache(mut self, bytes: usize) -> Hub {
+        self.log_cache = bytes;
+        self
     }
 
     /// The sessions this node follows, each with its subscribers here.
@@ -173,6 +239,8 @@ impl Hub {
                     feeds.retain(|_, f| f.strong_count() > 0);
                     let f = Arc::new(Feed {
                         ring: RwLock::new(Ring::new(self.ring_capacity)),
+                        pages: Mutex::new(PageCache::new(self.log_cache)),
+                        reader: tokio::sync::Mutex::new(None),
                         log_readers: self.log_readers.clone(),
                         last: watch::channel(0).0,
                         ready: watch::channel(false).0,

@@ -7,7 +7,8 @@
 //! - [`sessions`]: auth, session view, resume checks and control;
 //!   [`rebuild`]: a session's state from its log alone.
 //! - [`hub`]: one upstream feed per session per node, fanned out.
-//! - [`subscription`]: a subscriber's cursor over ring and log.
+//! - [`pages`]: a session's shared, byte-bounded cache of log pages.
+//! - [`subscription`]: a subscriber's cursor over ring, cache and log.
 //! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
 //!   heartbeats, write timeout, drain.
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
@@ -38,6 +39,7 @@ pub mod frontends;
 pub mod hub;
 pub mod limits;
 pub mod operators;
+pub mod pages;
 pub mod rebuild;
 pub mod sessions;
 pub mod sse;
@@ -78,7 +80,8 @@ impl AppState {
     pub fn new(config: EdgeConfig, bus: Bus, store: Arc<dyn SessionStore>) -> AppState {
         AppState(Arc::new(Inner {
             node: config.node_id(),
-            hub: hub::Hub::new(bus.log.clone(), config.session_ring, config.max_log_readers),
+            hub: hub::Hub::new(bus.log.clone(), config.session_ring, config.max_log_readers)
+                .with_log_cache(config.log_cache),
             keys: TokenKey::new(config.secret.as_bytes()),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),

@@ -1,13 +1,15 @@
 //! One subscriber's cursor over a session: "read the log from `after`, then
 //! follow it". Events come from the node's live ring when it holds the next
-//! seq, from the log when the subscriber is behind the ring; either way the
-//! subscriber gets every seq after its cursor once, in order.
+//! seq, from the feed's shared page cache or the log (one page at a time,
+//! through the feed) when the subscriber is behind the ring; either way the
+//! subscriber gets every seq after its cursor once, in order. A subscriber
+//! holds no page of its own: only what it hands to its connection's buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use weir_bus::{BusError, EventLog, LogReader};
+use weir_bus::{BusError, EventLog};
 use weir_protocol::{RawEvent, SessionId};
 use weir_telemetry::names;
 
@@ -25,7 +27,6 @@ pub struct Subscription {
     feed: Arc<Feed>,
     log: Arc<dyn EventLog>,
     last: watch::Receiver<u64>,
-    reader: Option<Box<dyn LogReader>>,
     /// The last seq handed out.
     cursor: u64,
     pacer: Option<Pacer>,
@@ -84,7 +85,6 @@ impl Subscription {
             last: feed.watch_last(),
             feed,
             log,
-            reader: None,
             cursor: after,
             pacer: None,
         }
@@ -132,7 +132,6 @@ impl Subscription {
                 Err(Step::Bus(e)) => {
                     metrics::counter!(names::BUS_ERRORS, "op" => "read").increment(1);
                     tracing::warn!(session = %self.session, error = %e, "log read failed; retrying");
-                    self.reader = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -142,32 +141,27 @@ impl Subscription {
 
     /// Events if any are available now; `None` when caught up.
     async fn try_next(&mut self, max: usize) -> Result<Option<Vec<RawEvent>>, Step> {
-        if self.reader.is_none() {
-            // Mark the ring's state as seen before reading it, so that a
-            // change after this read wakes the wait in `next`.
-            self.last.borrow_and_update();
-            match self.feed.read(self.cursor, max) {
-                RingRead::Events(events) => return Ok(Some(self.advance(events))),
-                // Caught up with a live feed: wait for it, never poll the log.
-                RingRead::Nothing => return Ok(None),
-                RingRead::Empty if !log_has_more(&self.log, &self.session, self.cursor).await? => {
-                    return Ok(None)
-                }
-                RingRead::Empty | RingRead::Behind { .. } => {}
+        // Mark the ring's state as seen before reading it, so that a change
+        // after this read wakes the wait in `next`.
+        self.last.borrow_and_update();
+        match self.feed.read(self.cursor, max) {
+            RingRead::Events(events) => return Ok(Some(self.advance(events))),
+            // Caught up with a live feed: wait for it, never poll the log.
+            RingRead::Nothing => return Ok(None),
+            RingRead::Empty if !log_has_more(&self.log, &self.session, self.cursor).await? => {
+                return Ok(None)
             }
-            let permits = self.feed.log_readers.clone();
-            let _permit = permits.acquire().await.expect("never closed");
-            self.reader = Some(self.log.reader(&self.session, self.cursor).await?);
+            RingRead::Empty | RingRead::Behind { .. } => {}
         }
-        let permits = self.feed.log_readers.clone();
-        let permit = permits.acquire().await.expect("never closed");
-        let reader = self.reader.as_mut().expect("set above");
-        let page = reader.next_page(max).await?;
-        drop(permit);
-        metrics::counter!(names::LOG_READS).increment(1);
+        let page = match self.feed.cached(self.cursor, max) {
+            Some(events) => events,
+            None => {
+                let (log, session) = (&self.log, &self.session);
+                self.feed.read_log(log, session, self.cursor, max).await?
+            }
+        };
         let Some(first) = page.first() else {
             // The log has nothing more: back to the ring.
-            self.reader = None;
             return Ok(None);
         };
         if first.seq != self.cursor + 1 {

@@ -1,6 +1,8 @@
 //! Reading a session's log: page by page through an ephemeral pull
 //! consumer that starts at the first message after the cursor (found by
-//! bisection with direct reads), so a slow reader holds at most one page.
+//! bisection with direct reads), so a slow reader holds at most one page:
+//! each pull is bounded in bytes as well as messages, because one message
+//! can carry a batch of hundreds of events.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -12,6 +14,10 @@ use weir_protocol::RawEvent;
 
 use super::{last_seq_in, parse_message};
 use crate::{BusError, LogReader};
+
+/// Most bytes one pull asks for. A message larger than this alone is still
+/// read, by itself (see [`NatsReader::fetch`]).
+pub(super) const FETCH_BYTES: usize = 64 << 10;
 
 /// Reads a session's log page by page through an ephemeral pull consumer,
 /// re-created from where it stopped if the server forgot it.
@@ -102,18 +108,42 @@ impl NatsReader {
         Ok(Some(lo))
     }
 
-    /// One fetch of up to `max` messages; false when the log had nothing more.
+    /// One fetch of up to `max` messages and about [`FETCH_BYTES`]; false
+    /// when the log had nothing more. The server refuses a pull whose first
+    /// message alone is over the byte bound: that message is then fetched by
+    /// itself, with no byte bound.
     async fn fetch(&mut self, max: usize) -> Result<bool, BusError> {
+        match self.fetch_bounded(max, FETCH_BYTES).await? {
+            Fetched::Some => Ok(true),
+            Fetched::Nothing => Ok(false),
+            Fetched::TooLarge => Ok(self.fetch_bounded(1, 0).await? == Fetched::Some),
+        }
+    }
+
+    /// `max_bytes` 0: no byte bound.
+    async fn fetch_bounded(&mut self, max: usize, max_bytes: usize) -> Result<Fetched, BusError> {
         let consumer = self.consumer().await?;
         let mut messages = consumer
             .fetch()
             .max_messages(max)
+            .max_bytes(max_bytes)
             .messages()
             .await
             .map_err(BusError::unavailable)?;
         let mut got = false;
         while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(BusError::unavailable)?;
+            let msg = match msg {
+                Ok(m) => m,
+                // The next message would pass the byte bound: the pull ends.
+                Err(e) if max_bytes > 0 && over_max_bytes(&e) => {
+                    return Ok(if got {
+                        Fetched::Some
+                    } else {
+                        Fetched::TooLarge
+                    });
+                }
+                Err(e) => return Err(BusError::unavailable(e)),
+            };
             if let Ok(info) = msg.info() {
                 self.next_stream_seq = Some(info.stream_sequence + 1);
             }
@@ -125,8 +155,21 @@ impl NatsReader {
                 }
             }
         }
-        Ok(got)
+        Ok(if got { Fetched::Some } else { Fetched::Nothing })
     }
+}
+
+#[derive(Debug, PartialEq)]
+enum Fetched {
+    Some,
+    Nothing,
+    /// The first message alone is over the byte bound.
+    TooLarge,
+}
+
+/// The server's 409 "Message Size Exceeds MaxBytes", as async-nats reports it.
+fn over_max_bytes(e: &async_nats::Error) -> bool {
+    e.to_string().contains("Exceeds MaxBytes")
 }
 
 #[async_trait]
