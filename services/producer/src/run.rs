@@ -200,7 +200,15 @@ impl Claimed {
                 }))
             }
         };
-        // An op asked for before this producer subscribed is in the store.
+        // An op asked for before this producer subscribed is in the store:
+        // read it again now that the subscription is in place (edges store
+        // an op before they send it), so none falls between the claim's
+        // read and the subscription.
+        if let Ok(Some(state)) = ctx.store.get(&self.id).await {
+            if state.control.is_some() {
+                self.control = state.control;
+            }
+        }
         let initial = match self.control {
             Some(ControlOp::Cancel) => return Outcome::Cancelled,
             Some(ControlOp::Pause) => Gate::Paused,

@@ -302,6 +302,10 @@ impl ControlChannel for NatsBus {
             .subscribe(session.control_subject())
             .await
             .map_err(BusError::unavailable)?;
+        // The server has the subscription when this returns (an op sent
+        // after it is delivered, one sent before it is in the store); while
+        // disconnected, it is made on the reconnect and this does not wait.
+        let _ = tokio::time::timeout(self.config.request_timeout, self.client.flush()).await;
         Ok(sub
             .filter_map(|m| async move {
                 let op = serde_json::from_slice::<ControlOp>(&m.payload);
