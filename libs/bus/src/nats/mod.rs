@@ -248,6 +248,7 @@ impl EventLog for NatsBus {
             self.events.clone(),
             session.events_subject(),
             after,
+            self.config.request_timeout,
         )))
     }
 

@@ -22,6 +22,9 @@ pub(super) const FETCH_BYTES: usize = 64 << 10;
 /// Reads a session's log page by page through an ephemeral pull consumer,
 /// re-created from where it stopped if the server forgot it.
 pub(super) struct NatsReader {
+    /// Longest wait for one pull: a consumer whose server went away (a
+    /// node restarting) never answers, and then a new one is made.
+    timeout: Duration,
     events: stream::Stream,
     subject: String,
     cursor: u64,
@@ -31,8 +34,14 @@ pub(super) struct NatsReader {
 }
 
 impl NatsReader {
-    pub(super) fn new(events: stream::Stream, subject: String, after: u64) -> NatsReader {
+    pub(super) fn new(
+        events: stream::Stream,
+        subject: String,
+        after: u64,
+        timeout: Duration,
+    ) -> NatsReader {
         NatsReader {
+            timeout,
             events,
             subject,
             cursor: after,
@@ -177,14 +186,22 @@ impl LogReader for NatsReader {
     async fn next_page(&mut self, max: usize) -> Result<Vec<RawEvent>, BusError> {
         let max = max.max(1);
         while self.leftover.is_empty() {
-            let fetched = match self.fetch(max).await {
+            // A pull cut short by the timeout keeps what it delivered: the
+            // cursor and stream position move with each message.
+            let timeout = self.timeout;
+            let timed_out = || BusError::Unavailable("a log read did not answer in time".into());
+            let first = tokio::time::timeout(timeout, self.fetch(max)).await;
+            let fetched = match first.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(f) => f,
                 Err(first) => {
-                    // The server may have dropped an idle consumer: start a
-                    // new one where this one stopped, once.
+                    // The server may have dropped an idle consumer, or the
+                    // node holding it restarted: start a new one where this
+                    // one stopped, once.
                     tracing::debug!(error = %first, "log reader re-created");
                     self.consumer = None;
-                    self.fetch(max).await?
+                    tokio::time::timeout(timeout, self.fetch(max))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out()))?
                 }
             };
             if !fetched {
