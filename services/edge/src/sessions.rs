@@ -3,7 +3,7 @@
 //! control.
 
 use axum::http::HeaderMap;
-use weir_protocol::{ControlOp, EndReason, Event, SessionId, Status};
+use weir_protocol::{ControlOp, EndReason, Event, SessionId};
 use weir_store::{SessionState, StoreError};
 
 use crate::error::ApiError;
@@ -89,10 +89,10 @@ pub async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionS
         s.end_reason = Some(reason);
         s.producer = None;
         Some(weir_store::Update::ended(reason, last.event.seq))
-    } else if !s.status.is_ended()
-        && (s.status == Status::Queued || s.agent == crate::api::EXTERNAL_AGENT)
-    {
-        // Outside producers announce pauses in the log only.
+    } else if !s.status.is_ended() {
+        // The log says whether a live session is paused (its last event is
+        // the `paused` notice) sooner than the producer's coalesced state
+        // writes, and is the only place outside producers say it.
         let live = rebuild::live_status(&last.event);
         let changed = live != s.status;
         s.status = live;
