@@ -24,6 +24,8 @@ pub const SESSIONS_CREATED: &str = "weir_edge_sessions_created_total";
 pub const UPSTREAM_GAPS: &str = "weir_edge_upstream_gaps_total";
 pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
 pub const SESSIONS_RATE_LIMITED: &str = "weir_edge_sessions_rate_limited_total";
+pub const HEADER_TIMEOUTS: &str = "weir_edge_header_timeouts_total";
+pub const WRITE_STALLS: &str = "weir_edge_write_stalls_total";
 
 // Producer.
 pub const RUNS: &str = "weir_producer_runs_total";
@@ -59,6 +61,8 @@ pub const EDGE_SERIES: &[&str] = &[
     UPSTREAM_GAPS,
     NOTICES_SENT,
     SESSIONS_RATE_LIMITED,
+    HEADER_TIMEOUTS,
+    WRITE_STALLS,
     BUS_DISCONNECTS,
     BUS_RECONNECTS,
     STORE_ERRORS,
@@ -180,6 +184,14 @@ pub fn describe() {
     describe_counter!(
         SESSIONS_RATE_LIMITED,
         "Session creations refused with 429, by the limit hit (api_key, address)"
+    );
+    describe_counter!(
+        HEADER_TIMEOUTS,
+        "Connections closed because a request's headers did not arrive within --header-timeout"
+    );
+    describe_counter!(
+        WRITE_STALLS,
+        "Connections cut because the client took no bytes for the write timeout (SSE and other responses)"
     );
     describe_counter!(RUNS, "Runs finished, by outcome");
     describe_gauge!(RUNS_ACTIVE, "Runs in progress on this producer");

@@ -68,6 +68,10 @@ pub struct EdgeConfig {
     /// A client that does not take a frame for this long is closed with 4008.
     #[arg(long, env = "WEIR_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+    /// A connection must send its complete request headers within this
+    /// (slowloris); also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
     /// Largest client frame, in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "WEIR_MAX_CLIENT_FRAME", default_value_t = 65536)]
     pub max_client_frame: usize,
@@ -117,6 +121,7 @@ impl EdgeConfig {
             pace: 0,
             heartbeat: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             max_client_frame: 65536,
             max_connections: 20000,
             create_rate: 0,
@@ -141,6 +146,9 @@ impl EdgeConfig {
         let (lo, hi) = (self.low_watermark, self.high_watermark);
         if !(0.0 < hi && hi <= 1.0 && 0.0 <= lo && lo < hi) {
             return Err("watermarks must satisfy 0 <= low < high <= 1".into());
+        }
+        if self.header_timeout.is_zero() {
+            return Err("--header-timeout must be more than 0".into());
         }
         if self.conn_buffer == 0 || self.max_frame_events == 0 || self.session_ring == 0 {
             return Err("buffer sizes must be at least 1".into());

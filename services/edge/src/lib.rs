@@ -14,6 +14,9 @@
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
 //!   the same subscription.
 //!
+//! - [`serve`]: the HTTP/1 server under the router: header and socket
+//!   write timeouts, client addresses, graceful shutdown.
+//!
 //! [`run`] is what the binary and the tests call.
 
 use std::ops::Deref;
@@ -21,7 +24,6 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -41,6 +43,7 @@ pub mod limits;
 pub mod operators;
 pub mod pages;
 pub mod rebuild;
+pub mod serve;
 pub mod sessions;
 pub mod sse;
 pub mod subscription;
@@ -200,18 +203,15 @@ pub async fn run(
         background.clone(),
     ));
     let app = router(state.clone());
-    // Events are small writes that must leave at once: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let timeouts = serve::Timeouts {
+        header: state.config.header_timeout,
+        write: state.config.write_timeout,
+    };
+    let server = serve::serve(listener, app, timeouts, async move {
         shutdown.cancelled().await;
         drain.cancel();
     });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     state.drain.cancelled().await;
     tracing::info!(grace = ?grace, "draining");
     // Connections hold permits; all permits back means all connections gone.
