@@ -110,6 +110,9 @@ pub async fn the_index_pages_newest_first_by_status(store: &dyn SessionStore, pr
     assert_eq!(crate::parse_cursor(&cursor), Ok(cursor.clone()));
     let second = store.list(None, 1, Some(&cursor)).await.unwrap();
     assert_eq!(second.sessions[0].id, ids[5]);
+    // Past the oldest entry: an empty page, not an error.
+    let past = store.list(None, 10, Some("0000000000000:a")).await.unwrap();
+    assert!(past.sessions.is_empty() && past.next_cursor.is_none());
 }
 
 pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {

@@ -405,9 +405,16 @@ impl SessionStore for RedisStore {
         for (_, id) in &listed {
             pipe.hgetall(state_key(id));
         }
+        let mut page = Page::default();
+        if entries.len() == limit {
+            page.next_cursor = entries.last().cloned();
+        }
+        // An empty pipeline is an error to the client, not an empty answer.
+        if listed.is_empty() {
+            return Ok(page);
+        }
         let maps: redis::RedisResult<Vec<std::collections::HashMap<String, String>>> =
             pipe.query_async(&mut conn).await;
-        let mut page = Page::default();
         let mut gone = redis::pipe();
         for ((entry, id), map) in listed.iter().zip(self.outcome(maps)?) {
             if map.is_empty() {
@@ -419,9 +426,6 @@ impl SessionStore for RedisStore {
             page.sessions.push(decode(id, map)?);
         }
         let _: redis::RedisResult<()> = gone.query_async(&mut conn).await;
-        if entries.len() == limit {
-            page.next_cursor = entries.last().cloned();
-        }
         Ok(page)
     }
 
