@@ -1,6 +1,7 @@
 //! `GET /v1/sessions/{id}/ws`: checks, then the axum socket adapted to
 //! [`crate::connection::serve`].
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -68,8 +69,13 @@ pub async fn upgrade(
     Path(id): Path<String>,
     headers: HeaderMap,
     query: RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Not a WebSocket request: a JSON error like every other.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+    };
     let Some(guard) = ConnectionGuard::try_new(&state, "ws") else {
         return ApiError::Unavailable("this node is at its connection limit or draining".into())
             .into_response();
