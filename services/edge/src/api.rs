@@ -265,6 +265,14 @@ pub async fn ops_page() -> Html<&'static str> {
     Html(include_str!("../static/ops.html"))
 }
 
+/// The OpenAPI 3.1 document of this API (services/edge/openapi.json).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 pub async fn client_js() -> Response {
     (
         [

@@ -23,7 +23,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -143,34 +143,48 @@ impl Drop for ConnectionGuard {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route of the API: its path and what serves it. [`router`] serves
+/// these and nothing else, and tests/openapi.rs checks them against the
+/// OpenAPI document (`GET /openapi.json`).
+pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)> {
     let control = |op: ControlOp| {
         move |s, p: axum::extract::Path<String>, h, q| {
             api::control(s, axum::extract::Path((p.0, op.as_str().to_owned())), h, q)
         }
     };
-    Router::new()
-        .route("/", get(api::demo_page))
-        .route("/ops", get(api::ops_page))
-        .route("/weir-client.js", get(api::client_js))
-        .route(
+    let mut routes = vec![
+        ("/", get(api::demo_page)),
+        ("/ops", get(api::ops_page)),
+        ("/weir-client.js", get(api::client_js)),
+        ("/openapi.json", get(api::openapi)),
+        (
             "/v1/sessions",
             post(api::create).get(operators::list_sessions),
-        )
-        .route("/v1/sessions/{id}", get(api::get))
-        .route("/v1/sessions/{id}/history", get(api::history))
-        .route("/v1/sessions/{id}/events", get(sse::events))
-        .route("/v1/sessions/{id}/ws", get(ws::upgrade))
-        .merge(frontends::routes(&state.config))
-        .route("/v1/sessions/{id}/pause", post(control(ControlOp::Pause)))
-        .route("/v1/sessions/{id}/resume", post(control(ControlOp::Resume)))
-        .route("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel)))
-        .route("/v1/status", get(operators::status))
-        .route("/v1/nodes", get(operators::nodes))
-        .route("/v1/broadcast", post(operators::broadcast))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
+        ),
+        ("/v1/sessions/{id}", get(api::get)),
+        ("/v1/sessions/{id}/history", get(api::history)),
+        ("/v1/sessions/{id}/events", get(sse::events)),
+        ("/v1/sessions/{id}/ws", get(ws::upgrade)),
+        ("/v1/sessions/{id}/pause", post(control(ControlOp::Pause))),
+        ("/v1/sessions/{id}/resume", post(control(ControlOp::Resume))),
+        ("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel))),
+        ("/v1/status", get(operators::status)),
+        ("/v1/nodes", get(operators::nodes)),
+        ("/v1/broadcast", post(operators::broadcast)),
+        ("/healthz", get(api::healthz)),
+        ("/readyz", get(api::readyz)),
+        ("/metrics", get(api::metrics)),
+    ];
+    routes.extend(frontends::routes(config));
+    routes
+}
+
+pub fn router(state: AppState) -> Router {
+    routes(&state.config)
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn(api::count_requests))

@@ -10,8 +10,7 @@
 //! become tool calls and results, usage is summed. Every id it hands out is
 //! a seq, so the same log gives the same bytes on any edge.
 
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::{get, post, MethodRouter};
 use serde_json::{Map, Value};
 use weir_protocol::event::kind;
 use weir_protocol::{EndReason, Event};
@@ -21,12 +20,13 @@ pub mod stream;
 pub mod ui_stream;
 
 /// `…/ui-stream` (GET and POST) and `…/ag-ui` (POST).
-pub fn routes(config: &crate::EdgeConfig) -> Router<crate::AppState> {
+pub fn routes(config: &crate::EdgeConfig) -> Vec<(&'static str, MethodRouter<crate::AppState>)> {
     let ui_stream = get(ui_stream::handler).post(ui_stream::handler);
     let ag_ui = post(ag_ui::handler).layer(ag_ui::body_limit(config));
-    Router::new()
-        .route("/v1/sessions/{id}/ui-stream", ui_stream)
-        .route("/v1/sessions/{id}/ag-ui", ag_ui)
+    vec![
+        ("/v1/sessions/{id}/ui-stream", ui_stream),
+        ("/v1/sessions/{id}/ag-ui", ag_ui),
+    ]
 }
 
 /// What an event means to a chat UI. Ids are seqs; encoders format them.
