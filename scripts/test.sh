@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (scripts/setup.sh), then runs
 # the Rust tests (unit, conformance and end-to-end against real nats-server
-# and redis-server processes), the JS client's tests (Node, and the browser
+# and redis-server processes; tests/openapi.rs runs schemathesis from
+# .tools/schemathesis against a live edge), the JS client's tests (Node, and the browser
 # test in Chromium), the front-end protocols with the real AI SDK and AG-UI
 # clients (clients/frontends) and the Python adapter's tests (real AutoGen).
 set -euo pipefail
