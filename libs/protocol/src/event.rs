@@ -169,13 +169,14 @@ impl Head<'_> {
 impl RawEvent {
     /// Parses one event object, keeping a copy of its bytes.
     pub fn parse(json: &[u8]) -> Result<RawEvent, EventError> {
-        Self::parse_bytes(Bytes::copy_from_slice(json))
-    }
-
-    fn parse_bytes(json: Bytes) -> Result<RawEvent, EventError> {
+        check_utf8(json)?;
+        if json.get(skip_ws(json, 0)) != Some(&b'{') {
+            return Err(EventError::Json("an event is a JSON object".into()));
+        }
         let head: Head<'_> =
-            serde_json::from_slice(&json).map_err(|e| EventError::Json(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| EventError::Json(e.to_string()))?;
         let (seq, ts, end) = head.fields()?;
+        let json = Bytes::copy_from_slice(json);
         Ok(RawEvent { seq, ts, end, json })
     }
 
@@ -188,6 +189,7 @@ impl RawEvent {
         if payload.get(start) != Some(&b'[') {
             return Ok(vec![RawEvent::parse(payload)?]);
         }
+        check_utf8(payload)?;
         let bytes = Bytes::copy_from_slice(payload);
         let mut out: Vec<RawEvent> = Vec::new();
         let mut pos = skip_ws(&bytes, start + 1);
@@ -200,6 +202,10 @@ impl RawEvent {
             };
         }
         loop {
+            // Serde reads a struct from an array too; an event is an object.
+            if bytes.get(pos) != Some(&b'{') {
+                return Err(EventError::Json("an event is a JSON object".into()));
+            }
             let mut items =
                 serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Head<'_>>();
             let head = match items.next() {
@@ -216,7 +222,7 @@ impl RawEvent {
                 json: bytes.slice(pos..end),
             };
             if let Some(prev) = out.last() {
-                if ev.seq != prev.seq + 1 {
+                if prev.seq.checked_add(1) != Some(ev.seq) {
                     return Err(EventError::NotContiguous {
                         prev: prev.seq,
                         next: ev.seq,
@@ -238,6 +244,15 @@ impl RawEvent {
         serde_json::from_slice::<Head<'_>>(&self.json)
             .map(|h| h.kind.into_owned())
             .unwrap_or_default()
+    }
+}
+
+/// Events are forwarded as they are, inside text frames and SSE lines: they
+/// must be UTF-8 everywhere, also in the strings serde skips over unchecked.
+fn check_utf8(b: &[u8]) -> Result<(), EventError> {
+    match std::str::from_utf8(b) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(EventError::Json(format!("not UTF-8: {e}"))),
     }
 }
 
@@ -316,6 +331,36 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// What `fuzz/`'s bus_message target found: serde skips over strings
+    /// it does not keep without checking their UTF-8, reads a struct from
+    /// an array, and the contiguity check overflowed at `u64::MAX`.
+    #[test]
+    fn rejects_bad_utf8_array_events_and_seq_overflow() {
+        let bad_utf8 = b"{\"seq\":1,\"kind\":\"token\",\"data\":{\"text\":\"\xff\"}}";
+        for message in [bad_utf8.to_vec(), [&b"["[..], bad_utf8, b"]"].concat()] {
+            let e = RawEvent::parse_message(&message).unwrap_err();
+            assert!(e.to_string().contains("not UTF-8"), "{e}");
+        }
+        for message in [
+            &br#"[[1,"token",0]]"#[..],
+            br#"[{"seq":1,"kind":"x"},[2,"x",0]]"#,
+        ] {
+            let e = RawEvent::parse_message(message).unwrap_err();
+            assert_eq!(e, EventError::Json("an event is a JSON object".into()));
+        }
+        let max = format!(
+            r#"[{{"seq":{},"kind":"x"}},{{"seq":1,"kind":"x"}}]"#,
+            u64::MAX
+        );
+        assert_eq!(
+            RawEvent::parse_message(max.as_bytes()),
+            Err(EventError::NotContiguous {
+                prev: u64::MAX,
+                next: 1
+            })
+        );
     }
 
     #[test]
