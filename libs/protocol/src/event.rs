@@ -169,7 +169,7 @@ impl Head<'_> {
 impl RawEvent {
     /// Parses one event object, keeping a copy of its bytes.
     pub fn parse(json: &[u8]) -> Result<RawEvent, EventError> {
-        check_utf8(json)?;
+        check_text(json)?;
         if json.get(skip_ws(json, 0)) != Some(&b'{') {
             return Err(EventError::Json("an event is a JSON object".into()));
         }
@@ -189,7 +189,7 @@ impl RawEvent {
         if payload.get(start) != Some(&b'[') {
             return Ok(vec![RawEvent::parse(payload)?]);
         }
-        check_utf8(payload)?;
+        check_text(payload)?;
         let bytes = Bytes::copy_from_slice(payload);
         let mut out: Vec<RawEvent> = Vec::new();
         let mut pos = skip_ws(&bytes, start + 1);
@@ -247,13 +247,44 @@ impl RawEvent {
     }
 }
 
-/// Events are forwarded as they are, inside text frames and SSE lines: they
-/// must be UTF-8 everywhere, also in the strings serde skips over unchecked.
-fn check_utf8(b: &[u8]) -> Result<(), EventError> {
-    match std::str::from_utf8(b) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(EventError::Json(format!("not UTF-8: {e}"))),
+/// Events are forwarded as they are, inside text frames and SSE lines, and
+/// parsed whole by the front-end encoders: the strings serde skips over
+/// here (in `data`, `source`) must be text too. Serde checks neither their
+/// UTF-8 nor that a `\u` escape is a character (a lone surrogate such as
+/// `"\udc00"` fits JSON's grammar but is no string, and serde refuses it
+/// wherever it reads one into a string); the hex digits it does check.
+fn check_text(b: &[u8]) -> Result<(), EventError> {
+    if let Err(e) = std::str::from_utf8(b) {
+        return Err(EventError::Json(format!("not UTF-8: {e}")));
     }
+    let hex = |at: usize| {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let lone = || EventError::Json("a \\u escape of a lone surrogate is not text".into());
+    let mut i = 0;
+    while let Some(at) = b
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'\\'))
+    {
+        let at = i + at;
+        i = at + 2;
+        if b.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        match hex(at + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = (b.get(at + 6..at + 8) == Some(b"\\u")).then(|| hex(at + 8));
+                match low.flatten() {
+                    Some(0xDC00..=0xDFFF) => i = at + 12,
+                    _ => return Err(lone()),
+                }
+            }
+            Some(0xDC00..=0xDFFF) => return Err(lone()),
+            _ => i = at + 6,
+        }
+    }
+    Ok(())
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -334,7 +365,7 @@ mod tests {
     }
 
     /// What `fuzz/`'s bus_message target found: serde skips over strings
-    /// it does not keep without checking their UTF-8, reads a struct from
+    /// it does not keep without checking their UTF-8 or their escapes, reads a struct from
     /// an array, and the contiguity check overflowed at `u64::MAX`.
     #[test]
     fn rejects_bad_utf8_array_events_and_seq_overflow() {
@@ -349,6 +380,23 @@ mod tests {
         ] {
             let e = RawEvent::parse_message(message).unwrap_err();
             assert_eq!(e, EventError::Json("an event is a JSON object".into()));
+        }
+        for lone in [
+            r#""\udc00""#,
+            r#""\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\\\udc00""#,
+        ] {
+            let message = format!(r#"{{"seq":1,"kind":"x","data":{{"text":{lone}}}}}"#);
+            let e = RawEvent::parse_message(message.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("lone surrogate"), "{lone}: {e}");
+        }
+        for text in [r#""\ud83d\ude00""#, r#""\\udc00""#, r#""\u00e9\n""#] {
+            let message = format!(r#"{{"seq":1,"kind":"x","data":{{"text":{text}}}}}"#);
+            assert!(
+                RawEvent::parse_message(message.as_bytes()).is_ok(),
+                "{text}"
+            );
         }
         let max = format!(
             r#"[{{"seq":{},"kind":"x"}},{{"seq":1,"kind":"x"}}]"#,

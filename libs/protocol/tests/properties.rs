@@ -88,8 +88,11 @@ proptest! {
 
     #[test]
     fn any_bytes_parse_or_give_an_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        if let Err(e) = RawEvent::parse_message(&bytes) {
-            prop_assert!(!e.to_string().is_empty());
+        match RawEvent::parse_message(&bytes) {
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+            Ok(evs) => for e in evs {
+                prop_assert!(serde_json::from_slice::<Value>(&e.json).is_ok());
+            },
         }
     }
 
@@ -109,6 +112,19 @@ proptest! {
         message[at] = byte;
         prop_assume!(std::str::from_utf8(&message).is_err());
         prop_assert!(matches!(RawEvent::parse_message(&message), Err(EventError::Json(_))));
+    }
+
+    #[test]
+    fn an_escape_is_accepted_only_if_it_is_text(
+        a in prop_oneof![any::<u16>(), 0xD800u16..0xE000],
+        b in prop_oneof![any::<u16>(), 0xD800u16..0xE000],
+        tail in "[a-z\\\\]{0,2}",
+    ) {
+        let text = format!(r#""\u{a:04x}\u{b:04x}{tail}""#);
+        let message = format!(r#"{{"seq":1,"kind":"token","data":{{"text":{text}}}}}"#);
+        // The oracle: serde reading the string itself (as the front-end encoders do).
+        let is_text = serde_json::from_str::<String>(&text).is_ok();
+        prop_assert_eq!(RawEvent::parse_message(message.as_bytes()).is_ok(), is_text, "{}", text);
     }
 
     #[test]
