@@ -263,10 +263,7 @@ fn check_text(b: &[u8]) -> Result<(), EventError> {
     };
     let lone = || EventError::Json("a \\u escape of a lone surrogate is not text".into());
     let mut i = 0;
-    while let Some(at) = b
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'\\'))
-    {
+    while let Some(at) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         let at = i + at;
         i = at + 2;
         if b.get(at + 1) != Some(&b'u') {
