@@ -292,6 +292,7 @@ fn table(r: &serde_json::Value) -> String {
         "max",
         "growth (allowed)",
         "flat",
+        "after the load",
     ]);
     let series: Vec<Series> = serde_json::from_value(r["series"].clone()).unwrap_or_default();
     for s in &series {
