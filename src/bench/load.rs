@@ -220,6 +220,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                             check_mock_text: check_text,
                             deadline,
                             released: released.clone(),
+                            drop_after: None,
                         };
                         let client =
                             Client::new(session.clone(), config, live.clone(), n as usize, created_at);

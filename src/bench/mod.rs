@@ -8,6 +8,7 @@
 //! - [`load`]: steady, saturation, fan-out and failover (one runner, presets).
 //! - [`connections`]: idle subscribed connections and the edge's RSS.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
+//! - [`soak`]: long steady load with churn; [`soak_series`]: its samples and verdict.
 //! - [`client`]: one resuming WebSocket client; [`api`]: the HTTP API;
 //!   [`external`]: publishing as an outside producer.
 //! - [`stats`], [`report`], [`procinfo`]: measuring and reporting.
@@ -25,6 +26,8 @@ pub mod limit;
 pub mod load;
 pub mod procinfo;
 pub mod report;
+pub mod soak;
+pub mod soak_series;
 pub mod stats;
 
 use load::{LoadArgs, Preset};
@@ -49,6 +52,10 @@ pub enum Scenario {
     Connections(connections::ConnArgs),
     /// Raw NATS core pub→sub and JetStream publish throughput and latency.
     Limit(limit::LimitArgs),
+    /// Steady load for a long while (default 40 sessions at once for 10 min,
+    /// clients reconnecting): RSS, fds, tasks and NATS subscriptions sampled
+    /// and judged flat or growing.
+    Soak(soak::SoakArgs),
 }
 
 /// Output flags shared by every scenario.
@@ -96,6 +103,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Connections(a) => {
             connections::run(a).await?;
+        }
+        Scenario::Soak(a) => {
+            soak::run(a).await?;
         }
         Scenario::Limit(a) => {
             let l = limit::run(&a).await?;

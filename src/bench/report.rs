@@ -1,5 +1,6 @@
 //! A run's results: one struct, printed as a table for people, as JSON for
-//! machines (`--json`), and the latency distribution as an SVG plot.
+//! machines (`--json`), and the latency distribution as an SVG plot (the
+//! soak's time series too, [`panels_svg`]).
 
 use std::fmt::Write as _;
 
@@ -207,5 +208,86 @@ pub fn svg(title: &str, points: &[(f64, f64)]) -> String {
         r##"<polyline fill="none" stroke="#1f6fb2" stroke-width="2" points="{}"/></svg>"##,
         path.join(" ")
     );
+    s
+}
+
+/// A chart of [`panels_svg`]: lines of `(x, y)` points, each with a label.
+pub struct Panel {
+    pub title: String,
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+const COLOURS: &[&str] = &[
+    "#1f6fb2", "#d1495b", "#2e933c", "#edae49", "#66429b", "#00798c",
+];
+
+/// Time series as a standalone SVG: panels stacked, a shared x axis in
+/// seconds, each panel's y axis from 0 to its maximum.
+pub fn panels_svg(title: &str, panels: &[Panel]) -> String {
+    let (w, ph, pad, top) = (900.0, 190.0, 60.0, 40.0);
+    let h = top + ph * panels.len() as f64 + 30.0;
+    let points = || panels.iter().flat_map(|p| &p.lines).flat_map(|l| &l.1);
+    let xmax = points().map(|p| p.0).fold(1.0_f64, f64::max);
+    let x = |t: f64| pad + t / xmax * (w - 2.0 * pad - 170.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/><text x="{pad}" y="24" font-size="15">{title}</text>"#
+    );
+    for (i, panel) in panels.iter().enumerate() {
+        let y0 = top + ph * i as f64;
+        let (bottom, height) = (y0 + ph - 30.0, ph - 50.0);
+        let ymax = panel
+            .lines
+            .iter()
+            .flat_map(|l| &l.1)
+            .map(|p| p.1)
+            .fold(1e-9_f64, f64::max)
+            * 1.1;
+        let y = |v: f64| bottom - v / ymax * height;
+        let _ = write!(
+            s,
+            r##"<text x="{pad}" y="{}" font-size="13">{}</text><line x1="{pad}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="black"/><line x1="{pad}" y1="{}" x2="{pad}" y2="{bottom}" stroke="black"/>"##,
+            y0 + 14.0,
+            panel.title,
+            x(xmax),
+            bottom - height
+        );
+        for k in 0..=4 {
+            let v = ymax * k as f64 / 4.0;
+            let _ = write!(
+                s,
+                r##"<line x1="{pad}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2}" y="{3:.1}" text-anchor="end">{v:.0}</text>"##,
+                y(v),
+                x(xmax),
+                pad - 6.0,
+                y(v) + 4.0
+            );
+        }
+        for k in 0..=6 {
+            let t = xmax * k as f64 / 6.0;
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{t:.0} s</text>"#,
+                x(t),
+                bottom + 16.0
+            );
+        }
+        for (j, (label, pts)) in panel.lines.iter().enumerate() {
+            let colour = COLOURS[j % COLOURS.len()];
+            let path: Vec<String> = pts
+                .iter()
+                .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+                .collect();
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/><text x="{}" y="{:.1}" fill="{colour}">{label}</text>"#,
+                path.join(" "),
+                x(xmax) + 10.0,
+                bottom - height + 14.0 * j as f64 + 8.0
+            );
+        }
+    }
+    s.push_str("</svg>");
     s
 }

@@ -169,13 +169,14 @@ impl Head<'_> {
 impl RawEvent {
     /// Parses one event object, keeping a copy of its bytes.
     pub fn parse(json: &[u8]) -> Result<RawEvent, EventError> {
-        Self::parse_bytes(Bytes::copy_from_slice(json))
-    }
-
-    fn parse_bytes(json: Bytes) -> Result<RawEvent, EventError> {
+        check_text(json)?;
+        if json.get(skip_ws(json, 0)) != Some(&b'{') {
+            return Err(EventError::Json("an event is a JSON object".into()));
+        }
         let head: Head<'_> =
-            serde_json::from_slice(&json).map_err(|e| EventError::Json(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| EventError::Json(e.to_string()))?;
         let (seq, ts, end) = head.fields()?;
+        let json = Bytes::copy_from_slice(json);
         Ok(RawEvent { seq, ts, end, json })
     }
 
@@ -188,6 +189,7 @@ impl RawEvent {
         if payload.get(start) != Some(&b'[') {
             return Ok(vec![RawEvent::parse(payload)?]);
         }
+        check_text(payload)?;
         let bytes = Bytes::copy_from_slice(payload);
         let mut out: Vec<RawEvent> = Vec::new();
         let mut pos = skip_ws(&bytes, start + 1);
@@ -200,6 +202,10 @@ impl RawEvent {
             };
         }
         loop {
+            // Serde reads a struct from an array too; an event is an object.
+            if bytes.get(pos) != Some(&b'{') {
+                return Err(EventError::Json("an event is a JSON object".into()));
+            }
             let mut items =
                 serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Head<'_>>();
             let head = match items.next() {
@@ -216,7 +222,7 @@ impl RawEvent {
                 json: bytes.slice(pos..end),
             };
             if let Some(prev) = out.last() {
-                if ev.seq != prev.seq + 1 {
+                if prev.seq.checked_add(1) != Some(ev.seq) {
                     return Err(EventError::NotContiguous {
                         prev: prev.seq,
                         next: ev.seq,
@@ -239,6 +245,43 @@ impl RawEvent {
             .map(|h| h.kind.into_owned())
             .unwrap_or_default()
     }
+}
+
+/// Events are forwarded as they are, inside text frames and SSE lines, and
+/// parsed whole by the front-end encoders: the strings serde skips over
+/// here (in `data`, `source`) must be text too. Serde checks neither their
+/// UTF-8 nor that a `\u` escape is a character (a lone surrogate such as
+/// `"\udc00"` fits JSON's grammar but is no string, and serde refuses it
+/// wherever it reads one into a string); the hex digits it does check.
+fn check_text(b: &[u8]) -> Result<(), EventError> {
+    if let Err(e) = std::str::from_utf8(b) {
+        return Err(EventError::Json(format!("not UTF-8: {e}")));
+    }
+    let hex = |at: usize| {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let lone = || EventError::Json("a \\u escape of a lone surrogate is not text".into());
+    let mut i = 0;
+    while let Some(at) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let at = i + at;
+        i = at + 2;
+        if b.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        match hex(at + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = (b.get(at + 6..at + 8) == Some(b"\\u")).then(|| hex(at + 8));
+                match low.flatten() {
+                    Some(0xDC00..=0xDFFF) => i = at + 12,
+                    _ => return Err(lone()),
+                }
+            }
+            Some(0xDC00..=0xDFFF) => return Err(lone()),
+            _ => i = at + 6,
+        }
+    }
+    Ok(())
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -316,6 +359,53 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// What `fuzz/`'s bus_message target found: serde skips over strings
+    /// it does not keep without checking their UTF-8 or their escapes, reads a struct from
+    /// an array, and the contiguity check overflowed at `u64::MAX`.
+    #[test]
+    fn rejects_bad_utf8_array_events_and_seq_overflow() {
+        let bad_utf8 = b"{\"seq\":1,\"kind\":\"token\",\"data\":{\"text\":\"\xff\"}}";
+        for message in [bad_utf8.to_vec(), [&b"["[..], bad_utf8, b"]"].concat()] {
+            let e = RawEvent::parse_message(&message).unwrap_err();
+            assert!(e.to_string().contains("not UTF-8"), "{e}");
+        }
+        for message in [
+            &br#"[[1,"token",0]]"#[..],
+            br#"[{"seq":1,"kind":"x"},[2,"x",0]]"#,
+        ] {
+            let e = RawEvent::parse_message(message).unwrap_err();
+            assert_eq!(e, EventError::Json("an event is a JSON object".into()));
+        }
+        for lone in [
+            r#""\udc00""#,
+            r#""\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\\\udc00""#,
+        ] {
+            let message = format!(r#"{{"seq":1,"kind":"x","data":{{"text":{lone}}}}}"#);
+            let e = RawEvent::parse_message(message.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("lone surrogate"), "{lone}: {e}");
+        }
+        for text in [r#""\ud83d\ude00""#, r#""\\udc00""#, r#""\u00e9\n""#] {
+            let message = format!(r#"{{"seq":1,"kind":"x","data":{{"text":{text}}}}}"#);
+            assert!(
+                RawEvent::parse_message(message.as_bytes()).is_ok(),
+                "{text}"
+            );
+        }
+        let max = format!(
+            r#"[{{"seq":{},"kind":"x"}},{{"seq":1,"kind":"x"}}]"#,
+            u64::MAX
+        );
+        assert_eq!(
+            RawEvent::parse_message(max.as_bytes()),
+            Err(EventError::NotContiguous {
+                prev: u64::MAX,
+                next: 1
+            })
+        );
     }
 
     #[test]

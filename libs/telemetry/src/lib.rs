@@ -68,6 +68,17 @@ pub fn render() -> String {
     handle.render()
 }
 
+/// [`render`], after setting the gauge `tasks` ([`names::EDGE_TASKS`],
+/// [`names::PRODUCER_TASKS`]) to the number of tasks alive on the calling
+/// tokio runtime: what a soak watches for a leak of tasks. Several services
+/// in one process (`weir dev`, tests) count each other's tasks too.
+pub fn render_with_tasks(tasks: &'static str) -> String {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!(tasks).set(runtime.metrics().num_alive_tasks() as f64);
+    }
+    render()
+}
+
 /// A token cancelled on the first SIGINT or SIGTERM: the one shutdown signal
 /// every service drains on.
 pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {

@@ -26,6 +26,8 @@ pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
 pub const SESSIONS_RATE_LIMITED: &str = "weir_edge_sessions_rate_limited_total";
 pub const HEADER_TIMEOUTS: &str = "weir_edge_header_timeouts_total";
 pub const WRITE_STALLS: &str = "weir_edge_write_stalls_total";
+/// Tokio tasks alive in the edge's process, read at each scrape (a leak shows as growth).
+pub const EDGE_TASKS: &str = "weir_edge_tasks";
 
 // Producer.
 pub const RUNS: &str = "weir_producer_runs_total";
@@ -37,6 +39,8 @@ pub const TIME_TO_FIRST_TOKEN: &str = "weir_producer_time_to_first_token_seconds
 pub const LEASE_LOSSES: &str = "weir_producer_lease_losses_total";
 pub const RUNS_REAPED: &str = "weir_producer_runs_reaped_total";
 pub const PUBLISH_RETRIES: &str = "weir_producer_publish_retries_total";
+/// Tokio tasks alive in the producer's process, read at each scrape.
+pub const PRODUCER_TASKS: &str = "weir_producer_tasks";
 
 // Both: the bus and the store.
 pub const BUS_ERRORS: &str = "weir_bus_errors_total";
@@ -89,6 +93,8 @@ const GAUGES: &[&str] = &[
     SESSIONS_SUBSCRIBED,
     LOG_CACHE_BYTES,
     RUNS_ACTIVE,
+    EDGE_TASKS,
+    PRODUCER_TASKS,
 ];
 
 /// Exports `series` at 0 (label-less counters and gauges).
@@ -126,6 +132,11 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(CONNECTIONS_OPEN, "WebSocket and SSE connections open now");
+    describe_gauge!(EDGE_TASKS, "Tokio tasks alive in the edge's process");
+    describe_gauge!(
+        PRODUCER_TASKS,
+        "Tokio tasks alive in the producer's process"
+    );
     describe_counter!(CONNECTIONS_ACCEPTED, "Connections accepted, by transport");
     describe_counter!(
         CONNECTIONS_REJECTED,

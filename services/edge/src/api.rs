@@ -250,7 +250,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        weir_telemetry::render(),
+        weir_telemetry::render_with_tasks(weir_telemetry::names::EDGE_TASKS),
     )
         .into_response()
 }

@@ -133,7 +133,12 @@ pub async fn run(
 
 async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {
     let app = Router::new()
-        .route("/metrics", get(|| async { weir_telemetry::render() }))
+        .route(
+            "/metrics",
+            get(|| async {
+                weir_telemetry::render_with_tasks(weir_telemetry::names::PRODUCER_TASKS)
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/status", get(status::status))
         .route(
