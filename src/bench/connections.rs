@@ -107,6 +107,7 @@ pub async fn run(a: ConnArgs) -> anyhow::Result<Report> {
             check_mock_text: false,
             deadline,
             released: released.clone(),
+            created_ms: None,
         };
         let client = Client::new(session, config, live.clone(), i as usize, Instant::now());
         clients.push(tokio::spawn(
