@@ -171,8 +171,8 @@ pub async fn history(
             "limit must be 1 to {MAX_HISTORY_PAGE}"
         )));
     }
-    let s = sessions::view(&state, &id).await?;
-    let events = match sessions::check_resume(&state, &s, after).await? {
+    let (_, resume) = sessions::open(&state, &id, after).await?;
+    let events = match resume {
         sessions::Resume::Complete => Vec::new(),
         sessions::Resume::Stream => {
             state
