@@ -34,6 +34,12 @@ pub struct CreateBody {
     pace: Option<u32>,
 }
 
+/// How long a session created here is followed before its first client
+/// connects (see [`crate::hub::Hub::warm`]), and how long its creation waits
+/// for that at most: past it, the first events are read from the log.
+pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The highest `pace` a session may ask for.
 pub const MAX_PACE: u32 = 10_000;
 
@@ -82,7 +88,12 @@ pub async fn create(
     }
     let mut new = SessionState::new(id.clone(), agent);
     new.pace = body.pace;
-    if !state.store.create(&new).await? {
+    // This node follows the session before its run is queued, so that its
+    // client, which usually connects here next, finds the first events in
+    // the ring: no log read on its way to the first token.
+    let warm = state.hub.warm(&id, WARM_WAIT, WARM_HOLD);
+    let (created, ()) = tokio::join!(state.store.create(&new), warm);
+    if !created? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
     }
     if agent != EXTERNAL_AGENT {
