@@ -228,12 +228,17 @@ impl Hub {
     }
 
     /// The sessions this node follows, each with its subscribers here.
+    /// (A warm feed's hold is not a subscriber.)
     pub fn followed(&self) -> Vec<(SessionId, usize)> {
+        let warm = self.warm.lock().expect("hub lock");
         let feeds = self.feeds.lock().expect("hub lock");
         feeds
             .iter()
             .filter(|(_, f)| f.strong_count() > 0)
-            .map(|(id, f)| (id.clone(), f.strong_count()))
+            .map(|(id, f)| {
+                let held = usize::from(warm.contains_key(id));
+                (id.clone(), f.strong_count().saturating_sub(held))
+            })
             .collect()
     }
 
