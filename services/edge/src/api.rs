@@ -35,8 +35,9 @@ pub struct CreateBody {
 }
 
 /// How long a session created here is followed before its first client
-/// connects (see [`crate::hub::Hub::warm`]), and how long its creation waits
-/// for that at most: past it, the first events are read from the log.
+/// connects (see [`crate::hub::Hub::warm`]; at most a quarter of the
+/// retention), and how long its creation waits for that at most: past it,
+/// the first events are read from the log.
 pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -91,7 +92,10 @@ pub async fn create(
     // This node follows the session before its run is queued, so that its
     // client, which usually connects here next, finds the first events in
     // the ring: no log read on its way to the first token.
-    let warm = state.hub.warm(&id, WARM_WAIT, WARM_HOLD);
+    // Never held past a fraction of the retention: a ring that outlives the
+    // log's events would serve a late client what the log no longer has.
+    let hold = WARM_HOLD.min(state.config.cluster.retention / 4);
+    let warm = state.hub.warm(&id, WARM_WAIT, hold);
     let (created, ()) = tokio::join!(state.store.create(&new), warm);
     if !created? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
