@@ -39,7 +39,7 @@ pub struct CreateBody {
 /// retention), and how long its creation waits for that at most: past it,
 /// the first events are read from the log.
 pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
-pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The highest `pace` a session may ask for.
 pub const MAX_PACE: u32 = 10_000;
