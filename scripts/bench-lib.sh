@@ -6,10 +6,12 @@
 #   BENCH_DIR      scratch directory (default: a new one under /tmp)
 #   BENCH_KEEP=1   keep the scratch directory (logs, reports) after the run
 #   BENCH_NO_BUILD=1  skip `cargo build --release --bins`
+#   BENCH_WEIR     run this weir binary instead of the release build (e.g. a
+#                  baseline, for before/after runs on the same box)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-WEIR=$ROOT/target/release/weir
+WEIR=${BENCH_WEIR:-$ROOT/target/release/weir}
 SECRET=bench-secret-0123456789
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/weir-bench.XXXXXX)}
 mkdir -p "$BENCH_DIR"

@@ -63,6 +63,51 @@ fn steady_load_over_two_edges_is_checked_against_the_log() {
 }
 
 #[test]
+fn a_burst_of_sessions_started_at_once_is_checked_against_the_log() {
+    let c = Cluster::start("bench-burst", 2, 1);
+    let (e0, e1) = (c.edge(0).http(), c.edge(1).http());
+    let r = bench(&[
+        "burst",
+        "--edge",
+        &e0,
+        "--edge",
+        &e1,
+        "--sessions",
+        "20",
+        "--rate",
+        "100",
+        "--tokens",
+        "30",
+        "--timeout",
+        "60s",
+        "--json",
+    ]);
+    let v = &r["verify"];
+    assert_eq!(v["against"], "history", "{r:#}");
+    assert_eq!(
+        (&v["clients"], &v["clients_ok"]),
+        (&20.into(), &20.into()),
+        "{r:#}"
+    );
+    assert_eq!(
+        (
+            &v["lost"],
+            &v["duplicates"],
+            &v["mismatched"],
+            &v["unfinished"]
+        ),
+        (&0.into(), &0.into(), &0.into(), &0.into()),
+        "{r:#}"
+    );
+    // Every session was created at once, and each client's events were
+    // split into its first 10 and the rest: 30 tokens and `end` each.
+    assert_eq!(r["settings"]["created_at_once"], 20, "{r:#}");
+    assert_eq!(r["first_events_latency_ms"]["count"], 20 * 10, "{r:#}");
+    assert_eq!(r["later_events_latency_ms"]["count"], 20 * 21, "{r:#}");
+    assert_eq!(r["first_event_ms"]["count"], 20, "{r:#}");
+}
+
+#[test]
 fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
     let c = Cluster::start("bench-limit", 0, 0);
     let r = bench(&[

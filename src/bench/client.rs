@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{fold, Session, DIGEST_SEED};
-use super::stats::Live;
+use super::stats::{Live, FIRST_EVENTS};
 
 /// What a client does besides reading.
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct ClientConfig {
     /// Drop each connection (no close frame, as a lost network does) after
     /// this many events and resume on the next edge (the soak's churn).
     pub drop_after: Option<u64>,
+    /// Wall clock (Unix ms) of the session's create request, when this
+    /// client's first events should be timed against it.
+    pub created_ms: Option<f64>,
 }
 
 /// How one client's run went.
@@ -107,6 +110,7 @@ pub struct Client {
     r: ClientResult,
     /// Set when a connection broke; cleared by the first event after it.
     broken_at: Option<Instant>,
+    hello_seen: bool,
 }
 
 impl Client {
@@ -128,6 +132,7 @@ impl Client {
                 ..ClientResult::default()
             },
             broken_at: None,
+            hello_seen: false,
         }
     }
 
@@ -245,6 +250,10 @@ impl Client {
                 if let Some(tx) = hello.take() {
                     let _ = tx.try_send(());
                 }
+                if !self.hello_seen {
+                    self.hello_seen = true;
+                    self.live.hello.record(self.shard, self.started.elapsed());
+                }
                 None
             }
             "heartbeat" => {
@@ -275,6 +284,8 @@ impl Client {
                 .record(self.shard, at.saturating_duration_since(broken));
         }
         let mut lat = Vec::with_capacity(events.len());
+        // How many of `lat` are among the client's first events.
+        let mut early = 0;
         for raw in events {
             let ev: EventHead<'_> = match serde_json::from_str(raw.get()) {
                 Ok(e) => e,
@@ -284,8 +295,13 @@ impl Client {
                 self.r.duplicates += 1;
                 continue;
             }
+            if let (0, Some(created)) = (self.r.events, self.config.created_ms) {
+                let us = ((ev.ts - created) * 1000.0).max(0.0) as u64;
+                self.live.first_ts.record_all(self.shard, [us]);
+            }
             self.r.gaps += ev.seq - self.r.last_seq - 1;
             self.r.last_seq = ev.seq;
+            early += usize::from(self.r.events < FIRST_EVENTS);
             self.r.events += 1;
             self.r.digest = fold(self.r.digest, raw.get().as_bytes());
             lat.push(((now_ms - ev.ts) * 1000.0).max(0.0) as u64);
@@ -307,6 +323,15 @@ impl Client {
         self.live
             .latency
             .record_all(self.shard, lat.iter().copied());
+        let (first, later) = lat.split_at(early);
+        if !first.is_empty() {
+            let first = first.iter().copied();
+            self.live.first_events.record_all(self.shard, first);
+        }
+        if !later.is_empty() {
+            let later = later.iter().copied();
+            self.live.later_events.record_all(self.shard, later);
+        }
         self.live.received(at, lat.len() as u64);
         None
     }

@@ -108,6 +108,7 @@ pub async fn run(a: ConnArgs) -> anyhow::Result<Report> {
             deadline,
             released: released.clone(),
             drop_after: None,
+            created_ms: None,
         };
         let client = Client::new(session, config, live.clone(), i as usize, Instant::now());
         clients.push(tokio::spawn(

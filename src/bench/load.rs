@@ -69,9 +69,9 @@ pub struct LoadArgs {
     /// --external: publishes awaiting their ack at once, per session.
     #[arg(long, default_value_t = 4)]
     pub in_flight: usize,
-    /// Sessions created at once.
-    #[arg(long, default_value_t = 64)]
-    pub create_concurrency: usize,
+    /// Sessions created at once (default 64; burst: all of them).
+    #[arg(long)]
+    pub create_concurrency: Option<usize>,
     /// How clients are checked at the end.
     #[arg(long, value_enum, default_value = "history")]
     pub verify: VerifyMode,
@@ -111,6 +111,8 @@ pub struct Preset {
     pub tokens: u64,
     pub subscribers: u64,
     pub gate: bool,
+    /// Create every session at once instead of 64 at a time.
+    pub all_at_once: bool,
 }
 
 /// A run's resolved settings.
@@ -120,6 +122,8 @@ struct Plan {
     tokens: u64,
     subscribers: u64,
     gate: bool,
+    /// Sessions created at once.
+    creating: usize,
     http_edges: Vec<String>,
     ws_edges: Arc<Vec<String>>,
 }
@@ -142,8 +146,14 @@ impl Plan {
             .iter()
             .map(|e| e.replacen("http", "ws", 1))
             .collect();
+        let sessions = a.sessions.unwrap_or(p.sessions);
+        let creating = a.create_concurrency.unwrap_or(match p.all_at_once {
+            true => sessions as usize,
+            false => 64,
+        });
         Plan {
-            sessions: a.sessions.unwrap_or(p.sessions),
+            sessions,
+            creating: creating.max(1),
             rate,
             tokens,
             subscribers: a.subscribers.unwrap_or(p.subscribers).max(1),
@@ -157,6 +167,7 @@ impl Plan {
         json!({
             "sessions": self.sessions, "rate": self.rate, "tokens": self.tokens,
             "subscribers": self.subscribers, "gate": self.gate, "edges": self.http_edges,
+            "created_at_once": self.creating,
             "producer": if a.external { "external (this tool)" } else { "mock agent" },
             "kill_pid": a.kill_pid, "kill_after_s": a.kill_pid.map(|_| a.kill_after.as_secs_f64()),
         })
@@ -205,7 +216,9 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                     json!({"agent": "mock", "input": {"tokens": plan.tokens, "rate": plan.rate, "seed": i}})
                 };
                 let created_at = Instant::now();
+                let created_ms = weir_protocol::now_ms();
                 let mut session = api::create(http, edge, &body).await?;
+                live.create.record(i as usize, created_at.elapsed());
                 session.seed = i;
                 if plan.gate && !external {
                     api::control(http, edge, &session, "pause").await?;
@@ -221,6 +234,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                             deadline,
                             released: released.clone(),
                             drop_after: None,
+                            created_ms: (!plan.gate).then_some(created_ms),
                         };
                         let client =
                             Client::new(session.clone(), config, live.clone(), n as usize, created_at);
@@ -230,7 +244,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                 Ok(Started { session, clients })
             }
         })
-        .buffer_unordered(a.create_concurrency.max(1))
+        .buffer_unordered(plan.creating)
         .collect()
         .await;
     drop(hello_tx);
@@ -265,7 +279,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                     let edge = &plan.http_edges[s.session.seed as usize % plan.http_edges.len()];
                     api::control(&http, edge, &s.session, "resume")
                 })
-                .buffer_unordered(a.create_concurrency.max(1))
+                .buffer_unordered(plan.creating)
                 .collect()
                 .await;
             resumed.into_iter().collect::<anyhow::Result<()>>()?;
@@ -336,10 +350,16 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
         frames_per_s: frames as f64 / window,
         events_per_frame: events as f64 / frames.max(1) as f64,
         latency_ms: Percentiles::of(&latency),
+        first_events_latency_ms: Percentiles::of(&live.first_events.merged()),
+        later_events_latency_ms: Percentiles::of(&live.later_events.merged()),
         first_event_ms: Percentiles::of(&live.first_event.merged()),
+        create_request_ms: Percentiles::of(&live.create.merged()),
+        create_to_hello_ms: Percentiles::of(&live.hello.merged()),
+        create_to_first_ts_ms: Percentiles::of(&live.first_ts.merged()),
         reconnects: live.get(&live.reconnects),
         reconnect_to_resume_ms: Percentiles::of(&live.resume.merged()),
         verify,
+        cpu_cores_without_tool: super::report::cores_without_tool(&cpu),
         cpu,
         extra,
         ..Report::default()

@@ -5,7 +5,8 @@
 //! receipt (HDR histogram), time to first event, reconnects and
 //! reconnect → resume time, and a check of every client against the log.
 //!
-//! - [`load`]: steady, saturation, fan-out and failover (one runner, presets).
+//! - [`load`]: steady, burst, saturation, fan-out and failover (one runner,
+//!   presets).
 //! - [`connections`]: idle subscribed connections and the edge's RSS.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
 //! - [`soak`]: long steady load with churn; [`soak_series`]: its samples and verdict.
@@ -42,6 +43,10 @@ pub struct BenchArgs {
 pub enum Scenario {
     /// Many sessions at a fixed rate, one client each (default 200 × 50 tokens/s for 30 s).
     Steady(LoadArgs),
+    /// Many sessions created at once (default 200 × 50 tokens/s for 10 s), each
+    /// client connecting as soon as its own create returns: the first events'
+    /// latency apart from the rest, and time to first event.
+    Burst(LoadArgs),
     /// Sessions producing as fast as they can (default 20 × 50,000 tokens).
     Saturation(LoadArgs),
     /// One session, many subscribers on one edge (default 2,000 × 20,000 tokens, gated).
@@ -85,10 +90,18 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         tokens,
         subscribers,
         gate,
+        all_at_once: false,
     };
     match args.scenario {
         Scenario::Steady(a) => {
             load::run(a, preset("steady", 200, 50.0, secs(30), 0, 1, false)).await?;
+        }
+        Scenario::Burst(a) => {
+            let burst = Preset {
+                all_at_once: true,
+                ..preset("burst", 200, 50.0, secs(10), 0, 1, false)
+            };
+            load::run(a, burst).await?;
         }
         Scenario::Saturation(a) => {
             load::run(a, preset("saturation", 20, 0.0, secs(0), 50_000, 1, false)).await?;

@@ -41,16 +41,36 @@ pub struct Report {
     pub frames_per_s: f64,
     pub events_per_frame: f64,
     pub latency_ms: Percentiles,
+    /// Latency of each client's first `stats::FIRST_EVENTS` events, and of
+    /// the rest: what a user sees first, apart from the steady stream.
+    pub first_events_latency_ms: Percentiles,
+    pub later_events_latency_ms: Percentiles,
     pub first_event_ms: Percentiles,
+    /// Where time to first event goes, each from the create request: until
+    /// it answered, until the client's hello, until the producer stamped the
+    /// first event (its `ts`; the rest is that event's latency).
+    pub create_request_ms: Percentiles,
+    pub create_to_hello_ms: Percentiles,
+    pub create_to_first_ts_ms: Percentiles,
     pub reconnects: u64,
     pub reconnect_to_resume_ms: Percentiles,
     pub verify: Verify,
     pub cpu: Vec<CpuUse>,
+    /// The watched processes together, without the load tool (1.0 = one core).
+    pub cpu_cores_without_tool: f64,
     /// Scenario-specific numbers (RSS per connection, kill time, ...).
     pub extra: serde_json::Map<String, serde_json::Value>,
     pub limit: Option<LimitReport>,
     /// This run against the raw limits measured in the same run.
     pub ratios: serde_json::Map<String, serde_json::Value>,
+}
+
+/// CPU of the processes under test: every watched one but the load tool.
+pub fn cores_without_tool(cpu: &[CpuUse]) -> f64 {
+    cpu.iter()
+        .filter(|c| c.pid != std::process::id())
+        .map(|c| c.cores)
+        .sum()
 }
 
 fn ms(p: &Percentiles) -> String {
@@ -77,7 +97,15 @@ impl Report {
             ("frames/s", format!("{:.0}", self.frames_per_s)),
             ("events/frame", format!("{:.2}", self.events_per_frame)),
             ("latency ms (ts → receipt)", ms(&self.latency_ms)),
+            (
+                "  each client's first 10 events",
+                ms(&self.first_events_latency_ms),
+            ),
+            ("  every later event", ms(&self.later_events_latency_ms)),
             ("time to first event ms", ms(&self.first_event_ms)),
+            ("  create request answered", ms(&self.create_request_ms)),
+            ("  client's hello", ms(&self.create_to_hello_ms)),
+            ("  first event's ts", ms(&self.create_to_first_ts_ms)),
             ("reconnects", self.reconnects.to_string()),
             ("reconnect → resumed event ms", ms(&self.reconnect_to_resume_ms)),
             (
@@ -98,6 +126,12 @@ impl Report {
             t.add_row(vec![
                 format!("cpu {} (pid {})", c.name, c.pid),
                 format!("{:.2} cores · rss {:.1} MiB", c.cores, c.rss_mib),
+            ]);
+        }
+        if !self.cpu.is_empty() {
+            t.add_row(vec![
+                "cpu without the load tool".to_owned(),
+                format!("{:.2} cores", self.cpu_cores_without_tool),
             ]);
         }
         for (k, val) in self.extra.iter().chain(self.ratios.iter()) {

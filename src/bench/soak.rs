@@ -275,6 +275,7 @@ async fn run_slot(load: Arc<Load>, slot: usize, delay: Duration) {
             deadline: load.deadline,
             released: Arc::default(),
             drop_after: (a.reconnect_every > 0).then_some(a.reconnect_every),
+            created_ms: None,
         };
         let client = Client::new(session.clone(), config, load.live.clone(), slot, created);
         let r = client.run(CancellationToken::new(), None).await;

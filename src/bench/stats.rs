@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// Each client's first this many events are measured apart from the rest
+/// (`first_events` / `later_events`): a chat user sees them as the time to
+/// first token.
+pub const FIRST_EVENTS: u64 = 10;
+
 /// Highest latency a histogram holds: one hour, in µs.
 const MAX_US: u64 = 3_600_000_000;
 const SHARDS: usize = 16;
@@ -64,8 +69,18 @@ pub struct Live {
     pub heartbeats: AtomicU64,
     /// Event latency from `ts` to receipt.
     pub latency: Sharded,
+    /// The same, of each client's first [`FIRST_EVENTS`] events...
+    pub first_events: Sharded,
+    /// ...and of every later one.
+    pub later_events: Sharded,
     /// Time from session creation (or release) to a client's first event.
     pub first_event: Sharded,
+    /// Where a start's time goes, from the session's create request: until
+    /// the create answered, until the client's first hello, and until the
+    /// producer stamped the session's first event (its `ts`).
+    pub create: Sharded,
+    pub hello: Sharded,
+    pub first_ts: Sharded,
     /// Time from a broken connection to the first event on the next one.
     pub resume: Sharded,
     /// First and last event receipt, µs since `origin`.

@@ -34,6 +34,13 @@ pub struct CreateBody {
     pace: Option<u32>,
 }
 
+/// How long a session created here is followed before its first client
+/// connects (see [`crate::hub::Hub::warm`]; at most a quarter of the
+/// retention), and how long its creation waits for that at most: past it,
+/// the first events are read from the log.
+pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// The highest `pace` a session may ask for.
 pub const MAX_PACE: u32 = 10_000;
 
@@ -82,7 +89,15 @@ pub async fn create(
     }
     let mut new = SessionState::new(id.clone(), agent);
     new.pace = body.pace;
-    if !state.store.create(&new).await? {
+    // This node follows the session before its run is queued, so that its
+    // client, which usually connects here next, finds the first events in
+    // the ring: no log read on its way to the first token.
+    // Never held past a fraction of the retention: a ring that outlives the
+    // log's events would serve a late client what the log no longer has.
+    let hold = WARM_HOLD.min(state.config.cluster.retention / 4);
+    let warm = state.hub.warm(&id, WARM_WAIT, hold);
+    let (created, ()) = tokio::join!(state.store.create(&new), warm);
+    if !created? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
     }
     if agent != EXTERNAL_AGENT {
@@ -171,8 +186,8 @@ pub async fn history(
             "limit must be 1 to {MAX_HISTORY_PAGE}"
         )));
     }
-    let s = sessions::view(&state, &id).await?;
-    let events = match sessions::check_resume(&state, &s, after).await? {
+    let (_, resume) = sessions::open(&state, &id, after).await?;
+    let events = match resume {
         sessions::Resume::Complete => Vec::new(),
         sessions::Resume::Stream => {
             state

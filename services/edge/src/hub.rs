@@ -32,6 +32,9 @@ const PAGE_EVENTS: usize = 256;
 #[derive(Clone)]
 pub struct Hub {
     feeds: Arc<Mutex<HashMap<SessionId, Weak<Feed>>>>,
+    /// Feeds started before anyone subscribed ([`Hub::warm`]), held until
+    /// the first subscriber takes them or their time is up.
+    warm: Arc<Mutex<HashMap<SessionId, Arc<Feed>>>>,
     log: Arc<dyn EventLog>,
     ring_capacity: usize,
     log_cache: usize,
@@ -137,6 +140,12 @@ impl Feed {
         self.last.subscribe()
     }
 
+    /// Waits up to `wait` for the upstream subscription to be in place.
+    async fn wait_ready(&self, wait: Duration) {
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await;
+    }
+
     /// Up to `max` events after `cursor` from the page cache, if it has them.
     pub fn cached(&self, cursor: u64, max: usize) -> Option<Vec<RawEvent>> {
         self.pages.lock().expect("cache lock").read(cursor, max)
@@ -203,6 +212,7 @@ impl Hub {
     pub fn new(log: Arc<dyn EventLog>, ring_capacity: usize, max_log_readers: usize) -> Hub {
         Hub {
             feeds: Arc::default(),
+            warm: Arc::default(),
             log,
             ring_capacity: ring_capacity.max(1),
             log_cache: DEFAULT_LOG_CACHE,
@@ -218,12 +228,17 @@ impl Hub {
     }
 
     /// The sessions this node follows, each with its subscribers here.
+    /// (A warm feed's hold is not a subscriber.)
     pub fn followed(&self) -> Vec<(SessionId, usize)> {
+        let warm = self.warm.lock().expect("hub lock");
         let feeds = self.feeds.lock().expect("hub lock");
         feeds
             .iter()
             .filter(|(_, f)| f.strong_count() > 0)
-            .map(|(id, f)| (id.clone(), f.strong_count()))
+            .map(|(id, f)| {
+                let held = usize::from(warm.contains_key(id));
+                (id.clone(), f.strong_count().saturating_sub(held))
+            })
             .collect()
     }
 
@@ -231,36 +246,67 @@ impl Hub {
     /// moment for the upstream subscription so that new subscribers start
     /// from the ring instead of the log.
     pub async fn feed(&self, session: &SessionId) -> Arc<Feed> {
-        let feed = {
-            let mut feeds = self.feeds.lock().expect("hub lock");
-            match feeds.get(session).and_then(Weak::upgrade) {
-                Some(f) => f,
-                None => {
-                    feeds.retain(|_, f| f.strong_count() > 0);
-                    let f = Arc::new(Feed {
-                        ring: RwLock::new(Ring::new(self.ring_capacity)),
-                        pages: Mutex::new(PageCache::new(self.log_cache)),
-                        reader: tokio::sync::Mutex::new(None),
-                        log_readers: self.log_readers.clone(),
-                        last: watch::channel(0).0,
-                        ready: watch::channel(false).0,
-                        stop: CancellationToken::new(),
-                    });
-                    metrics::gauge!(names::SESSIONS_SUBSCRIBED).increment(1.0);
-                    feeds.insert(session.clone(), Arc::downgrade(&f));
-                    tokio::spawn(follow(
-                        self.log.clone(),
-                        session.clone(),
-                        Arc::downgrade(&f),
-                        f.stop.clone(),
-                    ));
-                    f
-                }
-            }
-        };
-        let mut ready = feed.ready.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
+        // A warm feed's first subscriber holds it from here on.
+        let warmed = self.warm.lock().expect("hub lock").remove(session);
+        let feed = self.feed_now(session);
+        drop(warmed);
+        feed.wait_ready(Duration::from_secs(2)).await;
         feed
+    }
+
+    /// Starts following a session nobody reads yet (one just created here)
+    /// and holds its feed for up to `hold`, until its first subscriber takes
+    /// it: a client that connects soon after finds the session's first
+    /// events in the ring instead of reading them from the log. Waits up to
+    /// `wait` for the upstream subscription.
+    pub async fn warm(&self, session: &SessionId, wait: Duration, hold: Duration) {
+        let feed = self.feed_now(session);
+        let held = Arc::downgrade(&feed);
+        let previous = self
+            .warm
+            .lock()
+            .expect("hub lock")
+            .insert(session.clone(), feed.clone());
+        drop(previous);
+        let (warm, id) = (self.warm.clone(), session.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let mut warm = warm.lock().expect("hub lock");
+            if warm
+                .get(&id)
+                .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), held.as_ptr()))
+            {
+                warm.remove(&id);
+            }
+        });
+        feed.wait_ready(wait).await;
+    }
+
+    /// The node's feed of `session`, started (not yet ready) if nobody holds one.
+    fn feed_now(&self, session: &SessionId) -> Arc<Feed> {
+        let mut feeds = self.feeds.lock().expect("hub lock");
+        if let Some(f) = feeds.get(session).and_then(Weak::upgrade) {
+            return f;
+        }
+        feeds.retain(|_, f| f.strong_count() > 0);
+        let f = Arc::new(Feed {
+            ring: RwLock::new(Ring::new(self.ring_capacity)),
+            pages: Mutex::new(PageCache::new(self.log_cache)),
+            reader: tokio::sync::Mutex::new(None),
+            log_readers: self.log_readers.clone(),
+            last: watch::channel(0).0,
+            ready: watch::channel(false).0,
+            stop: CancellationToken::new(),
+        });
+        metrics::gauge!(names::SESSIONS_SUBSCRIBED).increment(1.0);
+        feeds.insert(session.clone(), Arc::downgrade(&f));
+        tokio::spawn(follow(
+            self.log.clone(),
+            session.clone(),
+            Arc::downgrade(&f),
+            f.stop.clone(),
+        ));
+        f
     }
 }
 

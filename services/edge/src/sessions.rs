@@ -3,8 +3,9 @@
 //! control.
 
 use axum::http::HeaderMap;
+use weir_bus::LastEvent;
 use weir_protocol::{ControlOp, EndReason, Event, SessionId};
-use weir_store::{SessionState, StoreError};
+use weir_store::{SessionState, StoreError, Update};
 
 use crate::error::ApiError;
 use crate::{rebuild, AppState};
@@ -78,28 +79,9 @@ async fn without_store(
         .unwrap_or_else(|| rebuild::unstarted(id)))
 }
 
-pub async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionState, ApiError> {
-    let Some(last) = state.bus.log.last(&s.id).await? else {
-        return Ok(s);
-    };
-    s.last_seq = s.last_seq.max(last.event.seq);
-    let update = if last.event.end && !s.status.is_ended() {
-        let reason = rebuild::end_reason(&last.event);
-        s.status = reason.status();
-        s.end_reason = Some(reason);
-        s.producer = None;
-        Some(weir_store::Update::ended(reason, last.event.seq))
-    } else if !s.status.is_ended() {
-        // The log says whether a live session is paused (its last event is
-        // the `paused` notice) sooner than the producer's coalesced state
-        // writes, and is the only place outside producers say it.
-        let live = rebuild::live_status(&last.event);
-        let changed = live != s.status;
-        s.status = live;
-        changed.then(|| weir_store::Update::status(live))
-    } else {
-        None
-    };
+pub async fn reconcile(state: &AppState, s: SessionState) -> Result<SessionState, ApiError> {
+    let last = state.bus.log.last(&s.id).await?;
+    let (s, update) = reconciled(s, last.as_ref());
     // What the log told is written back, so that the index (listing by
     // status) follows sessions whose producer writes no state.
     if let Some(u) = update {
@@ -108,6 +90,66 @@ pub async fn reconcile(state: &AppState, mut s: SessionState) -> Result<SessionS
         }
     }
     Ok(s)
+}
+
+/// The state with what the log's last event tells, and the update that
+/// records it when the store is behind.
+fn reconciled(mut s: SessionState, last: Option<&LastEvent>) -> (SessionState, Option<Update>) {
+    let Some(last) = last else {
+        return (s, None);
+    };
+    s.last_seq = s.last_seq.max(last.event.seq);
+    let update = if last.event.end && !s.status.is_ended() {
+        let reason = rebuild::end_reason(&last.event);
+        s.status = reason.status();
+        s.end_reason = Some(reason);
+        s.producer = None;
+        Some(Update::ended(reason, last.event.seq))
+    } else if !s.status.is_ended() {
+        // The log says whether a live session is paused (its last event is
+        // the `paused` notice) sooner than the producer's coalesced state
+        // writes, and is the only place outside producers say it.
+        let live = rebuild::live_status(&last.event);
+        let changed = live != s.status;
+        s.status = live;
+        changed.then(|| Update::status(live))
+    } else {
+        None
+    };
+    (s, update)
+}
+
+/// [`view`] and [`check_resume`] in one, for the streams: the store and the
+/// log are asked at once, and the log once, since a client's first event
+/// waits for both. What the log told the store is written back in the
+/// background (the stream does not wait on it).
+pub async fn open(
+    state: &AppState,
+    id: &SessionId,
+    after: u64,
+) -> Result<(SessionState, Resume), ApiError> {
+    let (stored, last) = tokio::join!(state.store.get(id), state.bus.log.last(id));
+    let last = last?;
+    let s = match stored {
+        Ok(Some(s)) => {
+            let (s, update) = reconciled(s, last.as_ref());
+            if let Some(u) = update {
+                let (store, id) = (state.store.clone(), s.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = store.update(&id, u).await {
+                        tracing::debug!(session = %id, error = %e, "reconciled state not written back");
+                    }
+                });
+            }
+            s
+        }
+        Ok(None) => rebuild::from_log(state.bus.log.as_ref(), id, false)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+        Err(e) => without_store(state, id, &e, false).await?,
+    };
+    let resume = resume_from(&s, after, last.as_ref())?;
+    Ok((s, resume))
 }
 
 /// Events per second each client of the session gets, at most (0: unpaced):
@@ -132,7 +174,12 @@ pub async fn check_resume(
     after: u64,
 ) -> Result<Resume, ApiError> {
     let last = state.bus.log.last(&s.id).await?;
-    let outcome = match &last {
+    resume_from(s, after, last.as_ref())
+}
+
+/// [`check_resume`] against the log's last event, already read.
+fn resume_from(s: &SessionState, after: u64, last: Option<&LastEvent>) -> Result<Resume, ApiError> {
+    let outcome = match last {
         Some(l) if after > l.event.seq => {
             return Err(ApiError::BadRequest(format!(
                 "after={after} is beyond the session's last seq {}",
@@ -193,7 +240,7 @@ async fn cancel_unstarted(state: &AppState, id: &SessionId) -> Result<(), ApiErr
     let end = Event::end(1, EndReason::Cancelled, None).to_raw();
     match state.bus.log.append(id, &[end], weir_bus::Fence(0)).await {
         Ok(_) => {
-            let ended = weir_store::Update::ended(EndReason::Cancelled, 1);
+            let ended = Update::ended(EndReason::Cancelled, 1);
             if let Err(e) = state.store.update(id, ended).await {
                 // The log has the end; views reconcile with it.
                 tracing::debug!(session = %id, error = %e, "cancel not recorded in the store");

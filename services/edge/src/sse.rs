@@ -38,8 +38,7 @@ pub async fn events(
     )?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
-    let s = sessions::view(&state, &id).await?;
-    let resume = sessions::check_resume(&state, &s, after).await?;
+    let (s, resume) = sessions::open(&state, &id, after).await?;
     let pace = sessions::pace(&state, &s);
     let guard = ConnectionGuard::try_new(&state, "sse").ok_or_else(|| {
         ApiError::Unavailable("this node is at its connection limit or draining".into())

@@ -53,8 +53,7 @@ async fn check(
         e => e,
     })?;
     let after = parse_after(query.get("after").map(String::as_str))?;
-    let s = sessions::view(state, &id).await?;
-    let resume = sessions::check_resume(state, &s, after).await?;
+    let (s, resume) = sessions::open(state, &id, after).await?;
     Ok(Checked {
         id,
         after,

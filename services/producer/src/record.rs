@@ -1,7 +1,10 @@
 //! A run's session state, written to the store off the publish path.
 //!
 //! The run hands changes over without waiting ([`Recorder::record`]); one
-//! task per run writes them, coalesced, at most every [`WRITE_EVERY`]. So a
+//! task per run writes them, coalesced, at most every [`WRITE_EVERY`], and
+//! mere progress (a higher `last_seq`, after every publish) at most every
+//! [`PROGRESS_EVERY`]: the log is what readers trust for it, and one store
+//! write per publish cost Redis round trips per event. So a
 //! store that is slow or unreachable never delays an event: its writes wait,
 //! merged in order, and go out when it answers again. When the run is over,
 //! [`Recorder::settle`] hands over the end, and the lease is released after
@@ -23,6 +26,8 @@ use crate::Ctx;
 
 /// At most one state write per run this often.
 pub const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// A change of nothing but `last_seq` waits this long for company.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a finished run keeps trying to record its end and release its
 /// lease while the store is unreachable.
 pub const SETTLE_WITHIN: Duration = Duration::from_secs(600);
@@ -57,10 +62,15 @@ impl Recorder {
         Recorder { shared }
     }
 
-    /// Queues a change; never waits for the store.
+    /// Queues a change; never waits for the store. Progress alone is
+    /// written with the next other change, or within [`PROGRESS_EVERY`].
     pub fn record(&self, update: Update) {
+        let progress_only =
+            update.status.is_none() && update.end_reason.is_none() && update.producer.is_none();
         self.shared.merge(update);
-        self.shared.wake.notify_one();
+        if !progress_only {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Queues the last change; then the lease is released and the writer stops.
@@ -105,15 +115,16 @@ impl Shared {
     }
 
     /// Waits for something to do: (the pending update, whether to settle).
+    /// A change other than progress wakes it at once (a notification left
+    /// while it was writing counts); progress alone, within
+    /// [`PROGRESS_EVERY`].
     async fn next(&self) -> (Option<Update>, bool) {
         loop {
-            {
-                let mut p = self.lock();
-                if p.update.is_some() || p.settle {
-                    return (p.update.take(), p.settle);
-                }
+            let _ = tokio::time::timeout(PROGRESS_EVERY, self.wake.notified()).await;
+            let mut p = self.lock();
+            if p.update.is_some() || p.settle {
+                return (p.update.take(), p.settle);
             }
-            self.wake.notified().await;
         }
     }
 }
@@ -153,5 +164,54 @@ async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
             (pause * 2).min(RETRY_AT_MOST)
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use weir_store::{SessionState, SessionStore};
+
+    use super::*;
+    use crate::testing::{ctx, memory_bus, sid, Flaky};
+
+    fn progress(seq: u64) -> Update {
+        Update {
+            last_seq: Some(seq),
+            ..Update::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_alone_is_written_once_a_second_and_other_changes_at_once() {
+        let store = Flaky::new();
+        let ctx = ctx("p1", &memory_bus(), store.clone(), Duration::from_secs(2));
+        let id = sid("rec-1");
+        store
+            .create(&SessionState::new(id.clone(), "mock"))
+            .await
+            .unwrap();
+        let rec = Recorder::start(ctx, id.clone());
+        let writes = || store.updates.load(Ordering::Relaxed);
+        rec.record(Update::status(weir_protocol::Status::Streaming));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(writes(), 1, "a status change is written at once");
+        // 50 publishes over half a second: no write yet.
+        for seq in 1..=50 {
+            rec.record(progress(seq));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(writes(), 1);
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        assert_eq!(writes(), 2, "progress waits at most PROGRESS_EVERY");
+        assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 50);
+        // A pause is not held back by the progress before it.
+        rec.record(progress(51));
+        rec.record(Update::status(weir_protocol::Status::Paused));
+        tokio::time::sleep(WRITE_EVERY + Duration::from_millis(10)).await;
+        let s = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((s.status, s.last_seq), (weir_protocol::Status::Paused, 51));
+        assert_eq!(writes(), 3);
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,8 @@ struct Claimed {
     agent: String,
     input: serde_json::Value,
     control: Option<ControlOp>,
+    /// The session's control ops, subscribed to before its state was read.
+    subscribed: Result<BoxStream<'static, ControlOp>, BusError>,
     publisher: Publisher,
 }
 
@@ -68,13 +71,18 @@ enum Admission {
 }
 
 /// Takes the session's lease and acknowledges the request; `None` when the
-/// session ended or is already run by someone else.
+/// session ended or is already run by someone else. The control
+/// subscription is confirmed with the server before the session's state is
+/// read, so an op asked for at any time is either in that state or arrives
+/// on the subscription (edges store an op before they send it); the log's
+/// last event is read at the same time.
 async fn claim(
     ctx: &Arc<Ctx>,
     ticket: RunTicket,
 ) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
     let req = ticket.request;
     let id = req.session.clone();
+    let (subscribed, last) = tokio::join!(ctx.bus.control.subscribe(&id), ctx.bus.log.last(&id));
     let control = match admit(ctx, &req).await? {
         Admission::Run(control) => control,
         Admission::Skip(why) => {
@@ -83,14 +91,21 @@ async fn claim(
             return Ok(None);
         }
     };
-    let last = match ctx.bus.log.last(&id).await {
+    let last = match last {
         Ok(last) => last,
         Err(e) => {
             let _ = ctx.store.release_lease(&id, &ctx.node).await;
             return Err(e.into());
         }
     };
-    ticket.ack.ack().await?;
+    // Not waited for: should the ack be lost, the request comes back after
+    // the ack wait, and whoever takes it finds the lease held or the
+    // session ended, and drops it.
+    tokio::spawn(async move {
+        if let Err(e) = ticket.ack.ack().await {
+            tracing::debug!(error = %e, "run request not acknowledged; the lease keeps it here");
+        }
+    });
     let (next_seq, fence) = last
         .as_ref()
         .map_or((1, Fence(0)), |l| (l.event.seq + 1, l.fence));
@@ -107,6 +122,7 @@ async fn claim(
         agent: req.agent,
         input: req.input,
         control,
+        subscribed,
     }))
 }
 
@@ -191,7 +207,8 @@ impl Claimed {
                 ),
             }));
         };
-        let mut control = match ctx.bus.control.subscribe(&self.id).await {
+        let pending = Ok(futures::stream::pending().boxed());
+        let mut control = match std::mem::replace(&mut self.subscribed, pending) {
             Ok(c) => c,
             Err(e) => {
                 return Outcome::Finished(Err(AgentError::Failed {
@@ -200,15 +217,6 @@ impl Claimed {
                 }))
             }
         };
-        // An op asked for before this producer subscribed is in the store:
-        // read it again now that the subscription is in place (edges store
-        // an op before they send it), so none falls between the claim's
-        // read and the subscription.
-        if let Ok(Some(state)) = ctx.store.get(&self.id).await {
-            if state.control.is_some() {
-                self.control = state.control;
-            }
-        }
         let initial = match self.control {
             Some(ControlOp::Cancel) => return Outcome::Cancelled,
             Some(ControlOp::Pause) => Gate::Paused,

@@ -27,6 +27,8 @@ pub struct Flaky {
     inner: MemoryStore,
     mode: watch::Sender<Mode>,
     up_since: Mutex<Option<Instant>>,
+    /// State updates that reached the store.
+    pub updates: std::sync::atomic::AtomicU64,
 }
 
 impl Flaky {
@@ -36,6 +38,7 @@ impl Flaky {
             mode: watch::Sender::new(Mode::Up),
             // Up for long enough that reapers trust leases from the start.
             up_since: Mutex::new(Instant::now().checked_sub(Duration::from_secs(60))),
+            updates: Default::default(),
         })
     }
 
@@ -75,6 +78,8 @@ impl SessionStore for Flaky {
     }
     async fn update(&self, id: &SessionId, update: Update) -> Result<bool, StoreError> {
         self.check().await?;
+        self.updates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.update(id, update).await
     }
     async fn list(

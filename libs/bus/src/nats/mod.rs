@@ -13,8 +13,9 @@
 //! is resolved from the session's last stored message and its
 //! `Nats-Msg-Id`: if that is this message, the append is a duplicate.
 //! Follows are core subscriptions to the stream's republish, starting from
-//! the subject's last message; reads are pull consumers fetched page by
-//! page ([`reader`]), so a slow reader holds at most one page. [`setup`]
+//! the subject's last message; reads are batched direct gets, a page per
+//! request and no consumer on the server ([`reader`]), so a slow reader
+//! holds at most one page. [`setup`]
 //! connects, checks the server version and makes the streams.
 
 use std::time::Duration;
@@ -245,6 +246,7 @@ impl EventLog for NatsBus {
         after: u64,
     ) -> Result<Box<dyn LogReader>, BusError> {
         Ok(Box::new(reader::NatsReader::new(
+            self.client.clone(),
             self.events.clone(),
             session.events_subject(),
             after,

@@ -1,40 +1,54 @@
-//! Reading a session's log: page by page through an ephemeral pull
-//! consumer that starts at the first message after the cursor (found by
-//! bisection with direct reads), so a slow reader holds at most one page:
-//! each pull is bounded in bytes as well as messages, because one message
-//! can carry a batch of hundreds of events.
+//! Reading a session's log: page by page with batched direct gets
+//! (`$JS.API.DIRECT.GET.WEIR_EVENTS` with `batch`, nats-server 2.11+), so a
+//! read makes no consumer on the server: one request answered inline by the
+//! stream with the session's next messages and an end-of-batch marker. The
+//! first page of a reader that starts after seq 0 begins at the stream
+//! sequence found by bisection with direct reads. Each page is bounded in
+//! bytes as well as messages, because one message can carry a batch of
+//! hundreds of events: a slow reader holds at most one page.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::stream;
+use async_nats::Client;
 use async_trait::async_trait;
 use futures::stream::StreamExt;
+use serde::Serialize;
 use weir_protocol::RawEvent;
 
-use super::{last_seq_in, parse_message};
+use super::{last_seq_in, parse_message, EVENTS_STREAM};
 use crate::{BusError, LogReader};
 
-/// Most bytes one pull asks for. A message larger than this alone is still
-/// read, by itself (see [`NatsReader::fetch`]).
+/// Most bytes one page asks for. The server sends whole messages and stops
+/// once past the bound, so a message larger than this is read alone.
 pub(super) const FETCH_BYTES: usize = 64 << 10;
 
-/// Reads a session's log page by page through an ephemeral pull consumer,
-/// re-created from where it stopped if the server forgot it.
+/// Reads a session's log page by page, each page one batched direct get.
 pub(super) struct NatsReader {
-    /// Longest wait for one pull: a consumer whose server went away (a
-    /// node restarting) never answers, and then a new one is made.
+    /// Longest wait for one page.
     timeout: Duration,
+    client: Client,
     events: stream::Stream,
     subject: String,
     cursor: u64,
+    /// Where the next page starts in the stream; found on the first page.
     next_stream_seq: Option<u64>,
-    consumer: Option<consumer::PullConsumer>,
     leftover: VecDeque<RawEvent>,
+}
+
+/// The body of a batched direct get (the server's `JSApiMsgGetRequest`).
+#[derive(Serialize)]
+struct BatchGet<'a> {
+    seq: u64,
+    next_by_subj: &'a str,
+    batch: usize,
+    max_bytes: usize,
 }
 
 impl NatsReader {
     pub(super) fn new(
+        client: Client,
         events: stream::Stream,
         subject: String,
         after: u64,
@@ -42,47 +56,24 @@ impl NatsReader {
     ) -> NatsReader {
         NatsReader {
             timeout,
+            client,
             events,
             subject,
             cursor: after,
             next_stream_seq: None,
-            consumer: None,
             leftover: VecDeque::new(),
         }
     }
 
-    async fn consumer(&mut self) -> Result<consumer::PullConsumer, BusError> {
-        if let Some(c) = &self.consumer {
-            return Ok(c.clone());
-        }
-        if self.next_stream_seq.is_none() && self.cursor > 0 {
-            self.next_stream_seq = self.locate().await?;
-        }
-        let deliver_policy = match self.next_stream_seq {
-            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
-            None => consumer::DeliverPolicy::All,
-        };
-        let c = self
-            .events
-            .create_consumer(consumer::pull::Config {
-                filter_subject: self.subject.clone(),
-                deliver_policy,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(BusError::unavailable)?;
-        self.consumer = Some(c.clone());
-        Ok(c)
-    }
-
     /// The stream sequence of the first message holding a seq after the
-    /// cursor, found by bisection over the stream (a few direct reads)
-    /// instead of replaying the session from its start.
+    /// cursor (`None`: the log holds nothing of the session), found by
+    /// bisection over the stream (a few direct reads) instead of replaying
+    /// the session from its start.
     async fn locate(&self) -> Result<Option<u64>, BusError> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
+        if self.cursor == 0 {
+            return Ok(Some(1));
+        }
         let last = match self
             .events
             .get_last_raw_message_by_subject(&self.subject)
@@ -117,45 +108,66 @@ impl NatsReader {
         Ok(Some(lo))
     }
 
-    /// One fetch of up to `max` messages and about [`FETCH_BYTES`]; false
-    /// when the log had nothing more. The server refuses a pull whose first
-    /// message alone is over the byte bound: that message is then fetched by
-    /// itself, with no byte bound.
+    /// One page: up to `max` of the session's messages and about
+    /// [`FETCH_BYTES`], in one request; false when the log had nothing more.
     async fn fetch(&mut self, max: usize) -> Result<bool, BusError> {
-        match self.fetch_bounded(max, FETCH_BYTES).await? {
-            Fetched::Some => Ok(true),
-            Fetched::Nothing => Ok(false),
-            Fetched::TooLarge => Ok(self.fetch_bounded(1, 0).await? == Fetched::Some),
-        }
-    }
-
-    /// `max_bytes` 0: no byte bound.
-    async fn fetch_bounded(&mut self, max: usize, max_bytes: usize) -> Result<Fetched, BusError> {
-        let consumer = self.consumer().await?;
-        let mut messages = consumer
-            .fetch()
-            .max_messages(max)
-            .max_bytes(max_bytes)
-            .messages()
+        let start = match self.next_stream_seq {
+            Some(seq) => seq,
+            None => match self.locate().await? {
+                Some(seq) => seq,
+                None => return Ok(false),
+            },
+        };
+        let body = BatchGet {
+            seq: start,
+            next_by_subj: &self.subject,
+            batch: max,
+            max_bytes: FETCH_BYTES,
+        };
+        let body = serde_json::to_vec(&body).expect("a direct get serialises");
+        let inbox = self.client.new_inbox();
+        // The reply subscription is in place before the request: both go out
+        // on the one connection, in order.
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(BusError::unavailable)?;
+        self.client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}"),
+                inbox,
+                body.into(),
+            )
             .await
             .map_err(BusError::unavailable)?;
         let mut got = false;
-        while let Some(msg) = messages.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                // The next message would pass the byte bound: the pull ends.
-                Err(e) if max_bytes > 0 && over_max_bytes(&e) => {
-                    return Ok(if got {
-                        Fetched::Some
-                    } else {
-                        Fetched::TooLarge
-                    });
+        while let Some(msg) = replies.next().await {
+            match msg.status.map(|s| s.as_u16()) {
+                None => {}
+                // End of the batch; or no message of the session from `start`.
+                Some(204) | Some(404) => return Ok(got),
+                Some(503) => {
+                    return Err(BusError::Unavailable(
+                        "JetStream has no responder for direct gets".into(),
+                    ))
                 }
-                Err(e) => return Err(BusError::unavailable(e)),
-            };
-            if let Ok(info) = msg.info() {
-                self.next_stream_seq = Some(info.stream_sequence + 1);
+                Some(code) => {
+                    let why = msg.description.unwrap_or_default();
+                    return Err(BusError::Unavailable(format!(
+                        "direct get refused: {code} {why}"
+                    )));
+                }
             }
+            let seq = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Sequence"))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    BusError::Unavailable("a direct get reply without Nats-Sequence".into())
+                })?;
+            self.next_stream_seq = Some(seq + 1);
             got = true;
             for ev in parse_message(&msg.payload)? {
                 if ev.seq > self.cursor {
@@ -164,21 +176,10 @@ impl NatsReader {
                 }
             }
         }
-        Ok(if got { Fetched::Some } else { Fetched::Nothing })
+        Err(BusError::Unavailable(
+            "the direct get's replies ended early".into(),
+        ))
     }
-}
-
-#[derive(Debug, PartialEq)]
-enum Fetched {
-    Some,
-    Nothing,
-    /// The first message alone is over the byte bound.
-    TooLarge,
-}
-
-/// The server's 409 "Message Size Exceeds MaxBytes", as async-nats reports it.
-fn over_max_bytes(e: &async_nats::Error) -> bool {
-    e.to_string().contains("Exceeds MaxBytes")
 }
 
 #[async_trait]
@@ -186,19 +187,16 @@ impl LogReader for NatsReader {
     async fn next_page(&mut self, max: usize) -> Result<Vec<RawEvent>, BusError> {
         let max = max.max(1);
         while self.leftover.is_empty() {
-            // A pull cut short by the timeout keeps what it delivered: the
-            // cursor and stream position move with each message.
+            // A page cut short (a timeout, a reconnect) keeps what it
+            // delivered: the cursor and stream position move with each
+            // message. It is asked for again once.
             let timeout = self.timeout;
             let timed_out = || BusError::Unavailable("a log read did not answer in time".into());
             let first = tokio::time::timeout(timeout, self.fetch(max)).await;
             let fetched = match first.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(f) => f,
                 Err(first) => {
-                    // The server may have dropped an idle consumer, or the
-                    // node holding it restarted: start a new one where this
-                    // one stopped, once.
-                    tracing::debug!(error = %first, "log reader re-created");
-                    self.consumer = None;
+                    tracing::debug!(error = %first, "log read asked again");
                     tokio::time::timeout(timeout, self.fetch(max))
                         .await
                         .unwrap_or_else(|_| Err(timed_out()))?
@@ -210,19 +208,5 @@ impl LogReader for NatsReader {
         }
         let n = self.leftover.len().min(max);
         Ok(self.leftover.drain(..n).collect())
-    }
-}
-
-impl Drop for NatsReader {
-    fn drop(&mut self) {
-        if let Some(c) = self.consumer.take() {
-            let name = c.cached_info().name.clone();
-            let events = self.events.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = events.delete_consumer(&name).await;
-                });
-            }
-        }
     }
 }

@@ -49,10 +49,9 @@ pub async fn serve(
     req: Request,
     encoder: impl Encoder,
 ) -> Result<Response, ApiError> {
-    let s = sessions::view(state, &req.id).await?;
     // From the start (a client of these protocols holds nothing): this
     // only fails when the session's events have expired (410).
-    sessions::check_resume(state, &s, 0).await?;
+    let (s, _) = sessions::open(state, &req.id, 0).await?;
     let guard = ConnectionGuard::try_new(state, req.transport).ok_or_else(|| {
         ApiError::Unavailable("this node is at its connection limit or draining".into())
     })?;
