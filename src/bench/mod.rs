@@ -6,7 +6,8 @@
 //! reconnect → resume time, and a check of every client against the log.
 //!
 //! - [`load`]: steady, saturation, fan-out and failover (one runner, presets).
-//! - [`connections`]: idle subscribed connections and the edge's RSS.
+//! - [`connections`]: idle subscribed connections and the edge's RSS;
+//!   [`memory`]: the edge's RSS over a streaming run, per subscriber.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
 //! - [`client`]: one resuming WebSocket client; [`api`]: the HTTP API;
 //!   [`external`]: publishing as an outside producer.
@@ -23,6 +24,7 @@ pub mod connections;
 pub mod external;
 pub mod limit;
 pub mod load;
+pub mod memory;
 pub mod procinfo;
 pub mod report;
 pub mod stats;
