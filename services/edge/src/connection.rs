@@ -549,6 +549,63 @@ mod tests {
         assert_eq!((stats.events, stats.close_code), (1001, Some(close::DONE)));
     }
 
+    /// Serves a whole session to one client that reads at once; its frames.
+    async fn read_all(bus: &Bus, hub: &Hub, id: &SessionId) -> Vec<Outgoing> {
+        let sub = subscription(bus, hub, id).await;
+        let (sink, frames) = fmpsc::channel::<Outgoing>(0);
+        let (_client, incoming) = fmpsc::channel::<Incoming>(1);
+        let reader = tokio::spawn(frames.collect::<Vec<_>>());
+        let notices = futures::stream::pending();
+        let actions = Recorder::default();
+        let l = limits(100, 80, 30);
+        serve(
+            sink,
+            incoming,
+            notices,
+            sub,
+            hello(),
+            l,
+            &actions,
+            CancellationToken::new(),
+        )
+        .await;
+        reader.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn subscribers_at_one_position_write_the_same_frame_bytes() {
+        let (bus, hub, id) = session(300).await;
+        // The feed (and its frames) lives while someone holds it: here, for
+        // both, as for subscribers connected at the same time.
+        let _feed = hub.feed(&id).await;
+        let first = read_all(&bus, &hub, &id).await;
+        let second = read_all(&bus, &hub, &id).await;
+        let texts = |frames: &[Outgoing]| -> Vec<(usize, String)> {
+            frames
+                .iter()
+                .filter(|f| !events_in(f).is_empty())
+                .map(|f| match f {
+                    Outgoing::Text(t) => (t.as_ptr() as usize, t.to_string()),
+                    Outgoing::Close(..) => unreachable!("close frames hold no events"),
+                })
+                .collect()
+        };
+        let (a, b) = (texts(&first), texts(&second));
+        let seqs: Vec<u64> = first.iter().flat_map(events_in).collect();
+        assert_eq!(seqs, (1..=301).collect::<Vec<_>>());
+        // Cut at multiples of max_frame_events (10), so both cut alike...
+        assert!(a
+            .iter()
+            .all(|(_, t)| t.matches("\"seq\"").count() == 10 || t.contains("end")));
+        assert_eq!(a.len(), b.len());
+        for ((pa, ta), (pb, tb)) in a.iter().zip(&b) {
+            assert_eq!(ta, tb);
+            // ...and the second writes the bytes the first one's frame was
+            // built in, not a copy.
+            assert_eq!(pa, pb, "a frame built twice");
+        }
+    }
+
     #[tokio::test]
     async fn a_client_that_never_reads_is_closed_with_4008() {
         let (bus, hub, id) = session(100).await;
