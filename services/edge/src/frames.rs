@@ -21,7 +21,7 @@ use weir_protocol::RawEvent;
 use weir_telemetry::names;
 
 /// Default bytes of event JSON in one frame (`WEIR_MAX_FRAME_BYTES`).
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 10;
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 10;
 
 /// Default bytes of encoded frames kept per session (`WEIR_FRAME_CACHE`).
 pub const DEFAULT_FRAME_CACHE: usize = 1 << 20;
