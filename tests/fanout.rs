@@ -2,9 +2,10 @@
 //! session join at staggered cursors (all behind the ring, so all fed from the
 //! log), on one edge with real NATS. Every subscriber must get exactly the
 //! log's events after its cursor, in order, and the edge's RSS must grow by
-//! no more than the session's page cache (`--log-cache`) plus the
-//! connections' own buffers: subscribers share the pages they read instead
-//! of each holding its own copy.
+//! no more than the session's page and frame caches (`--log-cache`,
+//! `--frame-cache`) plus the connections' own buffers: subscribers share the
+//! pages they read and the frames built from them instead of each holding
+//! its own copy.
 
 mod common;
 
@@ -26,17 +27,23 @@ const CONN_BUFFER: u64 = 256;
 /// Bytes of JSON of one event here (< 100) and of one bus message (256 events).
 const EVENT_JSON: u64 = 100;
 const MESSAGE: u64 = 256 * EVENT_JSON;
-/// What one connection may hold besides the shared cache, whatever its
+/// Most bytes of event JSON in one frame (`--max-frame-bytes`).
+const FRAME_BYTES: u64 = 16 << 10;
+/// What one connection may hold besides the shared caches, whatever its
 /// cursor and however long the session: its buffer of `CONN_BUFFER` events
-/// (their structs, and the bus messages their bytes point into: at most two,
-/// evicted from the cache or not), the frame being encoded, the one queued and
-/// the socket's write buffer (each up to a buffer's worth of JSON), and an idle
-/// connection's cost (BENCHMARKS.md: 15–26 KiB); half as much again for
-/// the allocator's slack (freed frames of 500 connections fragment the heap;
-/// two runs measured 183–198 KiB per connection in all). Before pages were shared, each log-fed subscriber held up
-/// to the whole session (~3 MiB here).
+/// as batches of shared blocks (32 bytes a batch, at worst one per event)
+/// and the blocks those pin once evicted from the cache (at most two bus
+/// messages' bytes and two pages' event structs), the frame in flight and
+/// the socket's write buffer (each at most `FRAME_BYTES`), and an idle
+/// connection's cost (BENCHMARKS.md: 15–26 KiB); half as much again for the
+/// allocator's slack. The frame cache (`--frame-cache`) is counted with the
+/// log cache. Measured (debug build): +26 MiB, against +91 to +99 MiB
+/// before frames and batches were shared and histogram samples were folded
+/// every 250 ms. Before pages were shared, each log-fed subscriber held up to
+/// the whole session (~3 MiB here).
 const PER_CONNECTION: u64 =
-    (CONN_BUFFER * 48 + 2 * MESSAGE + 3 * CONN_BUFFER * EVENT_JSON + 26 * 1024) * 3 / 2;
+    (CONN_BUFFER * 32 + 2 * MESSAGE + 2 * 256 * 48 + 2 * FRAME_BYTES + 26 * 1024) * 3 / 2;
+const FRAME_CACHE: u64 = 1 << 20;
 
 fn event(seq: u64) -> RawEvent {
     if seq > EVENTS {
@@ -115,9 +122,14 @@ async fn subscriber(edge: String, id: String, token: String, after: u64) {
 async fn many_subscribers_behind_the_ring_share_one_bounded_cache() {
     let cache = LOG_CACHE.to_string();
     let buffer = CONN_BUFFER.to_string();
+    let (frame_bytes, frame_cache) = (FRAME_BYTES.to_string(), FRAME_CACHE.to_string());
     let args = [
         "--log-cache",
         &cache,
+        "--frame-cache",
+        &frame_cache,
+        "--max-frame-bytes",
+        &frame_bytes,
         "--conn-buffer",
         &buffer,
         "--session-ring",
@@ -160,7 +172,7 @@ async fn many_subscribers_behind_the_ring_share_one_bounded_cache() {
     sampler.abort();
     let peak = peak.load(Ordering::Relaxed).max(edge.proc.rss_kib());
     let growth = peak.saturating_sub(idle);
-    let bound = (LOG_CACHE + SUBSCRIBERS * PER_CONNECTION) / 1024;
+    let bound = (LOG_CACHE + FRAME_CACHE + SUBSCRIBERS * PER_CONNECTION) / 1024;
     eprintln!(
         "fanout: {SUBSCRIBERS} subscribers exact in {:.1?}; edge RSS {idle} → {peak} KiB \
          (+{growth} KiB, bound {bound} KiB)",

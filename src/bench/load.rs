@@ -56,6 +56,10 @@ pub struct LoadArgs {
     /// paused right after creation and resumed once every client has its hello).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub gate: Option<bool>,
+    /// Clients join one after another, evenly over this long, each reading
+    /// its session from the start (no gate): late joiners catch up.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub join_over: Option<Duration>,
     /// Publish the events from this tool as an outside producer (agent
     /// `external`), straight to JetStream, instead of the mock agent.
     #[arg(long)]
@@ -124,6 +128,7 @@ struct Plan {
     gate: bool,
     /// Sessions created at once.
     creating: usize,
+    join_over: Duration,
     http_edges: Vec<String>,
     ws_edges: Arc<Vec<String>>,
 }
@@ -157,7 +162,8 @@ impl Plan {
             rate,
             tokens,
             subscribers: a.subscribers.unwrap_or(p.subscribers).max(1),
-            gate: a.gate.unwrap_or(p.gate),
+            gate: a.gate.unwrap_or(p.gate) && a.join_over.is_none(),
+            join_over: a.join_over.unwrap_or_default(),
             http_edges,
             ws_edges: Arc::new(ws_edges),
         }
@@ -168,6 +174,7 @@ impl Plan {
             "sessions": self.sessions, "rate": self.rate, "tokens": self.tokens,
             "subscribers": self.subscribers, "gate": self.gate, "edges": self.http_edges,
             "created_at_once": self.creating,
+            "join_over_s": self.join_over.as_secs_f64(),
             "producer": if a.external { "external (this tool)" } else { "mock agent" },
             "kill_pid": a.kill_pid, "kill_after_s": a.kill_pid.map(|_| a.kill_after.as_secs_f64()),
         })
@@ -197,6 +204,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
     );
     let progress = super::spawn_progress(bar.clone(), live.clone(), false);
     let cpu = CpuWindow::start(&a.watch);
+    let rss = super::memory::RssWatch::start(&a.watch);
     let (hello_tx, mut hello_rx) = tokio::sync::mpsc::channel::<()>(1024);
     let run_started = Instant::now();
     let released = Arc::new(std::sync::OnceLock::new());
@@ -236,9 +244,15 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
                             drop_after: None,
                             created_ms: (!plan.gate).then_some(created_ms),
                         };
-                        let client =
-                            Client::new(session.clone(), config, live.clone(), n as usize, created_at);
-                        tokio::spawn(client.run(stop.clone(), Some(hello_tx.clone())))
+                        let join = plan.join_over.mul_f64(k as f64 / plan.subscribers as f64);
+                        let (session, live) = (session.clone(), live.clone());
+                        let (stop, hello_tx) = (stop.clone(), hello_tx.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(join).await;
+                            let at = if join.is_zero() { created_at } else { Instant::now() };
+                            let client = Client::new(session, config, live, n as usize, at);
+                            client.run(stop, Some(hello_tx)).await
+                        })
                     })
                     .collect();
                 Ok(Started { session, clients })
@@ -324,6 +338,9 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
     progress.abort();
     bar.finish_and_clear();
     let cpu = cpu.finish();
+    if let Some(rss) = rss {
+        rss.finish(plan.sessions * plan.subscribers, &mut extra);
+    }
     if let Some(k) = kill {
         if k.is_finished() {
             extra.insert("killed".into(), k.await.unwrap_or_default());

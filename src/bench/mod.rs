@@ -7,7 +7,8 @@
 //!
 //! - [`load`]: steady, burst, saturation, fan-out and failover (one runner,
 //!   presets).
-//! - [`connections`]: idle subscribed connections and the edge's RSS.
+//! - [`connections`]: idle subscribed connections and the edge's RSS;
+//!   [`memory`]: the edge's RSS over a streaming run, per subscriber.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
 //! - [`soak`]: long steady load with churn; [`soak_series`]: its samples and verdict.
 //! - [`client`]: one resuming WebSocket client; [`api`]: the HTTP API;
@@ -25,6 +26,7 @@ pub mod connections;
 pub mod external;
 pub mod limit;
 pub mod load;
+pub mod memory;
 pub mod procinfo;
 pub mod report;
 pub mod soak;

@@ -55,10 +55,32 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (several services in one
         // test process); then this handle renders an empty registry.
-        let _ = metrics::set_global_recorder(recorder);
+        let installed = metrics::set_global_recorder(recorder).is_ok();
         names::describe();
+        if installed {
+            keep_up(handle.clone());
+        }
         handle
     })
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Folds histogram samples into their buckets every [`UPKEEP`]. The recorder
+/// keeps every sample until upkeep runs, and without this it ran only when
+/// `/metrics` was scraped: an edge delivering 2M events/s to a fan-out held
+/// 8 bytes per delivered event (80 MB for 10M deliveries) until a scrape.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until scraped");
+    }
 }
 
 /// Renders the metrics in the Prometheus text format.

@@ -15,6 +15,9 @@ pub const BACKPRESSURE_PAUSES: &str = "weir_edge_backpressure_pauses_total";
 pub const LOG_READS: &str = "weir_edge_log_reads_total";
 pub const LOG_CACHE_BYTES: &str = "weir_edge_log_cache_bytes";
 pub const LOG_CACHE_EVICTIONS: &str = "weir_edge_log_cache_evictions_total";
+pub const FRAME_CACHE_BYTES: &str = "weir_edge_frame_cache_bytes";
+pub const FRAMES_BUILT: &str = "weir_edge_frames_built_total";
+pub const FRAME_CACHE_HITS: &str = "weir_edge_frame_cache_hits_total";
 pub const RESUMES: &str = "weir_edge_resumes_total";
 pub const CLOSES: &str = "weir_edge_closes_total";
 pub const SLOW_CONSUMERS: &str = "weir_edge_slow_consumer_disconnects_total";
@@ -60,6 +63,9 @@ pub const EDGE_SERIES: &[&str] = &[
     LOG_READS,
     LOG_CACHE_BYTES,
     LOG_CACHE_EVICTIONS,
+    FRAME_CACHE_BYTES,
+    FRAMES_BUILT,
+    FRAME_CACHE_HITS,
     SLOW_CONSUMERS,
     AUTH_FAILURES,
     UPSTREAM_GAPS,
@@ -92,6 +98,7 @@ const GAUGES: &[&str] = &[
     CONNECTIONS_OPEN,
     SESSIONS_SUBSCRIBED,
     LOG_CACHE_BYTES,
+    FRAME_CACHE_BYTES,
     RUNS_ACTIVE,
     EDGE_TASKS,
     PRODUCER_TASKS,
@@ -174,6 +181,18 @@ pub fn describe() {
     describe_counter!(
         LOG_CACHE_EVICTIONS,
         "Log pages dropped from a session's cache to keep it within WEIR_LOG_CACHE"
+    );
+    describe_gauge!(
+        FRAME_CACHE_BYTES,
+        "Bytes of encoded frames shared by the subscribers of the sessions followed on this node"
+    );
+    describe_counter!(
+        FRAMES_BUILT,
+        "Frames encoded for WebSocket and SSE subscribers (the others at that range share them)"
+    );
+    describe_counter!(
+        FRAME_CACHE_HITS,
+        "Frames a subscriber took from its session's shared frames instead of encoding them"
     );
     describe_counter!(
         RESUMES,

@@ -46,6 +46,10 @@ pub struct EdgeConfig {
     /// Most events coalesced into one frame.
     #[arg(long, env = "WEIR_MAX_FRAME_EVENTS", default_value_t = 256)]
     pub max_frame_events: usize,
+    /// Most bytes of event JSON in one frame (one larger event goes alone):
+    /// what a connection's socket writer holds at most.
+    #[arg(long, env = "WEIR_MAX_FRAME_BYTES", default_value_t = crate::frames::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
     /// Recent events kept per session for live fan-out; clients further
     /// behind are fed from the log.
     #[arg(long, env = "WEIR_SESSION_RING", default_value_t = 1024)]
@@ -58,6 +62,11 @@ pub struct EdgeConfig {
     /// Edge memory for one session is this plus the connections' buffers.
     #[arg(long, env = "WEIR_LOG_CACHE", default_value_t = crate::hub::DEFAULT_LOG_CACHE)]
     pub log_cache: usize,
+    /// Bytes of encoded frames kept per session, shared by its WebSocket and
+    /// SSE clients: a frame for a range of seqs is built once on the node
+    /// (0: each client encodes its own).
+    #[arg(long, env = "WEIR_FRAME_CACHE", default_value_t = crate::frames::DEFAULT_FRAME_CACHE)]
+    pub frame_cache: usize,
     /// Events per second each client of a session receives, at most, when
     /// the session was created without a `pace` of its own (0 = as they come).
     #[arg(long, env = "WEIR_PACE", default_value_t = 0)]
@@ -115,9 +124,11 @@ impl EdgeConfig {
             high_watermark: 0.8,
             low_watermark: 0.3,
             max_frame_events: 256,
+            max_frame_bytes: crate::frames::DEFAULT_MAX_FRAME_BYTES,
             session_ring: 1024,
             max_log_readers: 64,
             log_cache: crate::hub::DEFAULT_LOG_CACHE,
+            frame_cache: crate::frames::DEFAULT_FRAME_CACHE,
             pace: 0,
             heartbeat: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
@@ -150,7 +161,14 @@ impl EdgeConfig {
         if self.header_timeout.is_zero() {
             return Err("--header-timeout must be more than 0".into());
         }
-        if self.conn_buffer == 0 || self.max_frame_events == 0 || self.session_ring == 0 {
+        if [
+            self.conn_buffer,
+            self.max_frame_events,
+            self.max_frame_bytes,
+            self.session_ring,
+        ]
+        .contains(&0)
+        {
             return Err("buffer sizes must be at least 1".into());
         }
         Ok(())

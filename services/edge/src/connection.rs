@@ -4,8 +4,12 @@
 //! Events flow subscription → bounded buffer → socket, all in the
 //! connection's one task (the write half is [`crate::writer`]). Pulling stops when
 //! the buffer reaches its high watermark and starts again at the low one;
-//! the writer coalesces everything buffered (up to `max_frame_events`) into
-//! one frame, so a client that is behind gets fewer, larger frames. A write
+//! the writer coalesces what is buffered into one frame (up to the next
+//! multiple of `max_frame_events` in seqs and `max_frame_bytes` of JSON), so
+//! a client that is behind gets fewer, larger frames. The buffer holds
+//! [`Batch`]es of the session's shared events, and a frame is taken from the
+//! session's shared [`Frames`]: clients at one position write the same
+//! bytes, encoded once on the node. A write
 //! that does not finish within the write timeout closes the connection with
 //! 4008; the client resumes from its last seq, fed from the log.
 
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use std::future::poll_fn;
 
+use axum::extract::ws::Utf8Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -21,13 +26,15 @@ use weir_protocol::frame::{close, events_frame};
 use weir_protocol::{ClientFrame, ControlOp, RawEvent, ServerFrame};
 use weir_telemetry::names;
 
+use crate::frames::{frame_len, frame_room, Batch, Encoding, Frames};
 use crate::subscription::{DeliveryError, Subscription};
 use crate::writer::{Frame, WriteError, Writer};
 
 /// What the connection writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
-    Text(String),
+    /// A text frame; its bytes may be shared with other connections.
+    Text(Utf8Bytes),
     Close(u16, String),
 }
 
@@ -59,6 +66,7 @@ pub struct Limits {
     pub high: usize,
     pub low: usize,
     pub max_frame_events: usize,
+    pub max_frame_bytes: usize,
     pub heartbeat: Duration,
     pub write_timeout: Duration,
 }
@@ -78,7 +86,48 @@ pub struct ConnStats {
 
 /// A pull from the subscription in flight; it owns the subscription and
 /// hands it back with the result, so no pull is ever dropped half-done.
-type Fetch = BoxFuture<'static, (Subscription, Result<Vec<RawEvent>, DeliveryError>)>;
+type Fetch = BoxFuture<'static, (Subscription, Result<Batch, DeliveryError>)>;
+
+/// Events pulled for the client and not yet written, in the batches they
+/// came in.
+#[derive(Default)]
+struct Buffer {
+    batches: VecDeque<Batch>,
+    len: usize,
+}
+
+impl Buffer {
+    fn push(&mut self, batch: Batch) {
+        self.len += batch.len();
+        self.batches.push_back(batch);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RawEvent> {
+        self.batches.iter().flat_map(|b| b.iter())
+    }
+
+    /// Drops the first `n` events.
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while let Some(front) = self.batches.front_mut() {
+            if n < front.len() {
+                front.split_to(n);
+                return;
+            }
+            n -= front.len();
+            self.batches.pop_front();
+        }
+    }
+
+    /// The first `n` events, as one batch when they are in one (the usual
+    /// case), else copied into one.
+    fn head(&self, n: usize) -> Batch {
+        match self.batches.front() {
+            Some(b) if b.len() >= n => b.clone().split_to(n),
+            _ => Batch::new(self.iter().take(n).cloned().collect()),
+        }
+    }
+}
 
 /// Frames other than events (hello, heartbeats, error replies) waiting to be
 /// written; a client that keeps sending bad frames without reading is not
@@ -108,8 +157,9 @@ where
         ..ConnStats::default()
     };
     let mut writer = Writer::new(sink, limits.write_timeout);
-    let mut control: VecDeque<Outgoing> = VecDeque::from([Outgoing::Text(hello.to_json())]);
-    let mut buffer: VecDeque<RawEvent> = VecDeque::new();
+    let frames = sub.frames();
+    let mut control: VecDeque<Outgoing> = VecDeque::from([text(hello.to_json())]);
+    let mut buffer = Buffer::default();
     let mut throttled = false;
     let mut end_pulled = false;
     let mut end_written = false;
@@ -124,16 +174,16 @@ where
                 writer.start(Frame::control(out));
             } else if end_written {
                 break Some((close::DONE, None, "session ended"));
-            } else if !buffer.is_empty() {
-                end_written = next_frame(&mut writer, &mut buffer, &limits, &mut stats);
-                if throttled && buffer.len() <= limits.low {
+            } else if buffer.len > 0 {
+                end_written = next_frame(&mut writer, &mut buffer, &frames, &limits, &mut stats);
+                if throttled && buffer.len <= limits.low {
                     throttled = false;
-                    stats.max_fill_at_resume = stats.max_fill_at_resume.max(buffer.len());
+                    stats.max_fill_at_resume = stats.max_fill_at_resume.max(buffer.len);
                 }
             }
         }
         if fetch.is_none() && !throttled && !end_pulled {
-            let room = limits.buffer.saturating_sub(buffer.len());
+            let room = limits.buffer.saturating_sub(buffer.len);
             if let (true, Some(mut s)) = (room > 0, parked.take()) {
                 fetch = Some(
                     async move {
@@ -170,9 +220,9 @@ where
                 match result {
                     Ok(events) => {
                         end_pulled = events.last().is_some_and(|e| e.end);
-                        buffer.extend(events);
-                        stats.max_buffered = stats.max_buffered.max(buffer.len());
-                        if !throttled && buffer.len() >= limits.high {
+                        buffer.push(events);
+                        stats.max_buffered = stats.max_buffered.max(buffer.len);
+                        if !throttled && buffer.len >= limits.high {
                             throttled = true;
                             stats.backpressure_pauses += 1;
                             metrics::counter!(names::BACKPRESSURE_PAUSES).increment(1);
@@ -192,11 +242,11 @@ where
                 }
                 Some(Incoming::Binary) => {
                     let frame = ServerFrame::error("bad_request", "binary frames are not part of the protocol");
-                    control.push_back(Outgoing::Text(frame.to_json()));
+                    control.push_back(text(frame.to_json()));
                 }
-                Some(Incoming::Text(text)) => {
-                    if let Err(frame) = on_client_frame(&text, actions).await {
-                        control.push_back(Outgoing::Text(frame.to_json()));
+                Some(Incoming::Text(t)) => {
+                    if let Err(frame) = on_client_frame(&t, actions).await {
+                        control.push_back(text(frame.to_json()));
                     }
                 }
             },
@@ -204,12 +254,12 @@ where
             // event frames, never inside one; a client that does not read
             // them is bounded like any other control frame.
             Some(notice) = notices.next(), if control.len() < MAX_CONTROL_FRAMES => {
-                control.push_back(Outgoing::Text(notice));
+                control.push_back(text(notice));
             }
             _ = tokio::time::sleep_until(heartbeat_at) => {
                 if !busy && control.is_empty() {
                     let beat = ServerFrame::Heartbeat { ts: weir_protocol::now_ms() };
-                    control.push_back(Outgoing::Text(beat.to_json()));
+                    control.push_back(text(beat.to_json()));
                 }
                 idle_since = Instant::now();
             }
@@ -220,7 +270,7 @@ where
         return stats;
     };
     // What was queued goes out first, then the reason and the close.
-    control.extend(frame.map(|f| Outgoing::Text(f.to_json())));
+    control.extend(frame.map(|f| text(f.to_json())));
     control.push_back(Outgoing::Close(code, reason.into()));
     metrics::counter!(names::CLOSES, "code" => code.to_string()).increment(1);
     stats.close_code = Some(code);
@@ -240,29 +290,36 @@ where
     stats
 }
 
-/// Puts the next frame of buffered events in flight (coalescing up to
-/// `max_frame_events`); true if it holds `end`.
+/// Puts the next frame of buffered events in flight, taking its bytes from
+/// the session's shared frames; true if it holds `end`.
 fn next_frame<S: Sink<Outgoing> + Unpin>(
     writer: &mut Writer<S>,
-    buffer: &mut VecDeque<RawEvent>,
+    buffer: &mut Buffer,
+    frames: &Frames,
     limits: &Limits,
     stats: &mut ConnStats,
 ) -> bool {
-    let n = buffer.len().min(limits.max_frame_events.max(1));
-    metrics::histogram!(names::BUFFER_FILL).record(buffer.len() as f64 / limits.buffer as f64);
-    let text = events_frame(buffer.range(..n));
-    let ts = buffer.range(..n).map(|e| e.ts).collect();
-    let last = buffer.get(n - 1).map(|e| (e.seq, e.end));
-    buffer.drain(..n);
+    metrics::histogram!(names::BUFFER_FILL).record(buffer.len as f64 / limits.buffer as f64);
+    let room = frame_room(stats.last_seq, limits.max_frame_events).min(buffer.len);
+    let n = frame_len(buffer.iter(), room, limits.max_frame_bytes);
+    let events = buffer.head(n);
+    buffer.advance(n);
+    let frame = frames.get(Encoding::Ws, &events, |evs| events_frame(evs));
+    let ts = events.iter().map(|e| e.ts).collect();
+    let last = events.last().map(|e| (e.seq, e.end));
     stats.events += n as u64;
     stats.frames += 1;
     writer.start(Frame {
-        out: Outgoing::Text(text),
+        out: Outgoing::Text(frame),
         ts,
     });
     let (seq, end) = last.unwrap_or((stats.last_seq, false));
     stats.last_seq = seq;
     end
+}
+
+fn text(s: String) -> Outgoing {
+    Outgoing::Text(s.into())
 }
 
 fn slow_consumer(stats: &mut ConnStats) {
@@ -383,6 +440,7 @@ mod tests {
             high,
             low,
             max_frame_events: 10,
+            max_frame_bytes: 1 << 20,
             heartbeat: Duration::from_secs(60),
             write_timeout: Duration::from_secs(5),
         }
@@ -489,6 +547,63 @@ mod tests {
             "resumed above the low watermark"
         );
         assert_eq!((stats.events, stats.close_code), (1001, Some(close::DONE)));
+    }
+
+    /// Serves a whole session to one client that reads at once; its frames.
+    async fn read_all(bus: &Bus, hub: &Hub, id: &SessionId) -> Vec<Outgoing> {
+        let sub = subscription(bus, hub, id).await;
+        let (sink, frames) = fmpsc::channel::<Outgoing>(0);
+        let (_client, incoming) = fmpsc::channel::<Incoming>(1);
+        let reader = tokio::spawn(frames.collect::<Vec<_>>());
+        let notices = futures::stream::pending();
+        let actions = Recorder::default();
+        let l = limits(100, 80, 30);
+        serve(
+            sink,
+            incoming,
+            notices,
+            sub,
+            hello(),
+            l,
+            &actions,
+            CancellationToken::new(),
+        )
+        .await;
+        reader.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn subscribers_at_one_position_write_the_same_frame_bytes() {
+        let (bus, hub, id) = session(300).await;
+        // The feed (and its frames) lives while someone holds it: here, for
+        // both, as for subscribers connected at the same time.
+        let _feed = hub.feed(&id).await;
+        let first = read_all(&bus, &hub, &id).await;
+        let second = read_all(&bus, &hub, &id).await;
+        let texts = |frames: &[Outgoing]| -> Vec<(usize, String)> {
+            frames
+                .iter()
+                .filter(|f| !events_in(f).is_empty())
+                .map(|f| match f {
+                    Outgoing::Text(t) => (t.as_ptr() as usize, t.to_string()),
+                    Outgoing::Close(..) => unreachable!("close frames hold no events"),
+                })
+                .collect()
+        };
+        let (a, b) = (texts(&first), texts(&second));
+        let seqs: Vec<u64> = first.iter().flat_map(events_in).collect();
+        assert_eq!(seqs, (1..=301).collect::<Vec<_>>());
+        // Cut at multiples of max_frame_events (10), so both cut alike...
+        assert!(a
+            .iter()
+            .all(|(_, t)| t.matches("\"seq\"").count() == 10 || t.contains("end")));
+        assert_eq!(a.len(), b.len());
+        for ((pa, ta), (pb, tb)) in a.iter().zip(&b) {
+            assert_eq!(ta, tb);
+            // ...and the second writes the bytes the first one's frame was
+            // built in, not a copy.
+            assert_eq!(pa, pb, "a frame built twice");
+        }
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use weir_bus::{BusError, EventLog, LogReader};
 use weir_protocol::{RawEvent, SessionId};
 use weir_telemetry::names;
 
+use crate::frames::{Batch, Frames};
 use crate::pages::PageCache;
 
 /// Default bytes of log pages cached per session (`WEIR_LOG_CACHE`).
@@ -38,6 +39,7 @@ pub struct Hub {
     log: Arc<dyn EventLog>,
     ring_capacity: usize,
     log_cache: usize,
+    frame_cache: usize,
     log_readers: Arc<tokio::sync::Semaphore>,
 }
 
@@ -45,6 +47,8 @@ pub struct Feed {
     ring: RwLock<Ring>,
     /// Log pages read for subscribers behind the ring, shared by them all.
     pages: Mutex<PageCache>,
+    /// Frames encoded for its subscribers, shared by them all.
+    frames: Arc<Frames>,
     /// The one log reader of the session on this node, with the seq it has
     /// read up to; the lock makes the feed read one page at a time, so that
     /// subscribers waiting for the same page find it in the cache.
@@ -58,50 +62,72 @@ pub struct Feed {
     stop: CancellationToken,
 }
 
-/// The newest events of a session, contiguous by seq.
+/// The newest events of a session, contiguous by seq, in the blocks they
+/// came in (one per bus message): a read hands out a [`Batch`] of a block,
+/// shared with every other subscriber that read it.
 pub struct Ring {
-    events: VecDeque<RawEvent>,
+    blocks: VecDeque<Arc<[RawEvent]>>,
+    /// Events in `blocks`.
+    len: usize,
     capacity: usize,
 }
 
 impl Ring {
+    /// Keeps at least the last `capacity` events (and less than one more
+    /// block besides).
     pub fn new(capacity: usize) -> Ring {
         Ring {
-            events: VecDeque::new(),
+            blocks: VecDeque::new(),
+            len: 0,
             capacity,
         }
     }
 
     pub fn first_seq(&self) -> Option<u64> {
-        self.events.front().map(|e| e.seq)
+        self.blocks.front().map(|b| b[0].seq)
     }
 
     pub fn last_seq(&self) -> Option<u64> {
-        self.events.back().map(|e| e.seq)
+        self.blocks.back().map(|b| b[b.len() - 1].seq)
     }
 
     /// Adds a batch; returns true if it did not follow on (the ring restarts).
-    pub fn push(&mut self, batch: Vec<RawEvent>) -> bool {
+    pub fn push(&mut self, mut batch: Vec<RawEvent>) -> bool {
         let mut gap = false;
-        for ev in batch {
-            if let Some(last) = self.last_seq() {
-                if ev.seq <= last {
-                    continue; // a repeat after a reconnect
-                }
-                if ev.seq != last + 1 {
-                    gap = true;
-                    self.events.clear();
-                }
+        if let Some(last) = self.last_seq() {
+            batch.retain(|e| e.seq > last); // repeats after a reconnect
+            gap = batch.first().is_some_and(|e| e.seq != last + 1);
+        }
+        // Bus messages are contiguous; anything else starts over after its
+        // last break.
+        let from = (1..batch.len())
+            .rev()
+            .find(|&i| batch[i].seq != batch[i - 1].seq + 1);
+        if let Some(i) = from {
+            gap = true;
+            batch.drain(..i);
+        }
+        if gap {
+            self.blocks.clear();
+            self.len = 0;
+        }
+        if batch.is_empty() {
+            return gap;
+        }
+        self.len += batch.len();
+        self.blocks.push_back(batch.into());
+        while let Some(front) = self.blocks.front() {
+            if self.len - front.len() < self.capacity {
+                break;
             }
-            if self.events.len() == self.capacity {
-                self.events.pop_front();
-            }
-            self.events.push_back(ev);
+            self.len -= front.len();
+            self.blocks.pop_front();
         }
         gap
     }
 
-    /// Up to `max` events with seq > `cursor`, when the ring holds cursor + 1.
+    /// Up to `max` events with seq > `cursor` (never past the end of the
+    /// block that holds cursor + 1), when the ring holds cursor + 1.
     pub fn after(&self, cursor: u64, max: usize) -> RingRead {
         let (Some(first), Some(last)) = (self.first_seq(), self.last_seq()) else {
             return RingRead::Empty;
@@ -112,15 +138,17 @@ impl Ring {
         if cursor >= last {
             return RingRead::Nothing;
         }
-        let start = (cursor + 1 - first) as usize;
-        let end = (start + max.max(1)).min(self.events.len());
-        RingRead::Events(self.events.range(start..end).cloned().collect())
+        let want = cursor + 1;
+        let i = self.blocks.partition_point(|b| b[b.len() - 1].seq < want);
+        let block = &self.blocks[i];
+        let start = (want - block[0].seq) as usize;
+        RingRead::Events(Batch::slice(block, start..start + max.max(1)))
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum RingRead {
-    Events(Vec<RawEvent>),
+    Events(Batch),
     /// The ring starts at `first`, after the cursor: read the log.
     Behind {
         first: u64,
@@ -146,8 +174,13 @@ impl Feed {
         let _ = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await;
     }
 
+    /// The session's encoded frames, shared by its subscribers on this node.
+    pub fn frames(&self) -> Arc<Frames> {
+        self.frames.clone()
+    }
+
     /// Up to `max` events after `cursor` from the page cache, if it has them.
-    pub fn cached(&self, cursor: u64, max: usize) -> Option<Vec<RawEvent>> {
+    pub fn cached(&self, cursor: u64, max: usize) -> Option<Batch> {
         self.pages.lock().expect("cache lock").read(cursor, max)
     }
 
@@ -162,7 +195,7 @@ impl Feed {
         session: &SessionId,
         cursor: u64,
         max: usize,
-    ) -> Result<Vec<RawEvent>, BusError> {
+    ) -> Result<Batch, BusError> {
         let mut shared = self.reader.lock().await;
         if let Some(events) = self.cached(cursor, max) {
             return Ok(events);
@@ -174,16 +207,16 @@ impl Feed {
             Some((r, at)) if at == cursor => r,
             _ => log.reader(session, cursor).await?,
         };
-        let mut page = reader.next_page(PAGE_EVENTS).await?;
+        let page = reader.next_page(PAGE_EVENTS).await?;
         metrics::counter!(names::LOG_READS).increment(1);
         let Some(last) = page.last().map(|e| e.seq) else {
-            return Ok(page); // caught up with the log
+            return Ok(Batch::default()); // caught up with the log
         };
         *shared = Some((reader, last));
         drop(shared);
+        let page: Arc<[RawEvent]> = page.into();
         self.pages.lock().expect("cache lock").insert(&page);
-        page.truncate(max.max(1));
-        Ok(page)
+        Ok(Batch::slice(&page, 0..max.max(1)))
     }
 
     fn push(&self, batch: Vec<RawEvent>) -> bool {
@@ -216,6 +249,7 @@ impl Hub {
             log,
             ring_capacity: ring_capacity.max(1),
             log_cache: DEFAULT_LOG_CACHE,
+            frame_cache: crate::frames::DEFAULT_FRAME_CACHE,
             log_readers: Arc::new(tokio::sync::Semaphore::new(max_log_readers.max(1))),
         }
     }
@@ -224,6 +258,13 @@ impl Hub {
     /// [`DEFAULT_LOG_CACHE`]).
     pub fn with_log_cache(mut self, bytes: usize) -> Hub {
         self.log_cache = bytes;
+        self
+    }
+
+    /// Bytes of encoded frames each followed session may keep (default
+    /// [`crate::frames::DEFAULT_FRAME_CACHE`]).
+    pub fn with_frame_cache(mut self, bytes: usize) -> Hub {
+        self.frame_cache = bytes;
         self
     }
 
@@ -292,6 +333,7 @@ impl Hub {
         let f = Arc::new(Feed {
             ring: RwLock::new(Ring::new(self.ring_capacity)),
             pages: Mutex::new(PageCache::new(self.log_cache)),
+            frames: Arc::new(Frames::new(self.frame_cache)),
             reader: tokio::sync::Mutex::new(None),
             log_readers: self.log_readers.clone(),
             last: watch::channel(0).0,
@@ -403,17 +445,36 @@ mod tests {
     #[test]
     fn ring_is_bounded_contiguous_and_deduplicating() {
         let mut ring = Ring::new(4);
-        assert_eq!(ring.after(0, 10), RingRead::Empty);
+        assert!(matches!(ring.after(0, 10), RingRead::Empty));
         assert!(!ring.push(evs(1..=3)));
         assert!(!ring.push(evs(2..=6))); // repeats dropped
-        assert_eq!((ring.first_seq(), ring.last_seq()), (Some(3), Some(6)));
-        assert_eq!(ring.after(1, 10), RingRead::Behind { first: 3 });
-        assert_eq!(seqs(ring.after(2, 10)), vec![3, 4, 5, 6]);
-        assert_eq!(seqs(ring.after(3, 2)), vec![4, 5]);
-        assert_eq!(ring.after(6, 10), RingRead::Nothing);
+        assert!(!ring.push(evs(7..=7)));
+        // At least 4 kept, in whole blocks: 1..=3 went, 4..=6 stays.
+        assert_eq!((ring.first_seq(), ring.last_seq()), (Some(4), Some(7)));
+        assert!(matches!(ring.after(2, 10), RingRead::Behind { first: 4 }));
+        assert_eq!(seqs(ring.after(3, 10)), vec![4, 5, 6]); // one block at a time
+        assert_eq!(seqs(ring.after(4, 1)), vec![5]);
+        assert_eq!(seqs(ring.after(6, 10)), vec![7]);
+        assert!(matches!(ring.after(7, 10), RingRead::Nothing));
         // A gap restarts the ring at the new batch.
         assert!(ring.push(evs(9..=10)));
-        assert_eq!(ring.after(6, 10), RingRead::Behind { first: 9 });
+        assert!(matches!(ring.after(7, 10), RingRead::Behind { first: 9 }));
         assert_eq!(seqs(ring.after(8, 10)), vec![9, 10]);
+        // So does one inside a batch, from its last break.
+        let mut broken = evs(11..=12);
+        broken.extend(evs(20..=21));
+        assert!(ring.push(broken));
+        assert_eq!((ring.first_seq(), ring.last_seq()), (Some(20), Some(21)));
+    }
+
+    #[test]
+    fn readers_of_the_ring_share_its_events() {
+        let mut ring = Ring::new(8);
+        ring.push(evs(1..=4));
+        let (RingRead::Events(a), RingRead::Events(b)) = (ring.after(0, 4), ring.after(1, 4))
+        else {
+            panic!("events expected")
+        };
+        assert!(std::ptr::eq(&a[1], &b[0]), "the same event, not a copy");
     }
 }

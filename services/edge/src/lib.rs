@@ -37,6 +37,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod frames;
 pub mod frontends;
 pub mod hub;
 pub mod limits;
@@ -84,7 +85,8 @@ impl AppState {
         AppState(Arc::new(Inner {
             node: config.node_id(),
             hub: hub::Hub::new(bus.log.clone(), config.session_ring, config.max_log_readers)
-                .with_log_cache(config.log_cache),
+                .with_log_cache(config.log_cache)
+                .with_frame_cache(config.frame_cache),
             keys: TokenKey::new(config.secret.as_bytes()),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),
@@ -104,6 +106,7 @@ impl AppState {
             high,
             low,
             max_frame_events: self.config.max_frame_events,
+            max_frame_bytes: self.config.max_frame_bytes,
             heartbeat: self.config.heartbeat,
             write_timeout: self.config.write_timeout,
         }

@@ -2,19 +2,22 @@
 //! node. A page read from the log for one subscriber that is behind the
 //! ring serves every other subscriber whose cursor falls inside it, so a
 //! crowd reading the same stretch of the log reads it once and holds it
-//! once: events are [`RawEvent`]s whose `json` is [`bytes::Bytes`], so what
-//! a subscriber takes from a page is a refcount, not a copy.
+//! once: what a subscriber takes from a page is a [`Batch`] of it, a
+//! refcount, not a copy of the events or their bytes.
 //!
 //! The cache is bounded in bytes; over the bound it drops the pages used
-//! least recently. Nobody holds a page: a subscriber takes clones of the
-//! events it asked for (bounded by its own connection buffer), so a slow
-//! one never keeps a page alive for the others, and one that comes back to
-//! an evicted stretch reads it from the log again.
+//! least recently. Nobody holds a page for the others: a subscriber's batch
+//! keeps the page's events alive only while they sit in its own connection
+//! buffer, never keeps the page in the cache, and one that comes back to an
+//! evicted stretch reads it from the log again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use weir_protocol::RawEvent;
 use weir_telemetry::names;
+
+use crate::frames::Batch;
 
 /// What an event costs the cache: its JSON and its own struct.
 fn cost(ev: &RawEvent) -> usize {
@@ -31,7 +34,7 @@ pub struct PageCache {
 }
 
 struct Page {
-    events: Vec<RawEvent>,
+    events: Arc<[RawEvent]>,
     bytes: usize,
     used: u64,
 }
@@ -58,7 +61,7 @@ impl PageCache {
     }
 
     /// Up to `max` events from `cursor + 1` on, if a page holds that seq.
-    pub fn read(&mut self, cursor: u64, max: usize) -> Option<Vec<RawEvent>> {
+    pub fn read(&mut self, cursor: u64, max: usize) -> Option<Batch> {
         let want = cursor + 1;
         self.clock += 1;
         let (&first, page) = self.pages.range_mut(..=want).next_back()?;
@@ -67,14 +70,13 @@ impl PageCache {
         }
         page.used = self.clock;
         let start = (want - first) as usize;
-        let end = (start + max.max(1)).min(page.events.len());
-        Some(page.events[start..end].to_vec())
+        Some(Batch::slice(&page.events, start..start + max.max(1)))
     }
 
     /// Keeps a page just read from the log (contiguous seqs), then drops the
     /// pages used least recently until the cache is within its bound. A page
     /// larger than the whole bound is not kept.
-    pub fn insert(&mut self, events: &[RawEvent]) {
+    pub fn insert(&mut self, events: &Arc<[RawEvent]>) {
         let Some(first) = events.first().map(|e| e.seq) else {
             return;
         };
@@ -84,7 +86,7 @@ impl PageCache {
         }
         self.clock += 1;
         let page = Page {
-            events: events.to_vec(),
+            events: events.clone(),
             bytes,
             used: self.clock,
         };
@@ -117,7 +119,7 @@ mod tests {
     use super::*;
     use weir_protocol::Event;
 
-    fn evs(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
+    fn evs(seqs: std::ops::RangeInclusive<u64>) -> Arc<[RawEvent]> {
         seqs.map(|s| {
             let mut e = Event::new(s, "token", None, serde_json::json!({}));
             e.ts = 1.0; // the same size every time
@@ -126,7 +128,7 @@ mod tests {
         .collect()
     }
 
-    fn seqs(r: Option<Vec<RawEvent>>) -> Vec<u64> {
+    fn seqs(r: Option<Batch>) -> Vec<u64> {
         r.expect("a hit").iter().map(|e| e.seq).collect()
     }
 
@@ -140,10 +142,10 @@ mod tests {
         assert_eq!(seqs(cache.read(7, 10)), vec![8, 9, 10]); // never past a page
         assert_eq!(seqs(cache.read(10, 2)), vec![11, 12]);
         assert!(cache.read(20, 10).is_none());
-        // A page shares the events' bytes: no copy of the JSON.
+        // A page shares its events: no copy of them or their JSON.
         let a = cache.read(0, 1).unwrap();
         let b = cache.read(0, 1).unwrap();
-        assert_eq!(a[0].json.as_ptr(), b[0].json.as_ptr());
+        assert!(std::ptr::eq(&a[0], &b[0]));
     }
 
     #[test]

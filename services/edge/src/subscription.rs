@@ -3,16 +3,18 @@
 //! seq, from the feed's shared page cache or the log (one page at a time,
 //! through the feed) when the subscriber is behind the ring; either way the
 //! subscriber gets every seq after its cursor once, in order. A subscriber
-//! holds no page of its own: only what it hands to its connection's buffer.
+//! holds no page of its own: what it hands to its connection's buffer is a
+//! [`Batch`] of the ring's or the cache's events, shared, not copied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use weir_bus::{BusError, EventLog};
-use weir_protocol::{RawEvent, SessionId};
+use weir_protocol::SessionId;
 use weir_telemetry::names;
 
+use crate::frames::{Batch, Frames};
 use crate::hub::{Feed, RingRead};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +102,15 @@ impl Subscription {
         self.cursor
     }
 
+    /// The frames the session's subscribers on this node share.
+    pub fn frames(&self) -> Arc<Frames> {
+        self.feed.frames()
+    }
+
     /// Waits for up to `max` events after the cursor. Bus errors are retried
     /// (the client keeps its connection and heartbeats while the bus heals);
     /// dropping the future loses nothing, as the cursor only moves on return.
-    pub async fn next(&mut self, max: usize) -> Result<Vec<RawEvent>, DeliveryError> {
+    pub async fn next(&mut self, max: usize) -> Result<Batch, DeliveryError> {
         let Some(pacer) = &self.pacer else {
             return self.next_unpaced(max).await;
         };
@@ -117,7 +124,7 @@ impl Subscription {
         Ok(events)
     }
 
-    async fn next_unpaced(&mut self, max: usize) -> Result<Vec<RawEvent>, DeliveryError> {
+    async fn next_unpaced(&mut self, max: usize) -> Result<Batch, DeliveryError> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.try_next(max).await {
@@ -140,7 +147,7 @@ impl Subscription {
     }
 
     /// Events if any are available now; `None` when caught up.
-    async fn try_next(&mut self, max: usize) -> Result<Option<Vec<RawEvent>>, Step> {
+    async fn try_next(&mut self, max: usize) -> Result<Option<Batch>, Step> {
         // Mark the ring's state as seen before reading it, so that a change
         // after this read wakes the wait in `next`.
         self.last.borrow_and_update();
@@ -173,7 +180,7 @@ impl Subscription {
         Ok(Some(self.advance(page)))
     }
 
-    fn advance(&mut self, events: Vec<RawEvent>) -> Vec<RawEvent> {
+    fn advance(&mut self, events: Batch) -> Batch {
         if let Some(last) = events.last() {
             self.cursor = last.seq;
         }

@@ -139,7 +139,7 @@ async fn connected(state: AppState, socket: WebSocket, c: Checked) {
     let sub = Subscription::new(c.id.clone(), feed, state.bus.log.clone(), c.after).paced(c.pace);
     let sink = sink.with(|o: Outgoing| {
         futures::future::ready(Ok::<_, axum::Error>(match o {
-            Outgoing::Text(t) => Message::Text(t.into()),
+            Outgoing::Text(t) => Message::Text(t),
             Outgoing::Close(code, reason) => close_message(code, &reason),
         }))
     });
