@@ -18,13 +18,7 @@ TOOL=$ROOT/target/release/weir
 bench() { "$TOOL" bench "$@"; }
 OUT=${OUT:-$BENCH_DIR}
 mkdir -p "$OUT"
-start_nats
-start_redis
-start_edge edge-0
-EDGE0_PID=$EDGE_PID
-start_edge edge-1
-EDGE1_PID=$EDGE_PID
-start_producer producer-0 --concurrency $((SESSIONS + 64))
+start_two_edge_stack "$SESSIONS"
 # What NATS did during a burst, from its monitoring endpoint: messages in
 # and out, JetStream API requests (consumer creations among them) and the
 # consumers left.

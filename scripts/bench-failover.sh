@@ -7,13 +7,7 @@
 # resumed event. Extra arguments go to `weir bench failover`.
 source "$(dirname "$0")/bench-lib.sh"
 SESSIONS=${SESSIONS:-200} RATE=${RATE:-50} DURATION=${DURATION:-20s} KILL_AFTER=${KILL_AFTER:-8s}
-start_nats
-start_redis
-start_edge edge-0
-EDGE0_PID=$EDGE_PID
-start_edge edge-1
-EDGE1_PID=$EDGE_PID
-start_producer producer-0 --concurrency $((SESSIONS + 64))
+start_two_edge_stack "$SESSIONS"
 bench failover --edge "${EDGE_URLS[0]}" --edge "${EDGE_URLS[1]}" \
   --sessions "$SESSIONS" --rate "$RATE" --duration "$DURATION" \
   --kill-pid "$EDGE1_PID" --kill-after "$KILL_AFTER" --timeout 60s \

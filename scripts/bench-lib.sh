@@ -151,4 +151,16 @@ start_producer() {
   wait_ready "$PRODUCER_URL/readyz" "$name"
 }
 
+# NATS, Redis, edge-0 and edge-1 (EDGE0_PID, EDGE1_PID) and one producer
+# that takes every session of the run at once.
+start_two_edge_stack() { # sessions
+  start_nats
+  start_redis
+  start_edge edge-0
+  EDGE0_PID=$EDGE_PID
+  start_edge edge-1
+  EDGE1_PID=$EDGE_PID
+  start_producer producer-0 --concurrency $(($1 + 64))
+}
+
 bench() { "$WEIR" bench "$@"; }

@@ -14,27 +14,11 @@ use tokio::net::TcpStream;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The sum of a metric's series on an edge's `/metrics` page.
-async fn metric(edge: &Node, name: &str) -> f64 {
-    let page = http()
-        .get(format!("{}/metrics", edge.http()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until `name` on `edge` is at least `want`.
 async fn wait_metric(edge: &Node, name: &str, want: f64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let got = metric(edge, name).await;
+        let got = metric_sum(edge, name).await;
         if got >= want {
             return;
         }
@@ -85,7 +69,10 @@ async fn a_client_that_never_finishes_its_headers_is_closed_and_others_are_serve
     assert_eq!(got.events.len(), 61);
     assert_complete(&got.events, "completed");
     assert_eq!(sse.unwrap().matches("\nevent: ").count() + 1, 61 + 1);
-    assert_eq!(metric(edge, "weir_edge_header_timeouts_total").await, 2.0);
+    assert_eq!(
+        metric_sum(edge, "weir_edge_header_timeouts_total").await,
+        2.0
+    );
     let r = http()
         .get(format!("{}/healthz", edge.http()))
         .send()

@@ -32,17 +32,6 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
-async fn metrics_text(node: &Node) -> String {
-    http()
-        .get(format!("{}/metrics", node.http()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Base names of the `weir_*` metrics a `/metrics` page shows, with the
 /// value of each unlabelled one.
 fn exported(page: &str, cat: &BTreeMap<String, Kind>) -> BTreeMap<String, Option<f64>> {
@@ -181,8 +170,8 @@ async fn every_dashboard_and_alert_query_answers_on_a_live_stack() {
     let traffic_end = now_secs();
 
     // What the processes export now, and Prometheus has scraped since.
-    let edge_page = exported(&metrics_text(c.edge(0)).await, &cat);
-    let producer_page = exported(&metrics_text(&c.producers[0]).await, &cat);
+    let edge_page = exported(&metrics_page(c.edge(0)).await, &cat);
+    let producer_page = exported(&metrics_page(&c.producers[0]).await, &cat);
     let snapshot = now_secs();
     prom.wait_for(
         "scrapes after the traffic",

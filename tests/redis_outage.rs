@@ -199,12 +199,7 @@ async fn back_empty(c: &Cluster, sessions: &[Session], done: &Session) {
             "{node} logged the outage {down} times, its end {back}"
         );
     }
-    let metrics = http()
-        .get(format!("{}/metrics", c.edge(1).http()))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = metrics_page(c.edge(1)).await;
     assert!(
         metrics.lines().any(|l| l == "weir_store_outages_total 1"),
         "{metrics}"

@@ -186,14 +186,7 @@ async fn many_subscribers_of_one_session_share_one_feed() {
         assert_eq!(got.close, Some(1000));
         assert_eq!(got.events, hist);
     }
-    let metrics = http()
-        .get(format!("{}/metrics", edge.http()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_page(edge).await;
     assert!(
         metrics.contains("weir_edge_events_delivered_total"),
         "{metrics}"

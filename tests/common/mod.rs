@@ -401,6 +401,28 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// A node's `/metrics` page.
+pub async fn metrics_page(node: &Node) -> String {
+    http()
+        .get(format!("{}/metrics", node.http()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of a metric's series on a node's `/metrics` page.
+pub async fn metric_sum(node: &Node, name: &str) -> f64 {
+    metrics_page(node)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub struct Session {
     pub id: String,
     pub token: String,
