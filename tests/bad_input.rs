@@ -107,6 +107,22 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         "bad_request",
     )
     .await;
+    // A struct's sequence form (serde would read `["mock"]` as {"agent": "mock"}).
+    expect_error(
+        post(r#"["mock"]"#, Some(API_KEY)).await.unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    let array_broadcast = http()
+        .post(format!("{base}/v1/broadcast"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(r#"[{"x":1}]"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(array_broadcast, 400, "bad_request").await;
     expect_error(
         post(r#"{"agent":"mock","id":"no.dots"}"#, Some(API_KEY))
             .await
@@ -230,6 +246,30 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         "bad_request",
     )
     .await;
+    let non_ascii_last_event_id = http()
+        .get(format!(
+            "{base}/v1/sessions/{}/events?token={}",
+            h.id, h.token
+        ))
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes(b"\xc3\xa912").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(non_ascii_last_event_id, 400, "bad_request").await;
+    let array_run_input = http()
+        .post(format!(
+            "{base}/v1/sessions/{}/ag-ui?token={}",
+            h.id, h.token
+        ))
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    expect_error(array_run_input, 400, "bad_request").await;
     expect_error(
         get(format!(
             "/v1/sessions/{}/events?after=-1&token={}",

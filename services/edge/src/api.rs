@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use weir_protocol::mock::MockInput;
 use weir_protocol::{ControlOp, RunRequest, SessionId};
@@ -51,20 +52,45 @@ pub fn json_error(rejection: JsonRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
+/// A JSON body that must be an object, read as `T`. `Json<T>` alone also
+/// takes an array for a struct (serde's sequence form: `["mock"]` would
+/// create a session), which no client means and the OpenAPI document does
+/// not allow. Handlers take `Result<JsonObject<T>, ApiError>` so that their
+/// own checks (auth) come first.
+pub struct JsonObject<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(object) =
+            Json::<serde_json::Map<String, serde_json::Value>>::from_request(req, state)
+                .await
+                .map_err(json_error)?;
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map(JsonObject)
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "Failed to deserialize the JSON body into the target type: {e}"
+                ))
+            })
+    }
+}
+
 /// `POST /v1/sessions`
 pub async fn create(
     State(state): State<AppState>,
     // The client's address, when the server was started with connect info.
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    body: Result<JsonObject<CreateBody>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     crate::operators::require_api_key(&state, &headers)?;
     if let Some(limits) = &state.create_limits {
         let key = state.config.api_key.as_deref();
         limits.check(key, peer.map(|p| p.0 .0.ip()))?;
     }
-    let Json(body) = body.map_err(json_error)?;
+    let JsonObject(body) = body?;
     let agent = body.agent.as_str();
     if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {
         return Err(ApiError::BadRequest(format!(

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -199,10 +198,10 @@ pub struct BroadcastBody {
 pub async fn broadcast(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<BroadcastBody>, JsonRejection>,
+    body: Result<crate::api::JsonObject<BroadcastBody>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_api_key(&state, &headers)?;
-    let Json(body) = body.map_err(crate::api::json_error)?;
+    let crate::api::JsonObject(body) = body?;
     if !body.data.is_object() {
         return Err(ApiError::BadRequest("data must be a JSON object".into()));
     }

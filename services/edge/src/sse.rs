@@ -73,7 +73,13 @@ pub async fn events(
         &id,
         bearer(&headers, query.get("token").map(String::as_str)),
     )?;
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be a seq (digits)".into()))
+        })
+        .transpose()?;
     let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
     let (s, resume) = sessions::open(&state, &id, after).await?;
     let pace = sessions::pace(&state, &s);

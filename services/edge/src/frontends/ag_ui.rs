@@ -26,18 +26,16 @@
 //! sends back what it holds, this route's body limit is `--max-body` plus
 //! twice that.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use weir_protocol::{EndReason, RawEvent};
 
 use super::stream::{self, Encoder};
 use super::{Op, Reader};
-use crate::api::{json_error, RawQuery};
+use crate::api::{JsonObject, RawQuery};
 use crate::error::ApiError;
 use crate::sessions::{self, bearer};
 use crate::subscription::DeliveryError;
@@ -418,11 +416,11 @@ pub async fn handler(
     Path(id): Path<String>,
     headers: HeaderMap,
     query: RawQuery,
-    body: Result<Json<RunAgentInput>, JsonRejection>,
+    body: Result<JsonObject<RunAgentInput>, ApiError>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers, query.get("token").map(String::as_str));
     let id = sessions::authorize(&state, &id, token)?;
-    let Json(input) = body.map_err(json_error)?;
+    let JsonObject(input) = body?;
     if input.thread_id.as_deref().is_some_and(|t| t != id.as_str()) {
         return Err(ApiError::BadRequest(
             "threadId must be the session id (or absent)".into(),
