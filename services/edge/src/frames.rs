@@ -216,8 +216,16 @@ mod tests {
     use weir_protocol::Event;
 
     fn evs(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
-        seqs.map(|s| Event::new(s, "token", None, serde_json::json!({"text": "ab"})).to_raw())
-            .collect()
+        // One `ts` for all, so that events of one seq width are one length.
+        seqs.map(|s| {
+            let ev = Event::new(s, "token", None, serde_json::json!({"text": "ab"}));
+            Event {
+                ts: 1_764_072_000_123.0,
+                ..ev
+            }
+            .to_raw()
+        })
+        .collect()
     }
 
     #[test]
