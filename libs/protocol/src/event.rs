@@ -257,6 +257,7 @@ fn check_text(b: &[u8]) -> Result<(), EventError> {
     if let Err(e) = std::str::from_utf8(b) {
         return Err(EventError::Json(format!("not UTF-8: {e}")));
     }
+    check_numbers(b)?;
     let hex = |at: usize| {
         let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
         u16::from_str_radix(digits, 16).ok()
@@ -282,6 +283,39 @@ fn check_text(b: &[u8]) -> Result<(), EventError> {
         }
     }
     Ok(())
+}
+
+/// A number serde skips over (in `data`) may be beyond f64's range
+/// (`1e999`, an integer of 309 digits or more): parsers that read it as a
+/// number, serde_json and the front-end encoders among them, refuse it.
+/// Only an exponent or a long run of digits can do that, so the message is
+/// parsed whole only when it has one.
+fn check_numbers(b: &[u8]) -> Result<(), EventError> {
+    let exponent = memchr::memchr2_iter(b'e', b'E', b)
+        .any(|at| at > 0 && (b[at - 1].is_ascii_digit() || b[at - 1] == b'.'));
+    if !exponent && !has_digit_run(b, 309) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<serde_json::Value>(b) {
+        Err(e) if e.to_string().starts_with("number out of range") => Err(EventError::Json(
+            format!("a number beyond f64's range: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn has_digit_run(b: &[u8], len: usize) -> bool {
+    if b.len() < len {
+        return false;
+    }
+    let mut run = 0;
+    for &c in b {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= len {
+            return true;
+        }
+    }
+    false
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -388,6 +422,22 @@ mod tests {
             let e = RawEvent::parse_message(message.as_bytes()).unwrap_err();
             assert!(e.to_string().contains("lone surrogate"), "{lone}: {e}");
         }
+        let huge = format!("1{}", "0".repeat(309));
+        for number in ["1e999", "-2.5E+400", huge.as_str()] {
+            let message = format!(r#"{{"seq":1,"kind":"x","data":{{"n":{number}}}}}"#);
+            for message in [message.clone(), format!("[{message}]")] {
+                let e = RawEvent::parse_message(message.as_bytes()).unwrap_err();
+                assert!(
+                    e.to_string().contains("beyond f64's range"),
+                    "{number}: {e}"
+                );
+            }
+        }
+        let fine = format!(
+            r#"{{"seq":1,"kind":"x","data":{{"n":1e300,"t":"1e999","m":{}}}}}"#,
+            "9".repeat(300)
+        );
+        assert!(RawEvent::parse_message(fine.as_bytes()).is_ok());
         for text in [r#""\ud83d\ude00""#, r#""\\udc00""#, r#""\u00e9\n""#] {
             let message = format!(r#"{{"seq":1,"kind":"x","data":{{"text":{text}}}}}"#);
             assert!(
