@@ -304,18 +304,24 @@ fn check_numbers(b: &[u8]) -> Result<(), EventError> {
     }
 }
 
+/// Whether `b` holds `len` digits in a row. On the path of every bus
+/// message, so it looks only at every `len / 2`-th byte: a run that long
+/// holds two of them next to each other, and only there is the run measured.
 fn has_digit_run(b: &[u8], len: usize) -> bool {
-    if b.len() < len {
-        return false;
-    }
-    let mut run = 0;
-    for &c in b {
-        run = if c.is_ascii_digit() { run + 1 } else { 0 };
-        if run >= len {
-            return true;
+    let stride = (len / 2).max(1);
+    (stride..b.len()).step_by(stride).any(|at| {
+        b[at].is_ascii_digit() && b[at - stride].is_ascii_digit() && {
+            let start = b[..at]
+                .iter()
+                .rposition(|c| !c.is_ascii_digit())
+                .map_or(0, |p| p + 1);
+            let end = b[at..]
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .map_or(b.len(), |p| at + p);
+            end - start >= len
         }
-    }
-    false
+    })
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -398,6 +404,31 @@ mod tests {
     /// What `fuzz/`'s bus_message target found: serde skips over strings
     /// it does not keep without checking their UTF-8 or their escapes, reads a struct from
     /// an array, and the contiguity check overflowed at `u64::MAX`.
+    #[test]
+    fn a_digit_run_is_found_wherever_it_stands() {
+        for (before, run, after) in [
+            (0, 309, 0),
+            (1, 309, 5),
+            (153, 309, 0),
+            (400, 308, 3),
+            (7, 320, 155),
+        ] {
+            let b = format!(
+                "{}{}{}",
+                "x".repeat(before),
+                "7".repeat(run),
+                "y".repeat(after)
+            );
+            assert_eq!(
+                has_digit_run(b.as_bytes(), 309),
+                run >= 309,
+                "{before} {run} {after}"
+            );
+        }
+        let digits_apart = format!("1{}2", "a".repeat(153)).repeat(20);
+        assert!(!has_digit_run(digits_apart.as_bytes(), 309));
+    }
+
     #[test]
     fn rejects_bad_utf8_array_events_and_seq_overflow() {
         let bad_utf8 = b"{\"seq\":1,\"kind\":\"token\",\"data\":{\"text\":\"\xff\"}}";
