@@ -64,8 +64,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// How often histogram samples are folded into their buckets.
-const UPKEEP: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often histogram samples are folded into their buckets. What the
+/// recorder holds between two upkeeps is 8 bytes (and its block) per
+/// sample: at 2.5M deliveries/s a 250 ms interval held ~29 MiB at the peak
+/// of a 2,000-subscriber fan-out (heaptrack); 50 ms holds a fifth of it
+/// for 20 wake-ups a second of one thread.
+const UPKEEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Folds histogram samples into their buckets every [`UPKEEP`]. The recorder
 /// keeps every sample until upkeep runs, and without this it ran only when
