@@ -1,5 +1,6 @@
 //! A WebSocket client's connection, generic over its sink and stream so that
-//! unit tests drive it with channels (the axum adapter is in [`crate::ws`]).
+//! unit tests drive it with channels (the socket's codec is in
+//! [`crate::websocket`], the endpoint in [`crate::ws`]).
 //!
 //! Events flow subscription → bounded buffer → socket, all in the
 //! connection's one task (the write half is [`crate::writer`]). Pulling stops when
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use std::future::poll_fn;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -29,12 +30,15 @@ use weir_telemetry::names;
 use crate::frames::{frame_len, frame_room, Batch, Encoding, Frames};
 use crate::subscription::{DeliveryError, Subscription};
 use crate::writer::{Frame, WriteError, Writer};
+pub use tungstenite::Utf8Bytes;
 
 /// What the connection writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     /// A text frame; its bytes may be shared with other connections.
     Text(Utf8Bytes),
+    /// The answer to a client's ping, with its payload.
+    Pong(Bytes),
     Close(u16, String),
 }
 
@@ -46,6 +50,11 @@ pub enum Incoming {
     Binary,
     /// A frame over the size limit.
     TooLarge,
+    /// A ping, to be answered with its payload.
+    Ping(Bytes),
+    /// A frame that breaks the WebSocket protocol: the close code to send
+    /// and why.
+    Invalid(u16, &'static str),
     /// The client closed or the socket failed.
     Closed,
 }
@@ -240,6 +249,11 @@ where
                     let frame = ServerFrame::error("frame_too_large", "client frame over the size limit");
                     break Some((close::TOO_LARGE, Some(frame), "frame too large"));
                 }
+                Some(Incoming::Invalid(code, reason)) => {
+                    let frame = ServerFrame::error("bad_request", reason);
+                    break Some((code, Some(frame), reason));
+                }
+                Some(Incoming::Ping(data)) => control.push_back(Outgoing::Pong(data)),
                 Some(Incoming::Binary) => {
                     let frame = ServerFrame::error("bad_request", "binary frames are not part of the protocol");
                     control.push_back(text(frame.to_json()));
@@ -342,7 +356,9 @@ async fn linger<R: Stream<Item = Incoming> + Unpin>(incoming: &mut R, unreadable
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Incoming::Text(_) | Incoming::Binary) = incoming.next().await {}
+        while let Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_)) =
+            incoming.next().await
+        {}
     })
     .await;
 }
@@ -586,7 +602,9 @@ mod tests {
                 .filter(|f| !events_in(f).is_empty())
                 .map(|f| match f {
                     Outgoing::Text(t) => (t.as_ptr() as usize, t.to_string()),
-                    Outgoing::Close(..) => unreachable!("close frames hold no events"),
+                    Outgoing::Pong(_) | Outgoing::Close(..) => {
+                        unreachable!("control frames hold no events")
+                    }
                 })
                 .collect()
         };
@@ -696,5 +714,50 @@ mod tests {
         assert!(reconnect.contains(r#""type":"reconnect""#));
         assert!(matches!(rest.last(), Some(Outgoing::Close(1012, _))));
         assert_eq!(conn.await.unwrap().close_code, Some(close::DRAINING));
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_in_order_and_a_protocol_error_closes_with_its_code() {
+        let bus = Bus::memory(BusConfig::default());
+        let hub = Hub::new(bus.log.clone(), 16, 4);
+        let id = SessionId::parse("pings").unwrap();
+        let sub = subscription(&bus, &hub, &id).await;
+        let (sink, frames) = fmpsc::channel::<Outgoing>(8);
+        let (mut client, incoming) = fmpsc::channel::<Incoming>(4);
+        let conn = tokio::spawn(async move {
+            let notices = futures::stream::pending();
+            let actions = Recorder::default();
+            let drain = CancellationToken::new();
+            let l = limits(50, 40, 10);
+            serve(sink, incoming, notices, sub, hello(), l, &actions, drain).await
+        });
+        client
+            .send(Incoming::Ping(Bytes::from_static(b"1")))
+            .await
+            .unwrap();
+        client
+            .send(Incoming::Ping(Bytes::from_static(b"2")))
+            .await
+            .unwrap();
+        client
+            .send(Incoming::Invalid(1007, "text frame is not UTF-8"))
+            .await
+            .unwrap();
+        let frames: Vec<Outgoing> = frames.collect().await;
+        let pongs: Vec<_> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Outgoing::Pong(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pongs, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+        let n = frames.len();
+        let Outgoing::Text(error) = &frames[n - 2] else {
+            panic!("{frames:?}")
+        };
+        assert!(error.contains(r#""code":"bad_request""#), "{error}");
+        assert!(matches!(&frames[n - 1], Outgoing::Close(1007, _)));
+        assert_eq!(conn.await.unwrap().close_code, Some(1007));
     }
 }

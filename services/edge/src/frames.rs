@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use weir_protocol::RawEvent;
 use weir_telemetry::names;
 

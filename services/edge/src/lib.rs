@@ -9,6 +9,8 @@
 //! - [`hub`]: one upstream feed per session per node, fanned out.
 //! - [`pages`]: a session's shared, byte-bounded cache of log pages.
 //! - [`subscription`]: a subscriber's cursor over ring, cache and log.
+//! - [`websocket`]: the upgrade and the frame codec, writing shared frames
+//!   without a copy.
 //! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
 //!   heartbeats, write timeout, drain.
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
@@ -48,6 +50,7 @@ pub mod serve;
 pub mod sessions;
 pub mod sse;
 pub mod subscription;
+pub mod websocket;
 pub mod writer;
 pub mod ws;
 

@@ -81,7 +81,7 @@ impl<S: Sink<Outgoing> + Unpin> Writer<S> {
         debug_assert!(!self.is_busy(), "one frame in flight at a time");
         let bytes = match &frame.out {
             Outgoing::Text(t) => t.len(),
-            Outgoing::Close(..) => 0,
+            Outgoing::Pong(_) | Outgoing::Close(..) => 0,
         };
         self.unsent = Some(frame.out);
         self.sent = Some((frame.ts, bytes));
