@@ -6,8 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use weir_protocol::{SessionId, TokenKey};
 
@@ -384,10 +386,10 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         );
     }
 
-    // --- bad client frames on an open stream
+    // --- bad client frames on an open stream (long enough to outlast them)
     let s = create_keyed(
         edge,
-        json!({"agent": "mock", "input": {"tokens": 300, "rate": 100}}),
+        json!({"agent": "mock", "input": {"tokens": 600, "rate": 100}}),
     )
     .await;
     let mut conn = ws_connect(edge, &s.id, &s.token, 0).await;
@@ -416,6 +418,32 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
         .unwrap();
     let tail = read(&mut conn, Stop::Close, MINUTE).await;
     assert_eq!(tail.close, Some(1009));
+    events.extend(tail.events);
+
+    // A ping is answered with its payload; a frame that breaks RFC 6455
+    // (a reserved bit, here) gets an error frame and close 1002.
+    let after = events.last().unwrap()["seq"].as_u64().unwrap();
+    let mut conn = ws_connect(edge, &s.id, &s.token, after).await;
+    conn.send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(MINUTE, conn.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => break assert_eq!(&p[..], b"still there?"),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                events.extend(v["events"].as_array().into_iter().flatten().cloned());
+            }
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    let mut bad = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    bad.header_mut().rsv1 = true;
+    conn.send(Message::Frame(bad)).await.unwrap();
+    let tail = read(&mut conn, Stop::Close, MINUTE).await;
+    assert_eq!(tail.close, Some(1002));
+    assert_eq!(tail.errors.len(), 1, "{:?}", tail.errors);
+    assert_eq!(tail.errors[0]["code"], "bad_request");
     events.extend(tail.events);
     let after = events.last().unwrap()["seq"].as_u64().unwrap();
     let (rest, _) = read_resuming_from(&[edge], &s, after, MINUTE).await;

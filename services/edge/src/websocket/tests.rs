@@ -234,3 +234,70 @@ async fn server_frames_are_unmasked_and_minimal() {
     assert_eq!(got, [0x81, 0x02, b'h', b'i', 0x88, 0x02, 0x03, 0xe8]);
     assert!(sink.send(Outgoing::Text("late".into())).await.is_err());
 }
+
+proptest::proptest! {
+    /// Any bytes at all, cut anywhere: the stream never panics, and ends
+    /// after one closing item (the client's close, too large, invalid, or
+    /// the end of the socket).
+    #[test]
+    fn any_bytes_end_the_stream_cleanly(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..12),
+        max_message in 0usize..2048,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (server, mut client) = tokio::io::duplex(1 << 16);
+            let (read, _write) = tokio::io::split(server);
+            let mut incoming = FrameStream::new(read, max_message);
+            let writer = tokio::spawn(async move {
+                for c in chunks {
+                    if client.write_all(&c).await.is_err() {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut items = Vec::new();
+            while let Some(item) = next(&mut incoming).await {
+                items.push(item);
+            }
+            writer.await.unwrap();
+            let last = items.pop();
+            assert!(
+                matches!(last, Some(Incoming::Closed | Incoming::TooLarge | Incoming::Invalid(..))),
+                "{last:?}"
+            );
+            assert!(items
+                .iter()
+                .all(|i| matches!(i, Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_))));
+        });
+    }
+
+    /// Whatever a real client sends, in any mix of messages and pings,
+    /// arrives as it was sent.
+    #[test]
+    fn what_a_client_sends_arrives(texts in proptest::collection::vec(".{0,400}", 1..20)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let ((_sink, mut incoming), mut client) = pair(512, 1 << 16).await;
+            let sent = texts.clone();
+            let writer = tokio::spawn(async move {
+                for (i, t) in sent.into_iter().enumerate() {
+                    client.send(Message::Text(t.into())).await.unwrap();
+                    if i % 3 == 0 {
+                        client.send(Message::Ping(Bytes::from(i.to_string()))).await.unwrap();
+                    }
+                }
+                client
+            });
+            for (i, t) in texts.iter().enumerate() {
+                assert_eq!(next(&mut incoming).await, Some(Incoming::Text(t.clone())));
+                if i % 3 == 0 {
+                    assert_eq!(next(&mut incoming).await, Some(Incoming::Ping(Bytes::from(i.to_string()))));
+                }
+            }
+            drop(writer.await.unwrap());
+            assert_eq!(next(&mut incoming).await, Some(Incoming::Closed));
+        });
+    }
+}
