@@ -104,9 +104,11 @@ pub trait EventLog: Send + Sync + 'static {
     async fn reader(&self, session: &SessionId, after: u64)
         -> Result<Box<dyn LogReader>, BusError>;
 
-    /// Follows the session: yields the log's last message at the time of the
-    /// call (if any), then every message appended after it. Batches may
-    /// repeat or skip when the bus reconnects; callers check seqs.
+    /// Follows the session: yields the log's last message (if any) as of the
+    /// call or later, then every message appended after it; once this
+    /// returns, nothing appended is missed. Batches may repeat or skip when
+    /// the bus reconnects, and a failed read of the last message is an
+    /// error item before the live ones; callers check seqs.
     async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError>;
 
     /// Ok while the log can be reached.

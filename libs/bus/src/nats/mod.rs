@@ -89,20 +89,6 @@ impl NatsBus {
         })
     }
 
-    /// The events of the session's last stored message.
-    async fn last_message(&self, session: &SessionId) -> Result<Option<Vec<RawEvent>>, BusError> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        match self
-            .events
-            .get_last_raw_message_by_subject(&session.events_subject())
-            .await
-        {
-            Ok(msg) => Ok(Some(parse_message(&msg.payload)?)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(BusError::unavailable(e)),
-        }
-    }
-
     /// Resolves a refused fence: if the session's last stored message is
     /// this one (an earlier try was stored but its acknowledgement lost, and
     /// the server no longer remembers the id), the append is a duplicate;
@@ -263,10 +249,16 @@ impl EventLog for NatsBus {
             .subscribe(format!("{LIVE_PREFIX}{session}"))
             .await
             .map_err(BusError::unavailable)?;
-        // The server has the subscription before the last message is read,
-        // so nothing falls between the two; repeats are dropped by seq.
-        self.client.flush().await.map_err(BusError::unavailable)?;
-        let last = self.last_message(session).await?;
+        // The subscription is queued on this connection, and the server
+        // takes a connection's commands in order: it has the subscription
+        // before anything sent after it — the request for the last message
+        // (made when the stream is first read), and the run request an edge
+        // queues right after following a new session. So follow returns
+        // without a round trip, nothing falls between the last message and
+        // the live ones, and repeats are dropped by seq.
+        let (events, id) = (self.events.clone(), session.clone());
+        let last = futures::stream::once(async move { last_message(&events, &id).await })
+            .filter_map(|r| futures::future::ready(r.transpose()));
         let mut reconnected = self.reconnects.subscribe();
         reconnected.borrow_and_update();
         let live = live
@@ -274,7 +266,7 @@ impl EventLog for NatsBus {
             .take_until(async move {
                 let _ = reconnected.changed().await;
             });
-        Ok(futures::stream::iter(last.map(Ok)).chain(live).boxed())
+        Ok(last.chain(live).boxed())
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -386,4 +378,20 @@ async fn tickets(mut messages: consumer::pull::Batch) -> Result<Vec<RunTicket>, 
         }
     }
     Ok(out)
+}
+
+/// The events of the session's last stored message in `events`.
+async fn last_message(
+    events: &stream::Stream,
+    session: &SessionId,
+) -> Result<Option<Vec<RawEvent>>, BusError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match events
+        .get_last_raw_message_by_subject(&session.events_subject())
+        .await
+    {
+        Ok(msg) => Ok(Some(parse_message(&msg.payload)?)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BusError::unavailable(e)),
+    }
 }
