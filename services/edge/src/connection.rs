@@ -99,13 +99,22 @@ type Fetch = BoxFuture<'static, (Subscription, Result<Batch, DeliveryError>)>;
 
 /// Events pulled for the client and not yet written, in the batches they
 /// came in.
-#[derive(Default)]
 struct Buffer {
     batches: VecDeque<Batch>,
     len: usize,
+    /// How full it is when a frame is taken (a handle looked up once).
+    fill: metrics::Histogram,
 }
 
 impl Buffer {
+    fn new() -> Buffer {
+        Buffer {
+            batches: VecDeque::new(),
+            len: 0,
+            fill: metrics::histogram!(names::BUFFER_FILL),
+        }
+    }
+
     fn push(&mut self, batch: Batch) {
         self.len += batch.len();
         self.batches.push_back(batch);
@@ -168,7 +177,7 @@ where
     let mut writer = Writer::new(sink, limits.write_timeout);
     let frames = sub.frames();
     let mut control: VecDeque<Outgoing> = VecDeque::from([text(hello.to_json())]);
-    let mut buffer = Buffer::default();
+    let mut buffer = Buffer::new();
     let mut throttled = false;
     let mut end_pulled = false;
     let mut end_written = false;
@@ -313,7 +322,7 @@ fn next_frame<S: Sink<Outgoing> + Unpin>(
     limits: &Limits,
     stats: &mut ConnStats,
 ) -> bool {
-    metrics::histogram!(names::BUFFER_FILL).record(buffer.len as f64 / limits.buffer as f64);
+    buffer.fill.record(buffer.len as f64 / limits.buffer as f64);
     let room = frame_room(stats.last_seq, limits.max_frame_events).min(buffer.len);
     let n = frame_len(buffer.iter(), room, limits.max_frame_bytes);
     let events = buffer.head(n);

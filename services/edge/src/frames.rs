@@ -114,9 +114,18 @@ type Key = (Encoding, u64, u64);
 /// out.
 pub struct Frames {
     inner: Mutex<Lru>,
+    metrics: FrameMetrics,
 }
 
-#[derive(Default)]
+/// The cache's metric handles, looked up once per session rather than once
+/// per frame.
+#[derive(Clone)]
+struct FrameMetrics {
+    hits: metrics::Counter,
+    built: metrics::Counter,
+    bytes: metrics::Gauge,
+}
+
 struct Lru {
     entries: HashMap<Key, (Utf8Bytes, u64)>,
     /// Keys by when they were last used.
@@ -124,17 +133,28 @@ struct Lru {
     bytes: usize,
     bound: usize,
     clock: u64,
+    gauge: metrics::Gauge,
 }
 
 impl Frames {
     /// At most `bound` bytes of frames (0: every frame is built for itself).
     pub fn new(bound: usize) -> Frames {
+        let metrics = FrameMetrics {
+            hits: metrics::counter!(names::FRAME_CACHE_HITS),
+            built: metrics::counter!(names::FRAMES_BUILT),
+            bytes: metrics::gauge!(names::FRAME_CACHE_BYTES),
+        };
         let lru = Lru {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            bytes: 0,
             bound,
-            ..Lru::default()
+            clock: 0,
+            gauge: metrics.bytes.clone(),
         };
         Frames {
             inner: Mutex::new(lru),
+            metrics,
         }
     }
 
@@ -155,13 +175,13 @@ impl Frames {
         };
         let key = (encoding, first.seq, last.seq);
         if let Some(hit) = self.inner.lock().expect("frames lock").hit(&key) {
-            metrics::counter!(names::FRAME_CACHE_HITS).increment(1);
+            self.metrics.hits.increment(1);
             return hit;
         }
         // Built outside the lock: a subscriber that builds a large frame
         // keeps no other from taking one.
         let frame = Utf8Bytes::from(build(events));
-        metrics::counter!(names::FRAMES_BUILT).increment(1);
+        self.metrics.built.increment(1);
         self.inner
             .lock()
             .expect("frames lock")
@@ -198,14 +218,13 @@ impl Lru {
                 self.bytes -= gone.len();
             }
         }
-        let gauge = metrics::gauge!(names::FRAME_CACHE_BYTES);
-        gauge.increment(self.bytes as f64 - before as f64);
+        self.gauge.increment(self.bytes as f64 - before as f64);
     }
 }
 
 impl Drop for Frames {
     fn drop(&mut self) {
-        metrics::gauge!(names::FRAME_CACHE_BYTES).decrement(self.bytes() as f64);
+        self.metrics.bytes.decrement(self.bytes() as f64);
     }
 }
 

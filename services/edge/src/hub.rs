@@ -139,7 +139,14 @@ impl Ring {
             return RingRead::Nothing;
         }
         let want = cursor + 1;
-        let i = self.blocks.partition_point(|b| b[b.len() - 1].seq < want);
+        // A live reader wants the newest block: look there before searching
+        // (each probe of the search is a block behind a pointer).
+        let newest = self.blocks.len() - 1;
+        let i = if self.blocks[newest][0].seq <= want {
+            newest
+        } else {
+            self.blocks.partition_point(|b| b[b.len() - 1].seq < want)
+        };
         let block = &self.blocks[i];
         let start = (want - block[0].seq) as usize;
         RingRead::Events(Batch::slice(block, start..start + max.max(1)))
