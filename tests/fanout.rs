@@ -33,16 +33,18 @@ const FRAME_BYTES: u64 = 16 << 10;
 /// cursor and however long the session: its buffer of `CONN_BUFFER` events
 /// as batches of shared blocks (32 bytes a batch, at worst one per event)
 /// and the blocks those pin once evicted from the cache (at most two bus
-/// messages' bytes and two pages' event structs), the frame in flight and
-/// the socket's write buffer (each at most `FRAME_BYTES`), and an idle
-/// connection's cost (BENCHMARKS.md: 15–26 KiB); half as much again for the
+/// messages' bytes and two pages' event structs), the frame in flight (at
+/// most `FRAME_BYTES`; the socket keeps no copy of it: the edge writes a
+/// shared frame's bytes as they are), and an idle connection's cost
+/// (BENCHMARKS.md: 8–26 KiB over the rounds); half as much again for the
 /// allocator's slack. The frame cache (`--frame-cache`) is counted with the
-/// log cache. Measured (debug build): +26 MiB, against +91 to +99 MiB
+/// log cache. Measured (debug build): +19 MiB (+26 MiB while tungstenite
+/// kept a write buffer per connection), against +91 to +99 MiB
 /// before frames and batches were shared and histogram samples were folded
 /// every 250 ms. Before pages were shared, each log-fed subscriber held up to
 /// the whole session (~3 MiB here).
 const PER_CONNECTION: u64 =
-    (CONN_BUFFER * 32 + 2 * MESSAGE + 2 * 256 * 48 + 2 * FRAME_BYTES + 26 * 1024) * 3 / 2;
+    (CONN_BUFFER * 32 + 2 * MESSAGE + 2 * 256 * 48 + FRAME_BYTES + 26 * 1024) * 3 / 2;
 const FRAME_CACHE: u64 = 1 << 20;
 
 fn event(seq: u64) -> RawEvent {
