@@ -380,18 +380,24 @@ async fn tickets(mut messages: consumer::pull::Batch) -> Result<Vec<RunTicket>, 
     Ok(out)
 }
 
-/// The events of the session's last stored message in `events`.
+/// The events of the session's last stored message in `events`, for a
+/// follow: a direct get (`$JS.API.DIRECT.GET`), which any replica answers
+/// without the JetStream API's queue or its JSON and base64. A replica that
+/// lags may answer an older message; the live messages after it then show
+/// a gap, which the follower fills from the log like any other. (Where an
+/// answer decides something — resume checks, fences — [`EventLog::last`]
+/// asks the stream's leader.)
 async fn last_message(
     events: &stream::Stream,
     session: &SessionId,
 ) -> Result<Option<Vec<RawEvent>>, BusError> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    use async_nats::jetstream::stream::DirectGetErrorKind;
     match events
-        .get_last_raw_message_by_subject(&session.events_subject())
+        .direct_get_last_for_subject(session.events_subject())
         .await
     {
         Ok(msg) => Ok(Some(parse_message(&msg.payload)?)),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
         Err(e) => Err(BusError::unavailable(e)),
     }
 }
