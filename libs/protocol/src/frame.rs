@@ -7,6 +7,10 @@ use crate::event::RawEvent;
 /// Close codes the edge sends.
 pub mod close {
     pub const DONE: u16 = 1000;
+    /// A client frame that breaks RFC 6455 (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A client text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     pub const TOO_LARGE: u16 = 1009;
     pub const DRAINING: u16 = 1012;
     pub const UNAUTHORIZED: u16 = 4001;

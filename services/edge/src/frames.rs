@@ -117,13 +117,11 @@ pub struct Frames {
     metrics: FrameMetrics,
 }
 
-/// The cache's metric handles, looked up once per session rather than once
-/// per frame.
-#[derive(Clone)]
+/// The cache's counters, looked up once per session rather than once per
+/// frame (its bytes gauge is kept with the bytes, in [`Lru`]).
 struct FrameMetrics {
     hits: metrics::Counter,
     built: metrics::Counter,
-    bytes: metrics::Gauge,
 }
 
 struct Lru {
@@ -142,7 +140,6 @@ impl Frames {
         let metrics = FrameMetrics {
             hits: metrics::counter!(names::FRAME_CACHE_HITS),
             built: metrics::counter!(names::FRAMES_BUILT),
-            bytes: metrics::gauge!(names::FRAME_CACHE_BYTES),
         };
         let lru = Lru {
             entries: HashMap::new(),
@@ -150,7 +147,7 @@ impl Frames {
             bytes: 0,
             bound,
             clock: 0,
-            gauge: metrics.bytes.clone(),
+            gauge: metrics::gauge!(names::FRAME_CACHE_BYTES),
         };
         Frames {
             inner: Mutex::new(lru),
@@ -224,7 +221,8 @@ impl Lru {
 
 impl Drop for Frames {
     fn drop(&mut self) {
-        self.metrics.bytes.decrement(self.bytes() as f64);
+        let lru = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        lru.gauge.decrement(lru.bytes as f64);
     }
 }
 

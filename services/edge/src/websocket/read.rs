@@ -18,12 +18,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use crate::connection::Incoming;
+use weir_protocol::frame::close::{INVALID_DATA, PROTOCOL_ERROR};
 
-/// Close code for a protocol error (RFC 6455 §7.4.1).
-pub const PROTOCOL_ERROR: u16 = 1002;
-/// Close code for text that is not UTF-8.
-pub const INVALID_DATA: u16 = 1007;
+use crate::connection::Incoming;
 
 /// How much one read takes from the socket.
 const READ_CHUNK: usize = 4096;
