@@ -51,12 +51,13 @@ burst() { # round
 }
 EXTRA=("$@")
 burst 1
-bench limit --nats-url "$NATS_URL" --json >"$OUT/limit.json"
+bench limit --nats-url "$NATS_URL" --watch "nats=$NATS_PID" --json >"$OUT/limit.json"
 python3 - "$OUT/limit.json" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1]))["rows"]:
     l = r.get("latency_ms") or {}
     lat = f" · p50 {l['p50']:.2f} · p99 {l['p99']:.2f} ms" if l else ""
-    print(f"limit: {r['what']}: {r['events_per_s']:.0f} events/s{lat}")
+    cpu = "".join(f" · {c['name']} {c['us']:.1f} µs/event" for c in r.get("cpu_us_per_event", []))
+    print(f"limit: {r['what']}: {r['events_per_s']:.0f} events/s{lat}{cpu}")
 PY
 burst 2

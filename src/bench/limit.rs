@@ -10,7 +10,13 @@
 //!   many subjects, each subject's next publish after its ack): latency
 //!   from `ts` to the stream's republish reaching a core subscriber. That is
 //!   the floor of weir's live path: an edge delivers what the stream stored
-//!   and republished, never earlier.
+//!   and republished, never earlier. Its publishes carry weir's headers
+//!   (message id, last seq, the subject-sequence fence), so the server does
+//!   the work it does for weir's producers.
+//!
+//! With `--watch name=pid` (the nats-server) each row also gives the CPU
+//! time every watched process, and the tool itself, spent per event: what
+//! the thinnest publisher and subscriber cost next to what weir's cost.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::external::event_json;
+use super::procinfo::{CpuWindow, Watched};
 use super::stats::{histogram, Percentiles};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +51,10 @@ pub struct LimitArgs {
     /// Subjects (sessions) of the paced JetStream run; 0 skips it.
     #[arg(long, default_value_t = 200)]
     pub subjects: usize,
+    /// A process whose CPU time per event each row reports (`name=pid`,
+    /// repeatable); the tool's own is always reported.
+    #[arg(long = "watch")]
+    pub watch: Vec<Watched>,
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +70,7 @@ impl LimitArgs {
             batch: 256,
             in_flight: 256,
             subjects: 200,
+            watch: Vec::new(),
             json: false,
         }
     }
@@ -73,6 +85,16 @@ pub struct LimitRow {
     /// Events published but not received (core NATS drops slow subscribers).
     pub lost: u64,
     pub latency_ms: Option<Percentiles>,
+    /// CPU time per event received (published, where nothing is received)
+    /// of each watched process and of the tool, in µs.
+    #[serde(default)]
+    pub cpu_us_per_event: Vec<ProcessCpu>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessCpu {
+    pub name: String,
+    pub us: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,16 +120,37 @@ pub async fn run(a: &LimitArgs) -> anyhow::Result<LimitReport> {
     let (pubc, subc) = (connect().await?, connect().await?);
     let secs = Duration::from_secs_f64(a.seconds);
     let event_bytes = event_json(1, 1_000_000, u64::MAX).len();
+    let w = &a.watch;
     let mut rows = vec![
-        core(&pubc, &subc, secs, None).await?,
-        core(&pubc, &subc, secs, Some(a.paced_rate)).await?,
-        jetstream(&pubc, secs, 1, a.in_flight).await?,
-        jetstream(&pubc, secs, a.batch, a.in_flight).await?,
+        with_cpu(w, core(&pubc, &subc, secs, None)).await?,
+        with_cpu(w, core(&pubc, &subc, secs, Some(a.paced_rate))).await?,
+        with_cpu(w, jetstream(&pubc, secs, 1, a.in_flight)).await?,
+        with_cpu(w, jetstream(&pubc, secs, a.batch, a.in_flight)).await?,
     ];
     if a.subjects > 0 {
-        rows.push(republished(&pubc, &subc, secs, a.paced_rate, a.subjects).await?);
+        let row = republished(&pubc, &subc, secs, a.paced_rate, a.subjects);
+        rows.push(with_cpu(w, row).await?);
     }
     Ok(LimitReport { event_bytes, rows })
+}
+
+/// Runs one measurement and adds the CPU time each watched process (and
+/// the tool) spent on it per event.
+async fn with_cpu(
+    watched: &[Watched],
+    row: impl std::future::Future<Output = anyhow::Result<(LimitRow, u64)>>,
+) -> anyhow::Result<LimitRow> {
+    let cpu = CpuWindow::start(watched);
+    let (mut row, events) = row.await?;
+    row.cpu_us_per_event = cpu
+        .spent()
+        .into_iter()
+        .map(|(name, secs)| ProcessCpu {
+            name,
+            us: secs * 1e6 / events.max(1) as f64,
+        })
+        .collect();
+    Ok(row)
 }
 
 #[derive(Deserialize)]
@@ -121,7 +164,7 @@ async fn core(
     subc: &async_nats::Client,
     secs: Duration,
     rate: Option<f64>,
-) -> anyhow::Result<LimitRow> {
+) -> anyhow::Result<(LimitRow, u64)> {
     let subject = format!("weir.bench.core.{}", rate.is_some());
     let sub = subc.subscribe(subject.clone()).await?;
     subc.flush().await?;
@@ -149,7 +192,7 @@ async fn core(
     pubc.flush().await?;
     let got = reader.await?;
     let window = got.last.duration_since(started).as_secs_f64().max(1e-3);
-    Ok(LimitRow {
+    let row = LimitRow {
         what: match rate {
             None => "nats core pub→sub, full speed".into(),
             Some(r) => format!("nats core pub→sub, paced {r:.0}/s"),
@@ -159,7 +202,9 @@ async fn core(
         mb_per_s: got.bytes as f64 / window / 1e6,
         lost: sent.saturating_sub(got.count),
         latency_ms: Some(Percentiles::of(&got.latency)),
-    })
+        cpu_us_per_event: Vec::new(),
+    };
+    Ok((row, got.count))
 }
 
 /// What a subscriber received, with the latency from each event's `ts`.
@@ -198,7 +243,7 @@ async fn jetstream(
     secs: Duration,
     batch: usize,
     in_flight: usize,
-) -> anyhow::Result<LimitRow> {
+) -> anyhow::Result<(LimitRow, u64)> {
     let js = jetstream::new(client.clone());
     limit_stream(&js, false).await?;
     let mut acks = VecDeque::new();
@@ -235,14 +280,16 @@ async fn jetstream(
     }
     let window = started.elapsed().as_secs_f64();
     let _ = js.delete_stream(LIMIT_STREAM).await;
-    Ok(LimitRow {
+    let row = LimitRow {
         what: format!("jetstream publish, {batch} event(s)/msg, {in_flight} in flight"),
         events_per_s: events as f64 / window,
         msgs_per_s: msgs as f64 / window,
         mb_per_s: bytes as f64 / window / 1e6,
         lost: 0,
         latency_ms: None,
-    })
+        cpu_us_per_event: Vec::new(),
+    };
+    Ok((row, events))
 }
 
 const LIMIT_STREAM: &str = "WEIR_BENCH_LIMIT";
@@ -285,7 +332,7 @@ async fn republished(
     secs: Duration,
     rate: f64,
     subjects: usize,
-) -> anyhow::Result<LimitRow> {
+) -> anyhow::Result<(LimitRow, u64)> {
     let js = jetstream::new(pubc.clone());
     limit_stream(&js, true).await?;
     let live = subc.subscribe("weir.bench.live.*").await?;
@@ -302,7 +349,7 @@ async fn republished(
             let first = started + period.mul_f64(i as f64 / subjects as f64);
             let mut tick = tokio::time::interval_at(first.into(), period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut sent, mut bytes) = (0u64, 0u64);
+            let (mut sent, mut bytes, mut fence) = (0u64, 0u64, 0u64);
             loop {
                 tick.tick().await;
                 if Instant::now() >= deadline {
@@ -311,7 +358,16 @@ async fn republished(
                 sent += 1;
                 let payload = Bytes::from(event_json(1, sent, u64::MAX));
                 bytes += payload.len() as u64;
-                js.publish(subject.clone(), payload).await?.await?;
+                // weir's headers: what the stream checks and stores for every event.
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("s{i}:{sent}").as_str());
+                headers.insert(weir_bus::nats::SEQ_HEADER, sent.to_string().as_str());
+                headers.insert(
+                    weir_bus::nats::EXPECTED_LAST_SUBJECT_SEQ,
+                    fence.to_string().as_str(),
+                );
+                let ack = js.publish_with_headers(subject.clone(), headers, payload);
+                fence = ack.await?.await?.sequence;
             }
             anyhow::Ok((sent, bytes))
         }
@@ -327,12 +383,14 @@ async fn republished(
     let window = started.elapsed().as_secs_f64();
     let got = reader.await?;
     let _ = js.delete_stream(LIMIT_STREAM).await;
-    Ok(LimitRow {
+    let row = LimitRow {
         what: format!("jetstream paced {rate:.0}/s over {subjects} subjects, stored → republished"),
         events_per_s: got.count as f64 / window,
         msgs_per_s: got.count as f64 / window,
         mb_per_s: bytes as f64 / window / 1e6,
         lost: sent.saturating_sub(got.count),
         latency_ms: Some(Percentiles::of(&got.latency)),
-    })
+        cpu_us_per_event: Vec::new(),
+    };
+    Ok((row, got.count))
 }

@@ -385,6 +385,7 @@ pub async fn run(a: LoadArgs, preset: Preset) -> anyhow::Result<Report> {
         let l = limit::run(&LimitArgs {
             nats_url: a.nats_url.clone(),
             seconds: a.limit_seconds,
+            watch: a.watch.clone(),
             ..LimitArgs::defaults()
         })
         .await?;

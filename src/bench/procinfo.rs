@@ -131,6 +131,14 @@ impl CpuWindow {
         }
     }
 
+    /// CPU seconds each watched process (and this one) used since the start.
+    pub fn spent(&self) -> Vec<(String, f64)> {
+        self.start
+            .iter()
+            .map(|(w, t0)| (w.name.clone(), cpu_seconds(w.pid).map_or(0.0, |t| t - t0)))
+            .collect()
+    }
+
     pub fn finish(&self) -> Vec<CpuUse> {
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         self.start

@@ -156,8 +156,14 @@ pub fn limit_table(l: &LimitReport) -> String {
         "MB/s".into(),
         "lost".into(),
         "latency ms p50 / p99 / p99.9 / max".into(),
+        "CPU µs/event".into(),
     ]);
     for r in &l.rows {
+        let cpu: Vec<String> = r
+            .cpu_us_per_event
+            .iter()
+            .map(|c| format!("{} {:.1}", c.name, c.us))
+            .collect();
         t.add_row(vec![
             r.what.clone(),
             format!("{:.0}", r.events_per_s),
@@ -167,6 +173,7 @@ pub fn limit_table(l: &LimitReport) -> String {
             r.latency_ms.as_ref().map_or("-".into(), |p| {
                 format!("{:.2} / {:.2} / {:.2} / {:.2}", p.p50, p.p99, p.p999, p.max)
             }),
+            cpu.join(" · "),
         ]);
     }
     t.to_string()

@@ -48,7 +48,8 @@ pub const RUNS_SUBJECT: &str = "weir.runs";
 pub const RUNS_CONSUMER: &str = "weir-producers";
 /// Header with the last seq carried by a message.
 pub const SEQ_HEADER: &str = "Weir-Seq";
-const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The fence header of every append: the stream sequence of the subject's last message.
+pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 
 pub struct NatsBus {
     client: Client,
@@ -226,6 +227,17 @@ impl EventLog for NatsBus {
         }
     }
 
+    async fn latest(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
+        let Some(msg) = direct_last(&self.events, session).await? else {
+            return Ok(None);
+        };
+        let mut events = parse_message(&msg.payload)?;
+        Ok(events.pop().map(|event| LastEvent {
+            event,
+            fence: Fence(msg.sequence),
+        }))
+    }
+
     async fn reader(
         &self,
         session: &SessionId,
@@ -391,12 +403,24 @@ async fn last_message(
     events: &stream::Stream,
     session: &SessionId,
 ) -> Result<Option<Vec<RawEvent>>, BusError> {
+    Ok(match direct_last(events, session).await? {
+        Some(msg) => Some(parse_message(&msg.payload)?),
+        None => None,
+    })
+}
+
+/// The session's last stored message, from whichever replica answers a
+/// direct get (no JetStream API request, no JSON).
+async fn direct_last(
+    events: &stream::Stream,
+    session: &SessionId,
+) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
     match events
         .direct_get_last_for_subject(session.events_subject())
         .await
     {
-        Ok(msg) => Ok(Some(parse_message(&msg.payload)?)),
+        Ok(msg) => Ok(Some(msg)),
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
         Err(e) => Err(BusError::unavailable(e)),
     }
