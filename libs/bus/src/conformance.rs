@@ -53,6 +53,7 @@ pub async fn all(bus: &Bus, prefix: &str) {
 pub async fn append_read_and_fence(bus: &Bus, prefix: &str) {
     let s = session(prefix, "log");
     assert!(bus.log.last(&s).await.unwrap().is_none());
+    assert!(bus.log.latest(&s).await.unwrap().is_none());
     let a = bus.log.append(&s, &events(1..=1), Fence(0)).await.unwrap();
     assert!(!a.duplicate);
     let b = bus.log.append(&s, &events(2..=5), a.fence).await.unwrap();
@@ -65,6 +66,10 @@ pub async fn append_read_and_fence(bus: &Bus, prefix: &str) {
     bus.log.append(&s, &events(6..=9), b.fence).await.unwrap();
     let last = bus.log.last(&s).await.unwrap().expect("last");
     assert_eq!(last.event.seq, 9);
+    // Any replica's answer, once the append is acknowledged everywhere:
+    // the same event and fence as the leader's.
+    let latest = bus.log.latest(&s).await.unwrap().expect("latest");
+    assert_eq!((latest.event.seq, latest.fence), (9, last.fence));
     assert_eq!(read_all(bus, &s, 0, 3).await, (1..=9).collect::<Vec<_>>());
     // Reading from the middle of a batch starts right after the cursor.
     assert_eq!(read_all(bus, &s, 3, 100).await, (4..=9).collect::<Vec<_>>());

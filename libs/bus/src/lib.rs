@@ -97,8 +97,16 @@ pub trait EventLog: Send + Sync + 'static {
         fence: Fence,
     ) -> Result<Appended, BusError>;
 
-    /// The last event of the session in the log, if it holds any.
+    /// The last event of the session in the log, if it holds any, as the
+    /// stream's leader has it: what a write's fence is taken from.
     async fn last(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError>;
+
+    /// [`EventLog::last`] as any replica has it: cheaper, and a moment
+    /// behind the leader at worst (an older event or none, never a wrong
+    /// one). For reads that only learn where a session stands.
+    async fn latest(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
+        self.last(session).await
+    }
 
     /// A reader of the stored events with seq > `after`.
     async fn reader(&self, session: &SessionId, after: u64)

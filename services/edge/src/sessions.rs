@@ -120,20 +120,35 @@ fn reconciled(mut s: SessionState, last: Option<&LastEvent>) -> (SessionState, O
 }
 
 /// [`view`] and [`check_resume`] in one, for the streams: the store and the
-/// log are asked at once, and the log once, since a client's first event
-/// waits for both. What the log told the store is written back in the
-/// background (the stream does not wait on it).
+/// log are asked at once, since a client's first event waits for both. The
+/// log is asked through any replica ([`weir_bus::EventLog::latest`]), and
+/// again through the leader only when that answer would refuse the client
+/// (a replica a moment behind must not turn a valid `after` away). What the
+/// log told the store is written back in the background (the stream does
+/// not wait on it): an end at once, a live status only from the leader's
+/// answer, since a replica's may be older than what the store holds.
 pub async fn open(
     state: &AppState,
     id: &SessionId,
     after: u64,
 ) -> Result<(SessionState, Resume), ApiError> {
-    let (stored, last) = tokio::join!(state.store.get(id), state.bus.log.last(id));
-    let last = last?;
+    let log = state.bus.log.as_ref();
+    let (stored, latest) = tokio::join!(state.store.get(id), log.latest(id));
+    let mut last = latest?;
+    let mut from_leader = false;
+    let stored_last = match &stored {
+        Ok(Some(s)) => s.last_seq,
+        _ => 0,
+    };
+    if refuses(stored_last, after, last.as_ref()) {
+        last = log.last(id).await?;
+        from_leader = true;
+    }
     let s = match stored {
         Ok(Some(s)) => {
             let (s, update) = reconciled(s, last.as_ref());
-            if let Some(u) = update {
+            let ended = last.as_ref().is_some_and(|l| l.event.end);
+            if let Some(u) = update.filter(|_| from_leader || ended) {
                 let (store, id) = (state.store.clone(), s.id.clone());
                 tokio::spawn(async move {
                     if let Err(e) = store.update(&id, u).await {
@@ -143,13 +158,22 @@ pub async fn open(
             }
             s
         }
-        Ok(None) => rebuild::from_log(state.bus.log.as_ref(), id, false)
+        Ok(None) => rebuild::from_log(log, id, false)
             .await?
             .ok_or(ApiError::NotFound)?,
         Err(e) => without_store(state, id, &e, false).await?,
     };
     let resume = resume_from(&s, after, last.as_ref())?;
     Ok((s, resume))
+}
+
+/// Whether a resume from `after` would be refused (beyond the last seq, or
+/// expired) against this last event and the store's last seq.
+fn refuses(stored_last: u64, after: u64, last: Option<&LastEvent>) -> bool {
+    match last {
+        Some(l) => after > l.event.seq,
+        None => after > 0 || stored_last > after,
+    }
 }
 
 /// Events per second each client of the session gets, at most (0: unpaced):
@@ -251,4 +275,87 @@ async fn cancel_unstarted(state: &AppState, id: &SessionId) -> Result<(), ApiErr
         Err(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use weir_bus::{Appended, Bus, BusConfig, BusError, EventLog, EventStream, Fence, LogReader};
+    use weir_protocol::RawEvent;
+
+    use super::*;
+
+    /// The memory log behind replicas that have not stored anything yet.
+    struct Lagging(Arc<dyn EventLog>);
+
+    #[async_trait]
+    impl EventLog for Lagging {
+        async fn append(
+            &self,
+            s: &SessionId,
+            events: &[RawEvent],
+            fence: Fence,
+        ) -> Result<Appended, BusError> {
+            self.0.append(s, events, fence).await
+        }
+        async fn last(&self, s: &SessionId) -> Result<Option<LastEvent>, BusError> {
+            self.0.last(s).await
+        }
+        async fn latest(&self, _: &SessionId) -> Result<Option<LastEvent>, BusError> {
+            Ok(None)
+        }
+        async fn reader(&self, s: &SessionId, after: u64) -> Result<Box<dyn LogReader>, BusError> {
+            self.0.reader(s, after).await
+        }
+        async fn follow(&self, s: &SessionId) -> Result<EventStream, BusError> {
+            self.0.follow(s).await
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_replica_does_not_turn_a_valid_resume_away() {
+        let mut bus = Bus::memory(BusConfig::default());
+        bus.log = Arc::new(Lagging(bus.log.clone()));
+        let store: Arc<dyn weir_store::SessionStore> = Arc::new(
+            weir_store::memory::MemoryStore::new(std::time::Duration::from_secs(60)),
+        );
+        let id = SessionId::parse("lag").unwrap();
+        store
+            .create(&SessionState::new(id.clone(), "mock"))
+            .await
+            .unwrap();
+        let events: Vec<_> = (1..=3)
+            .map(|n| Event::new(n, "token", None, serde_json::json!({"text": "x"})).to_raw())
+            .collect();
+        bus.log.append(&id, &events, Fence(0)).await.unwrap();
+        let state = AppState::new(crate::EdgeConfig::local("lagging-test"), bus, store);
+        // The replica knows no event: the leader is asked before refusing.
+        let (s, resume) = open(&state, &id, 2).await.unwrap();
+        assert!(matches!(resume, Resume::Stream));
+        assert_eq!(s.last_seq, 3);
+        // Beyond what the leader has is still refused.
+        assert!(matches!(
+            open(&state, &id, 4).await,
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_refusal_asks_the_leader() {
+        let last = |seq| LastEvent {
+            event: Event::new(seq, "token", None, serde_json::json!({})).to_raw(),
+            fence: Fence(seq),
+        };
+        assert!(!refuses(0, 0, None));
+        assert!(!refuses(5, 5, Some(&last(5))));
+        assert!(refuses(5, 6, Some(&last(5))));
+        assert!(refuses(0, 1, None));
+        // The store has seen events the replica has not: expired, or behind.
+        assert!(refuses(3, 0, None));
+    }
 }
