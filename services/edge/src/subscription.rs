@@ -190,12 +190,15 @@ impl Subscription {
 
 /// Whether the log holds events after the cursor (asked only while the
 /// ring is empty: the feed is starting, or the session has no events yet).
+/// Any replica's answer will do: one a moment behind only means waiting for
+/// the feed, which reads the log's last message itself and, when idle,
+/// checks with the leader that it missed nothing.
 async fn log_has_more(
     log: &Arc<dyn EventLog>,
     session: &SessionId,
     cursor: u64,
 ) -> Result<bool, Step> {
-    let last = log.last(session).await?;
+    let last = log.latest(session).await?;
     Ok(last.is_some_and(|l| l.event.seq > cursor))
 }
 
