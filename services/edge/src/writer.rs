@@ -142,14 +142,70 @@ impl<S: Sink<Outgoing> + Unpin> Writer<S> {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
     }
 
-    /// After a write timed out: tells the client why, if the socket still
-    /// takes anything, and closes.
+    /// After a write timed out: tells the client why and closes, if the
+    /// socket takes the close frame within a second. Otherwise the socket
+    /// just goes, without a close frame (clients take that for a dropped
+    /// connection and resume); closing the sink then would send the 1000 of
+    /// a normal end instead, once the client read again.
     pub async fn close_slow(&mut self) {
         self.unsent = None;
         self.sent = None;
         self.deadline = None;
         let frame = Outgoing::Close(close::SLOW_CONSUMER, "slow consumer".into());
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.send(frame)).await;
-        self.close().await;
+        let sink = &mut self.sink;
+        let closed = async move {
+            sink.send(frame).await?;
+            sink.close().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+
+    use super::*;
+    use crate::websocket::FrameSink;
+
+    /// A client that stops reading for longer than the write timeout and
+    /// the close frame's second, then reads again: it finds the frames that
+    /// were written and the end of the stream, never a normal close (1000)
+    /// that would tell it the session is over.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_never_gets_a_normal_close() {
+        let (server, client) = tokio::io::duplex(4096);
+        let mut writer = Writer::new(FrameSink::new(server), Duration::from_secs(2));
+        let frame = "x".repeat(1000);
+        let slow = loop {
+            let out = Outgoing::Text(frame.as_str().into());
+            if let Err(e) = writer.write(Frame::control(out)).await {
+                break e;
+            }
+        };
+        assert_eq!(slow, WriteError::Slow);
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut client =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None)
+                    .await;
+            let mut closes = Vec::new();
+            while let Some(Ok(m)) = client.next().await {
+                if let Message::Close(f) = m {
+                    closes.push(f.map(|f| u16::from(f.code)));
+                }
+            }
+            let _ = client.get_mut().shutdown().await;
+            closes
+        });
+        writer.close_slow().await;
+        drop(writer);
+        let closes = reader.await.unwrap();
+        assert!(
+            closes.iter().all(|c| *c == Some(close::SLOW_CONSUMER)),
+            "closes seen: {closes:?}"
+        );
     }
 }
