@@ -8,6 +8,12 @@ struct Cli {
     config: weir_edge::EdgeConfig,
 }
 
+/// mimalloc instead of glibc's malloc: glibc spent a quarter of the edge's
+/// and producer's CPU per event allocating and freeing (BENCHMARKS.md,
+/// "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     weir_telemetry::exit(weir_edge::main(Cli::parse().config).await)
