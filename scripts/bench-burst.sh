@@ -5,7 +5,9 @@
 # producer. Runs the burst, then `weir bench limit` against the same NATS,
 # then the burst again, and prints each. Reports each client's first 10
 # events' latency apart from the rest, time to first event from the create
-# request, and the CPU of every process. Extra arguments go to both bursts.
+# request, and the CPU of every process. Then a burst of starts alone (one
+# token a session, seqs checked): the CPU each process spends on a start.
+# Extra arguments go to every burst.
 #   scripts/bench-burst.sh
 #   OUT=/tmp/burst scripts/bench-burst.sh         # also keep the JSON reports there
 #   BENCH_WEIR=/tmp/weir-before scripts/bench-burst.sh   # serve with another build
@@ -40,14 +42,15 @@ except FileNotFoundError:
 json.dump(now, open(path, "w"))
 PY
 }
-burst() { # round
-  nats_counts "$OUT/nats-$1.json"
+burst() { # round [extra flags...]
+  local round=$1; shift
+  nats_counts "$OUT/nats-$round.json"
   bench burst --edge "${EDGE_URLS[0]}" --edge "${EDGE_URLS[1]}" \
     --sessions "$SESSIONS" --rate "$RATE" --duration "$DURATION" --timeout 90s --quiet \
     --watch "nats=$NATS_PID" --watch "redis=$REDIS_PID" --watch "edge-0=$EDGE0_PID" \
     --watch "edge-1=$EDGE1_PID" --watch "producer=$PRODUCER_PID" \
-    --out "$OUT/burst-$1.json" "${EXTRA[@]}"
-  nats_counts "$OUT/nats-$1.json"
+    --out "$OUT/burst-$round.json" "$@" "${EXTRA[@]}"
+  nats_counts "$OUT/nats-$round.json"
 }
 EXTRA=("$@")
 burst 1
@@ -61,3 +64,6 @@ for r in json.load(open(sys.argv[1]))["rows"]:
     print(f"limit: {r['what']}: {r['events_per_s']:.0f} events/s{lat}{cpu}")
 PY
 burst 2
+# What a start costs: the same burst with one token a session, CPU
+# milliseconds a session per process (the JSON's cpu_seconds / sessions).
+burst starts --tokens 1 --verify seq

@@ -120,6 +120,8 @@ fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
         "2000",
         "--subjects",
         "20",
+        "--watch",
+        &format!("nats={}", c.nats.proc.pid()),
         "--json",
     ]);
     let rows = r["rows"].as_array().expect("rows");
@@ -145,4 +147,15 @@ fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
     assert!(lost * 100 <= received, "{floor:#}");
     assert!(received >= 500, "{floor:#}");
     assert!(floor["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // What the server and the thinnest client spent an event: JetStream
+    // stores, acknowledges and republishes each one, so neither is free.
+    let cpu: Vec<(&str, f64)> = floor["cpu_us_per_event"]
+        .as_array()
+        .expect("cpu per event")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["us"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = cpu.iter().map(|c| c.0).collect();
+    assert_eq!(names, ["nats", "weir bench"], "{floor:#}");
+    assert!(cpu.iter().all(|c| c.1 > 0.0), "{floor:#}");
 }

@@ -101,6 +101,8 @@ pub struct CpuUse {
     pub pid: u32,
     /// CPU seconds over the window divided by its length: 1.0 = one core.
     pub cores: f64,
+    /// CPU seconds over the window.
+    pub cpu_seconds: f64,
     pub rss_mib: f64,
 }
 
@@ -143,11 +145,15 @@ impl CpuWindow {
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         self.start
             .iter()
-            .map(|(w, t0)| CpuUse {
-                name: w.name.clone(),
-                pid: w.pid,
-                cores: cpu_seconds(w.pid).map_or(0.0, |t| (t - t0) / secs),
-                rss_mib: rss_kib(w.pid).unwrap_or(0) as f64 / 1024.0,
+            .map(|(w, t0)| {
+                let spent = cpu_seconds(w.pid).map_or(0.0, |t| t - t0);
+                CpuUse {
+                    name: w.name.clone(),
+                    pid: w.pid,
+                    cores: spent / secs,
+                    cpu_seconds: spent,
+                    rss_mib: rss_kib(w.pid).unwrap_or(0) as f64 / 1024.0,
+                }
             })
             .collect()
     }

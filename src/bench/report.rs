@@ -123,9 +123,13 @@ impl Report {
             t.add_row(vec!["error".to_owned(), e.clone()]);
         }
         for c in &self.cpu {
+            let per_session = c.cpu_seconds * 1e3 / self.sessions.max(1) as f64;
             t.add_row(vec![
                 format!("cpu {} (pid {})", c.name, c.pid),
-                format!("{:.2} cores · rss {:.1} MiB", c.cores, c.rss_mib),
+                format!(
+                    "{:.2} cores · {per_session:.2} ms a session · rss {:.1} MiB",
+                    c.cores, c.rss_mib
+                ),
             ]);
         }
         if !self.cpu.is_empty() {
