@@ -482,3 +482,61 @@ pub(crate) async fn keep_lease(ctx: Arc<Ctx>, id: SessionId, lost: CancellationT
     }
     lost.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::agents::Agent;
+    use crate::testing::{ctx, memory_bus, sid, Flaky};
+
+    /// Says two tokens, then panics.
+    struct Panics;
+
+    #[async_trait]
+    impl Agent for Panics {
+        async fn run(&self, _: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError> {
+            out.emit("token", None, json!({"text": "a"})).await?;
+            out.emit("token", None, json!({"text": "b"})).await?;
+            panic!("the model went away");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_that_panics_ends_its_session_failed_after_what_it_said() {
+        let (bus, store) = (memory_bus(), Flaky::new());
+        let mut c = Arc::into_inner(ctx("p1", &bus, store, Duration::from_secs(5))).unwrap();
+        c.agents.insert("panics", Arc::new(Panics));
+        let ctx = Arc::new(c);
+        let id = sid("panicky");
+        let s = SessionState::new(id.clone(), "panics");
+        assert!(ctx.store.create(&s).await.unwrap());
+        let req = RunRequest {
+            session: id.clone(),
+            agent: "panics".into(),
+            input: json!({}),
+        };
+        ctx.bus.runs.enqueue(&req).await.unwrap();
+        let ticket = ctx.bus.runs.take(1, Duration::from_secs(5)).await.unwrap();
+        let ticket = ticket.into_iter().next().expect("the queued run");
+        let run = execute(ctx.clone(), ticket, CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the run ended");
+        let mut reader = ctx.bus.log.reader(&id, 0).await.unwrap();
+        let events = reader.next_page(100).await.unwrap();
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::from_slice(&e.json).unwrap())
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["token", "token", "error", "end"]);
+        let error = &events[2];
+        assert_eq!(error["data"]["code"], "agent_panicked", "{error}");
+        let said = error["data"]["message"].as_str().unwrap();
+        assert!(said.contains("the model went away"), "{error}");
+        assert_eq!(events[3]["data"]["reason"], "failed");
+    }
+}
