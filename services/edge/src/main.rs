@@ -10,7 +10,7 @@ struct Cli {
 
 /// mimalloc instead of glibc's malloc: glibc spent a quarter of the edge's
 /// and producer's CPU per event allocating and freeing (BENCHMARKS.md,
-/// "Allocator").
+/// "Floors, the allocator and a slow consumer's close").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -140,7 +140,7 @@ pub async fn open(
         Ok(Some(s)) => s.last_seq,
         _ => 0,
     };
-    if refuses(stored_last, after, last.as_ref()) {
+    if resume_outcome(stored_last, after, last.as_ref()).is_err() {
         last = log.last(id).await?;
         from_leader = true;
     }
@@ -165,15 +165,6 @@ pub async fn open(
     };
     let resume = resume_from(&s, after, last.as_ref())?;
     Ok((s, resume))
-}
-
-/// Whether a resume from `after` would be refused (beyond the last seq, or
-/// expired) against this last event and the store's last seq.
-fn refuses(stored_last: u64, after: u64, last: Option<&LastEvent>) -> bool {
-    match last {
-        Some(l) => after > l.event.seq,
-        None => after > 0 || stored_last > after,
-    }
 }
 
 /// Events per second each client of the session gets, at most (0: unpaced):
@@ -203,35 +194,41 @@ pub async fn check_resume(
 
 /// [`check_resume`] against the log's last event, already read.
 fn resume_from(s: &SessionState, after: u64, last: Option<&LastEvent>) -> Result<Resume, ApiError> {
-    let outcome = match last {
-        Some(l) if after > l.event.seq => {
-            return Err(ApiError::BadRequest(format!(
-                "after={after} is beyond the session's last seq {}",
-                l.event.seq
-            )))
-        }
-        Some(l) if l.event.end && after >= l.event.seq => Ok(Resume::Complete),
-        Some(_) => Ok(Resume::Stream),
-        None if s.last_seq > after => Err(ApiError::Expired(format!(
-            "events after {after} are no longer stored"
-        ))),
-        None if after > 0 => {
-            return Err(ApiError::BadRequest(format!(
-                "after={after} is beyond the session's last seq {}",
-                s.last_seq
-            )))
-        }
-        None => Ok(Resume::Stream),
+    let outcome = resume_outcome(s.last_seq, after, last);
+    let label = match &outcome {
+        Ok(_) => "recovered",
+        Err(ApiError::Expired(_)) => "expired",
+        Err(_) => return outcome,
     };
     if after > 0 {
-        let label = if outcome.is_ok() {
-            "recovered"
-        } else {
-            "expired"
-        };
         metrics::counter!(weir_telemetry::names::RESUMES, "outcome" => label).increment(1);
     }
     outcome
+}
+
+/// Where a resume from `after` stands against the log's last event and the
+/// store's last seq: beyond the last seq is a client error, and events
+/// that should be there but are not have expired.
+fn resume_outcome(
+    stored_last: u64,
+    after: u64,
+    last: Option<&LastEvent>,
+) -> Result<Resume, ApiError> {
+    match last {
+        Some(l) if after > l.event.seq => Err(ApiError::BadRequest(format!(
+            "after={after} is beyond the session's last seq {}",
+            l.event.seq
+        ))),
+        Some(l) if l.event.end && after >= l.event.seq => Ok(Resume::Complete),
+        Some(_) => Ok(Resume::Stream),
+        None if stored_last > after => Err(ApiError::Expired(format!(
+            "events after {after} are no longer stored"
+        ))),
+        None if after > 0 => Err(ApiError::BadRequest(format!(
+            "after={after} is beyond the session's last seq {stored_last}"
+        ))),
+        None => Ok(Resume::Stream),
+    }
 }
 
 /// Asks the session's producer to pause, resume or cancel.
@@ -351,6 +348,8 @@ mod tests {
             event: Event::new(seq, "token", None, serde_json::json!({})).to_raw(),
             fence: Fence(seq),
         };
+        let refuses =
+            |stored, after, l: Option<&LastEvent>| resume_outcome(stored, after, l).is_err();
         assert!(!refuses(0, 0, None));
         assert!(!refuses(5, 5, Some(&last(5))));
         assert!(refuses(5, 6, Some(&last(5))));

@@ -215,27 +215,17 @@ impl EventLog for NatsBus {
             .get_last_raw_message_by_subject(&session.events_subject())
             .await
         {
-            Ok(msg) => {
-                let mut events = parse_message(&msg.payload)?;
-                Ok(events.pop().map(|event| LastEvent {
-                    event,
-                    fence: Fence(msg.sequence),
-                }))
-            }
+            Ok(msg) => last_event(&msg.payload, msg.sequence),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BusError::unavailable(e)),
         }
     }
 
     async fn latest(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
-        let Some(msg) = direct_last(&self.events, session).await? else {
-            return Ok(None);
-        };
-        let mut events = parse_message(&msg.payload)?;
-        Ok(events.pop().map(|event| LastEvent {
-            event,
-            fence: Fence(msg.sequence),
-        }))
+        match direct_last(&self.events, session).await? {
+            Some(msg) => last_event(&msg.payload, msg.sequence),
+            None => Ok(None),
+        }
     }
 
     async fn reader(
@@ -407,6 +397,15 @@ async fn last_message(
         Some(msg) => Some(parse_message(&msg.payload)?),
         None => None,
     })
+}
+
+/// The last event of a stored message, fenced at its stream sequence.
+fn last_event(payload: &[u8], sequence: u64) -> Result<Option<LastEvent>, BusError> {
+    let mut events = parse_message(payload)?;
+    Ok(events.pop().map(|event| LastEvent {
+        event,
+        fence: Fence(sequence),
+    }))
 }
 
 /// The session's last stored message, from whichever replica answers a
