@@ -20,12 +20,6 @@ enum Command {
     Bench(weir::bench::BenchArgs),
 }
 
-/// mimalloc instead of glibc's malloc: glibc spent a quarter of the edge's
-/// and producer's CPU per event allocating and freeing (BENCHMARKS.md,
-/// "Floors, the allocator and a slow consumer's close").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {

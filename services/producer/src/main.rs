@@ -8,12 +8,6 @@ struct Cli {
     config: weir_producer::ProducerConfig,
 }
 
-/// mimalloc instead of glibc's malloc: glibc spent a quarter of the edge's
-/// and producer's CPU per event allocating and freeing (BENCHMARKS.md,
-/// "Floors, the allocator and a slow consumer's close").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     weir_telemetry::exit(weir_producer::main(Cli::parse().config).await)
