@@ -20,6 +20,12 @@ enum Command {
     Bench(weir::bench::BenchArgs),
 }
 
+/// jemalloc instead of glibc's malloc: glibc spent a quarter of the edge's
+/// and producer's CPU per event allocating and freeing (BENCHMARKS.md,
+/// "jemalloc, and a memory test that measures what it says").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
