@@ -58,12 +58,17 @@ fn after(c: &mut Criterion) {
     }
     g.bench_function("nothing", |b| b.iter(|| ring.after(black_box(1024), 256)));
     // A live session: one event per bus message, so 1,024 one-event blocks;
-    // a live reader wants the newest, a reader behind one in the middle.
+    // a live reader wants the newest, a loaded one is a few behind, a reader
+    // behind one in the middle.
     let mut live = Ring::new(1024);
     for seq in 1..=1024 {
         live.push(tokens(seq, 1));
     }
-    for (name, cursor) in [("live_newest", 1023u64), ("live_middle", 512)] {
+    for (name, cursor) in [
+        ("live_newest", 1023u64),
+        ("live_behind_8", 1016),
+        ("live_middle", 512),
+    ] {
         g.bench_function(name, |b| b.iter(|| live.after(black_box(cursor), 256)));
     }
     g.finish();

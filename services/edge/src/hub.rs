@@ -139,11 +139,18 @@ impl Ring {
             return RingRead::Nothing;
         }
         let want = cursor + 1;
-        // A live reader wants the newest block: look there before searching
-        // (each probe of the search is a block behind a pointer).
+        // A live reader wants the newest block. Else: every block holds at
+        // least one event, so the one that holds `want` is at most
+        // `last - want` blocks before the newest, and in a live session
+        // (one event a block) it is that one: a reader a few events behind
+        // (a loaded one) finds it in one probe, not a search whose every
+        // probe is a block behind a pointer.
         let newest = self.blocks.len() - 1;
+        let guess = newest.saturating_sub((last - want) as usize);
         let i = if self.blocks[newest][0].seq <= want {
             newest
+        } else if self.blocks[guess][self.blocks[guess].len() - 1].seq >= want {
+            guess // no later than the block holding `want`: it starts at or before it
         } else {
             self.blocks.partition_point(|b| b[b.len() - 1].seq < want)
         };
@@ -472,6 +479,30 @@ mod tests {
         broken.extend(evs(20..=21));
         assert!(ring.push(broken));
         assert_eq!((ring.first_seq(), ring.last_seq()), (Some(20), Some(21)));
+    }
+
+    #[test]
+    fn every_cursor_finds_the_block_that_holds_its_next_event() {
+        // One-event blocks (the guess from the newest), then batches of other
+        // sizes between them (where the guess falls short and the search
+        // takes over).
+        let mut ring = Ring::new(1024);
+        let mut next = 1;
+        for size in [1, 1, 3, 1, 7, 1, 1, 2, 5, 1, 1, 1] {
+            ring.push(evs(next..=next + size - 1));
+            next += size;
+        }
+        let last = next - 1;
+        let mut blocks = Vec::new();
+        for cursor in 0..last {
+            let got = seqs(ring.after(cursor, 64));
+            assert_eq!(got[0], cursor + 1, "after {cursor}");
+            assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+            blocks.push(*got.last().unwrap());
+        }
+        // Never past the end of the block that holds cursor + 1.
+        assert_eq!(blocks[2..5], [5, 5, 5]);
+        assert!(matches!(ring.after(last, 64), RingRead::Nothing));
     }
 
     #[test]
