@@ -58,7 +58,9 @@ fn fanout(c: &mut Criterion) {
                     // per iteration, as it would be once per node.
                     let mut cache = PageCache::new(4 << 20);
                     cache.insert(&page);
-                    let frames = Frames::new(1 << 20);
+                    let frames = Arc::new(Frames::new(1 << 20));
+                    let _feed = frames.clone();
+                    let _others: Vec<_> = (1..n).map(|_| frames.clone()).collect();
                     let mut bytes = 0;
                     for _ in 0..n {
                         let events = cache.read(0, 256).expect("cached");
@@ -73,5 +75,36 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout);
+/// A live session's frames (one event each) for its one subscriber on a
+/// node: kept in the session's frames, as every frame was before a lone
+/// subscriber skipped them, against built and sent without keeping.
+fn lone_subscriber(c: &mut Criterion) {
+    let page = page();
+    let mut g = c.benchmark_group("live_frames_one_subscriber");
+    g.throughput(Throughput::Elements(page.len() as u64));
+    for (name, kept) in [("kept", true), ("alone", false)] {
+        g.bench_function(name, |b| {
+            let frames = Arc::new(Frames::new(1 << 20));
+            let _feed = frames.clone();
+            let _kept_by = kept.then(|| frames.clone());
+            // Seqs move on every iteration, as a live session's do.
+            let mut round = 0u64;
+            b.iter(|| {
+                round += 1;
+                let mut bytes = 0;
+                for e in page.iter() {
+                    let mut live = e.clone();
+                    live.seq += round * 256;
+                    let events = [live];
+                    bytes +=
+                        black_box(frames.get(Encoding::Ws, &events, |e| events_frame(e))).len();
+                }
+                bytes
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fanout, lone_subscriber);
 criterion_main!(benches);

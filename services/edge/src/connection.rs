@@ -22,6 +22,7 @@ use std::future::poll_fn;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use weir_protocol::frame::{close, events_frame};
 use weir_protocol::{ClientFrame, ControlOp, RawEvent, ServerFrame};
@@ -318,7 +319,7 @@ where
 fn next_frame<S: Sink<Outgoing> + Unpin>(
     writer: &mut Writer<S>,
     buffer: &mut Buffer,
-    frames: &Frames,
+    frames: &Arc<Frames>,
     limits: &Limits,
     stats: &mut ConnStats,
 ) -> bool {
@@ -601,8 +602,10 @@ mod tests {
     async fn subscribers_at_one_position_write_the_same_frame_bytes() {
         let (bus, hub, id) = session(300).await;
         // The feed (and its frames) lives while someone holds it: here, for
-        // both, as for subscribers connected at the same time.
-        let _feed = hub.feed(&id).await;
+        // both, as for subscribers connected at the same time; and a third
+        // subscriber holds the frames all along (a lone one keeps none).
+        let feed = hub.feed(&id).await;
+        let _third = feed.frames();
         let first = read_all(&bus, &hub, &id).await;
         let second = read_all(&bus, &hub, &id).await;
         let texts = |frames: &[Outgoing]| -> Vec<(usize, String)> {

@@ -110,6 +110,10 @@ pub enum Encoding {
 
 type Key = (Encoding, u64, u64);
 
+/// References to a session's frames when one subscriber reads it here: the
+/// feed's and the subscriber's.
+const ALONE: usize = 2;
+
 /// A session's encoded frames, bounded in bytes, least recently used first
 /// out.
 pub struct Frames {
@@ -161,8 +165,13 @@ impl Frames {
 
     /// The frame of `events` (contiguous, in seq order) in `encoding`: the
     /// one another subscriber built, or built now with `build` and kept.
+    /// While the session has one subscriber on this node (its feed holds
+    /// one reference to the frames, the subscriber the other) nothing is
+    /// kept: there is nobody to share with, and keeping was 3 % of an edge's
+    /// CPU (BENCHMARKS.md). A subscriber that joins later and is behind
+    /// encodes what it needs, byte for byte the same.
     pub fn get(
-        &self,
+        self: &Arc<Self>,
         encoding: Encoding,
         events: &[RawEvent],
         build: impl FnOnce(&[RawEvent]) -> String,
@@ -170,6 +179,10 @@ impl Frames {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Utf8Bytes::from(build(events));
         };
+        if Arc::strong_count(self) <= ALONE {
+            self.metrics.built.increment(1);
+            return Utf8Bytes::from(build(events));
+        }
         let key = (encoding, first.seq, last.seq);
         if let Some(hit) = self.inner.lock().expect("frames lock").hit(&key) {
             self.metrics.hits.increment(1);
@@ -273,7 +286,8 @@ mod tests {
     #[test]
     fn a_frame_is_built_once_and_its_bytes_shared_until_evicted() {
         let e = evs(1..=4);
-        let frames = Frames::new(3 * events_frame(&e[..2]).len());
+        let frames = Arc::new(Frames::new(3 * events_frame(&e[..2]).len()));
+        let (_feed, _other) = (frames.clone(), frames.clone()); // two subscribers
         let built = std::cell::Cell::new(0);
         let get = |r: Range<usize>| {
             frames.get(Encoding::Ws, &e[r], |evs| {
@@ -295,5 +309,26 @@ mod tests {
         assert!(frames.bytes() <= 3 * events_frame(&e[..2]).len());
         let sse = frames.get(Encoding::Sse, &e[0..2], |_| "other".into());
         assert_eq!(sse.as_str(), "other", "encodings are kept apart");
+    }
+
+    #[test]
+    fn a_lone_subscriber_keeps_no_frames_until_another_joins() {
+        let e = evs(1..=4);
+        let frames = Arc::new(Frames::new(1 << 20));
+        let feed = frames.clone();
+        let built = std::cell::Cell::new(0);
+        let get = |frames: &Arc<Frames>| {
+            frames.get(Encoding::Ws, &e[0..2], |evs| {
+                built.set(built.get() + 1);
+                events_frame(evs)
+            })
+        };
+        let (a, b) = (get(&frames), get(&frames));
+        assert_eq!(a, b, "the same bytes either way");
+        assert_eq!((built.get(), frames.bytes()), (2, 0), "nothing kept");
+        let other = feed.clone();
+        let c = get(&frames);
+        assert_eq!((get(&other).as_ptr(), built.get()), (c.as_ptr(), 3));
+        assert!(frames.bytes() > 0);
     }
 }
