@@ -59,6 +59,8 @@ fn fanout(c: &mut Criterion) {
                     let mut cache = PageCache::new(4 << 20);
                     cache.insert(&page);
                     let frames = Arc::new(Frames::new(1 << 20));
+                    // The references the edge holds: the feed's, and one for
+                    // each subscriber besides the one here.
                     let _feed = frames.clone();
                     let _others: Vec<_> = (1..n).map(|_| frames.clone()).collect();
                     let mut bytes = 0;
