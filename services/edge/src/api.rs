@@ -225,12 +225,8 @@ pub async fn history(
                 .await?
         }
     };
-    if let Some(first) = events.first().filter(|e| e.seq != after + 1) {
-        return Err(ApiError::Expired(format!(
-            "events {} to {} are no longer stored",
-            after + 1,
-            first.seq - 1
-        )));
+    if let Some(first) = events.first() {
+        crate::expiry::check_first(after, first.seq)?;
     }
     let next_after = events.last().map_or(after, |e| e.seq);
     // The events' own bytes, not re-encoded.

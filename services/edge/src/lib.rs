@@ -39,6 +39,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod error;
+mod expiry;
 pub mod frames;
 pub mod frontends;
 pub mod hub;

@@ -8,6 +8,8 @@ use weir_protocol::{ControlOp, EndReason, Event, SessionId};
 use weir_store::{SessionState, StoreError, Update};
 
 use crate::error::ApiError;
+pub use crate::expiry::Resume;
+use crate::expiry::{self, Known};
 use crate::{rebuild, AppState};
 
 /// The bearer token of a request: `Authorization: Bearer` or `?token=`.
@@ -119,14 +121,15 @@ fn reconciled(mut s: SessionState, last: Option<&LastEvent>) -> (SessionState, O
     (s, update)
 }
 
-/// [`view`] and [`check_resume`] in one, for the streams: the store and the
-/// log are asked at once, since a client's first event waits for both. The
-/// log is asked through any replica ([`weir_bus::EventLog::latest`]), and
-/// again through the leader only when that answer would refuse the client
-/// (a replica a moment behind must not turn a valid `after` away). What the
-/// log told the store is written back in the background (the stream does
-/// not wait on it): an end at once, a live status only from the leader's
-/// answer, since a replica's may be older than what the store holds.
+/// [`view`] and the resume check ([`crate::expiry`]) in one, for the
+/// streams: the store and the log are asked at once, since a client's first
+/// event waits for both. The log is asked through any replica
+/// ([`weir_bus::EventLog::latest`]), and again through the leader only when
+/// that answer would refuse the client (a replica a moment behind must not
+/// turn a valid `after` away). What the log told the store is written back
+/// in the background (the stream does not wait on it): an end at once, a
+/// live status only from the leader's answer, since a replica's may be older
+/// than what the store holds.
 pub async fn open(
     state: &AppState,
     id: &SessionId,
@@ -136,11 +139,17 @@ pub async fn open(
     let (stored, latest) = tokio::join!(state.store.get(id), log.latest(id));
     let mut last = latest?;
     let mut from_leader = false;
-    let stored_last = match &stored {
-        Ok(Some(s)) => s.last_seq,
-        _ => 0,
+    let known = match &stored {
+        Ok(Some(s)) => Known {
+            last_seq: s.last_seq,
+            created_ms: (!s.unknown.iter().any(|f| f == "created")).then_some(s.created),
+        },
+        _ => Known {
+            last_seq: 0,
+            created_ms: None,
+        },
     };
-    if resume_outcome(stored_last, after, last.as_ref()).is_err() {
+    if resume_outcome(state, after, last.as_ref(), known).is_err() {
         last = log.last(id).await?;
         from_leader = true;
     }
@@ -163,72 +172,39 @@ pub async fn open(
             .ok_or(ApiError::NotFound)?,
         Err(e) => without_store(state, id, &e, false).await?,
     };
-    let resume = resume_from(&s, after, last.as_ref())?;
-    Ok((s, resume))
+    let outcome = resume_outcome(state, after, last.as_ref(), known);
+    let label = match &outcome {
+        Ok(_) => "recovered",
+        Err(ApiError::Expired(_)) => "expired",
+        Err(_) => return outcome.map(|r| (s, r)),
+    };
+    if after > 0 {
+        metrics::counter!(weir_telemetry::names::RESUMES, "outcome" => label).increment(1);
+    }
+    outcome.map(|r| (s, r))
+}
+
+/// [`expiry::at_open`] with this node's retention and clock.
+fn resume_outcome(
+    state: &AppState,
+    after: u64,
+    last: Option<&LastEvent>,
+    known: Known,
+) -> Result<Resume, ApiError> {
+    let retention = state.config.cluster.retention;
+    expiry::at_open(
+        after,
+        last,
+        known,
+        retention,
+        weir_protocol::now_ms() as u64,
+    )
 }
 
 /// Events per second each client of the session gets, at most (0: unpaced):
 /// the session's own `pace`, else the edge's `--pace`.
 pub fn pace(state: &AppState, s: &SessionState) -> u32 {
     s.pace.unwrap_or(state.config.pace)
-}
-
-/// Where a subscriber asking for events after `after` stands.
-pub enum Resume {
-    /// Stream from `after`.
-    Stream,
-    /// The client already holds the whole session, `end` included.
-    Complete,
-}
-
-/// Checks `after` against the log: beyond the last seq is a client error,
-/// and events that should be there but are not have expired.
-pub async fn check_resume(
-    state: &AppState,
-    s: &SessionState,
-    after: u64,
-) -> Result<Resume, ApiError> {
-    let last = state.bus.log.last(&s.id).await?;
-    resume_from(s, after, last.as_ref())
-}
-
-/// [`check_resume`] against the log's last event, already read.
-fn resume_from(s: &SessionState, after: u64, last: Option<&LastEvent>) -> Result<Resume, ApiError> {
-    let outcome = resume_outcome(s.last_seq, after, last);
-    let label = match &outcome {
-        Ok(_) => "recovered",
-        Err(ApiError::Expired(_)) => "expired",
-        Err(_) => return outcome,
-    };
-    if after > 0 {
-        metrics::counter!(weir_telemetry::names::RESUMES, "outcome" => label).increment(1);
-    }
-    outcome
-}
-
-/// Where a resume from `after` stands against the log's last event and the
-/// store's last seq: beyond the last seq is a client error, and events
-/// that should be there but are not have expired.
-fn resume_outcome(
-    stored_last: u64,
-    after: u64,
-    last: Option<&LastEvent>,
-) -> Result<Resume, ApiError> {
-    match last {
-        Some(l) if after > l.event.seq => Err(ApiError::BadRequest(format!(
-            "after={after} is beyond the session's last seq {}",
-            l.event.seq
-        ))),
-        Some(l) if l.event.end && after >= l.event.seq => Ok(Resume::Complete),
-        Some(_) => Ok(Resume::Stream),
-        None if stored_last > after => Err(ApiError::Expired(format!(
-            "events after {after} are no longer stored"
-        ))),
-        None if after > 0 => Err(ApiError::BadRequest(format!(
-            "after={after} is beyond the session's last seq {stored_last}"
-        ))),
-        None => Ok(Resume::Stream),
-    }
 }
 
 /// Asks the session's producer to pause, resume or cancel.
@@ -340,21 +316,5 @@ mod tests {
             open(&state, &id, 4).await,
             Err(ApiError::BadRequest(_))
         ));
-    }
-
-    #[test]
-    fn only_a_refusal_asks_the_leader() {
-        let last = |seq| LastEvent {
-            event: Event::new(seq, "token", None, serde_json::json!({})).to_raw(),
-            fence: Fence(seq),
-        };
-        let refuses =
-            |stored, after, l: Option<&LastEvent>| resume_outcome(stored, after, l).is_err();
-        assert!(!refuses(0, 0, None));
-        assert!(!refuses(5, 5, Some(&last(5))));
-        assert!(refuses(5, 6, Some(&last(5))));
-        assert!(refuses(0, 1, None));
-        // The store has seen events the replica has not: expired, or behind.
-        assert!(refuses(3, 0, None));
     }
 }

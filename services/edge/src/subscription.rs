@@ -171,10 +171,10 @@ impl Subscription {
             // The log has nothing more: back to the ring.
             return Ok(None);
         };
-        if first.seq != self.cursor + 1 {
+        if let Err(gap) = crate::expiry::check_first(self.cursor, first.seq) {
             return Err(Step::Expired(DeliveryError::Expired {
-                from: self.cursor + 1,
-                to: first.seq - 1,
+                from: gap.from,
+                to: gap.to,
             }));
         }
         Ok(Some(self.advance(page)))
