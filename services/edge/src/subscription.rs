@@ -6,6 +6,7 @@
 //! holds no page of its own: what it hands to its connection's buffer is a
 //! [`Batch`] of the ring's or the cache's events, shared, not copied.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,31 @@ impl Pacer {
             _ => now,
         };
         self.next_slot = Some(from + self.period);
+    }
+}
+
+/// What a connection pulls its events from: a [`Subscription`] in the
+/// service, a recording double in the tests of the connection's
+/// backpressure.
+pub trait Source: Send + 'static {
+    /// Waits for up to `max` events after the cursor (see
+    /// [`Subscription::next`]).
+    fn next(&mut self, max: usize) -> impl Future<Output = Result<Batch, DeliveryError>> + Send;
+    /// The last seq handed out.
+    fn cursor(&self) -> u64;
+    /// The frames the session's subscribers on this node share.
+    fn frames(&self) -> Arc<Frames>;
+}
+
+impl Source for Subscription {
+    fn next(&mut self, max: usize) -> impl Future<Output = Result<Batch, DeliveryError>> + Send {
+        Subscription::next(self, max)
+    }
+    fn cursor(&self) -> u64 {
+        Subscription::cursor(self)
+    }
+    fn frames(&self) -> Arc<Frames> {
+        Subscription::frames(self)
     }
 }
 
