@@ -46,6 +46,8 @@ echo "setup: $got at .tools/bin/nats-server"
 # nightly toolchain is there, cargo-fuzz (scripts/fuzz.sh), from crates.io
 # into ~/.cargo/bin.
 command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked
+# cargo-nextest runs the Rust tests with a per-test time limit (scripts/test.sh).
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 if cargo +nightly --version >/dev/null 2>&1; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 fi

@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
-cargo test --workspace
+# Rust tests under cargo-nextest: a per-test time limit (.config/nextest.toml)
+# so a hang fails in minutes; doctests, which nextest does not run, after.
+cargo nextest run --workspace --no-tests=warn
+cargo test --workspace --doc
 (cd clients/js && npm test)
 (cd clients/frontends && npm test)
 WEIR_E2E_REQUIRED=1 clients/python/.venv/bin/pytest -q clients/python/tests
