@@ -38,6 +38,7 @@ use weir_telemetry::names;
 pub mod api;
 pub mod config;
 pub mod connection;
+mod delivery;
 pub mod error;
 mod expiry;
 pub mod frames;

@@ -293,7 +293,7 @@ pub async fn announce(state: AppState, ttl: Duration, stop: CancellationToken) {
         load
     };
     let nodes = state.bus.nodes.clone();
-    let delivered = &crate::connection::DELIVERED;
+    let delivered = &crate::delivery::metrics::DELIVERED;
     weir_bus::operators::keep_announced(nodes, node, ttl, delivered, load, stop).await;
 }
 

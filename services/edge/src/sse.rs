@@ -5,24 +5,22 @@
 //! of a batch comes from the session's shared frames, so clients at one
 //! position send the same bytes, encoded once on the node.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::stream::{self, Stream, StreamExt};
 use weir_protocol::{RawEvent, ServerFrame};
 
 use crate::api::{parse_after, RawQuery};
-use crate::connection::DeliveryMetrics;
+use crate::delivery;
+use crate::delivery::body::{self, Encoder};
 use crate::error::ApiError;
 use crate::frames::{frame_room, Encoding, Frames};
-use crate::sessions::{self, bearer, Resume};
-use crate::subscription::Subscription;
-use crate::{AppState, ConnectionGuard};
+use crate::sessions::{self, bearer};
+use crate::subscription::DeliveryError;
+use crate::AppState;
 
 /// The SSE text of a batch of events, one SSE event each.
 pub fn encode(events: &[RawEvent]) -> String {
@@ -81,90 +79,60 @@ pub async fn events(
         })
         .transpose()?;
     let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
-    let (s, resume) = sessions::open(&state, &id, after).await?;
-    let pace = sessions::pace(&state, &s);
-    let guard = ConnectionGuard::try_new(&state, "sse").ok_or_else(|| {
-        ApiError::Unavailable("this node is at its connection limit or draining".into())
-    })?;
-    if let Resume::Complete = resume {
-        return Ok(response(Body::empty()));
-    }
-    let feed = state.hub.feed(&id).await;
-    let notices = crate::operators::notices_for(&state, &id);
-    let sub = Subscription::new(id, feed, state.bus.log.clone(), after).paced(pace);
-    let pump = Pump {
-        frames: sub.frames(),
-        sub,
+    let guard = delivery::admit(&state, "sse")?;
+    let opened = delivery::subscribe(&state, guard, "sse", id, after).await?;
+    let frames = opened.sub.as_ref().map(|s| s.frames());
+    let encoder = Sse {
+        frames,
         done: false,
-        _guard: guard,
-        notices,
     };
-    Ok(response(Body::from_stream(body(&state, pump))))
+    Ok(body::respond(&state, opened, encoder, &[]))
 }
 
-fn response(body: Body) -> Response {
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-struct Pump<N> {
-    sub: Subscription,
-    frames: Arc<Frames>,
+/// SSE's encoder: batches of events as the session's shared SSE text,
+/// operators' notices, and `reconnect` when the node drains.
+struct Sse {
+    /// The session's shared frames (`None`: nothing will be streamed).
+    frames: Option<Arc<Frames>>,
     done: bool,
-    _guard: ConnectionGuard,
-    notices: N,
 }
 
-/// Batches of events as shared SSE text, operator notices between them, a
-/// comment when idle for the heartbeat interval, `reconnect` when the node
-/// drains.
-fn body<N>(state: &AppState, pump: Pump<N>) -> impl Stream<Item = Result<Bytes, Infallible>>
-where
-    N: Stream<Item = String> + Unpin + Send + 'static,
-{
-    let max = state.config.max_frame_events;
-    let heartbeat = state.config.heartbeat;
-    let drain = state.drain.clone();
-    let delivered = Arc::new(DeliveryMetrics::new("sse"));
-    stream::unfold(pump, move |mut p| {
-        let (drain, delivered) = (drain.clone(), delivered.clone());
-        async move {
-            if p.done {
-                return None;
-            }
-            let room = frame_room(p.sub.cursor(), max);
-            let chunk = tokio::select! {
-                _ = drain.cancelled() => {
-                    p.done = true;
-                    other("reconnect", r#"{"type":"reconnect","reason":"node draining"}"#)
-                }
-                // A notice has no `id:`, so `Last-Event-ID` stays the last seq.
-                Some(notice) = p.notices.next() => other("notice", &notice),
-                _ = tokio::time::sleep(heartbeat) => Bytes::from_static(b": keep-alive\n\n"),
-                r = p.sub.next(room) => match r {
-                    Ok(events) => {
-                        p.done = events.last().is_some_and(|e| e.end);
-                        let text = p.frames.get(Encoding::Sse, &events, encode);
-                        let ts: Vec<f64> = events.iter().map(|e| e.ts).collect();
-                        delivered.record(&ts, text.len());
-                        Bytes::from(text)
-                    }
-                    Err(e) => {
-                        p.done = true;
-                        let frame = ServerFrame::error("history_expired", e.to_string());
-                        other("error", &frame.to_json())
-                    }
-                }
-            };
-            Some((Ok(chunk), p))
+impl Encoder for Sse {
+    const NOTICES: bool = true;
+
+    fn room(&self, cursor: u64, max_frame_events: usize) -> usize {
+        frame_room(cursor, max_frame_events)
+    }
+
+    fn events(&mut self, events: &[RawEvent]) -> Bytes {
+        self.done = events.last().is_some_and(|e| e.end);
+        match &self.frames {
+            Some(frames) => Bytes::from(frames.get(Encoding::Sse, events, encode)),
+            None => Bytes::from(encode(events)),
         }
-    })
+    }
+
+    fn expired(&mut self, e: &DeliveryError) -> Bytes {
+        self.done = true;
+        let frame = ServerFrame::error("history_expired", e.to_string());
+        other("error", &frame.to_json())
+    }
+
+    // A notice has no `id:`, so `Last-Event-ID` stays the last seq.
+    fn notice(&self, frame: &str) -> Bytes {
+        other("notice", frame)
+    }
+
+    fn draining(&self) -> Option<Bytes> {
+        Some(other(
+            "reconnect",
+            r#"{"type":"reconnect","reason":"node draining"}"#,
+        ))
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
 }
 
 #[cfg(test)]

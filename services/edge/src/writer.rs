@@ -16,7 +16,8 @@ use futures::{Sink, SinkExt};
 use tokio::time::Instant;
 use weir_protocol::frame::close;
 
-use crate::connection::{DeliveryMetrics, Outgoing};
+use crate::connection::Outgoing;
+use crate::delivery::metrics::DeliveryMetrics;
 
 /// A frame to write, with the `ts` of each event in it (for the delivery
 /// latency once it is written).

@@ -12,9 +12,9 @@ use weir_telemetry::names;
 
 use crate::api::{parse_after, RawQuery};
 use crate::connection::{self, ClientActions, Outgoing};
+use crate::delivery::{self, Opened};
 use crate::error::ApiError;
-use crate::sessions::{self, bearer, Resume};
-use crate::subscription::Subscription;
+use crate::sessions::{self, bearer};
 use crate::websocket::{self, FrameSink, Socket, Upgrade};
 use crate::{AppState, ConnectionGuard};
 
@@ -29,20 +29,14 @@ fn refusal(e: &ApiError) -> (u16, &'static str) {
     }
 }
 
-struct Checked {
-    id: SessionId,
-    after: u64,
-    status: String,
-    resume: Resume,
-    pace: u32,
-}
-
+/// Checks the token and `after`, and opens the session in `guard`'s slot.
 async fn check(
     state: &AppState,
+    guard: ConnectionGuard,
     id: &str,
     headers: &HeaderMap,
     query: &RawQuery,
-) -> Result<Checked, ApiError> {
+) -> Result<Opened, ApiError> {
     let token = bearer(headers, query.get("token").map(String::as_str));
     let id = sessions::authorize(state, id, token).map_err(|e| match e {
         // An id that cannot exist is a session that does not.
@@ -50,14 +44,7 @@ async fn check(
         e => e,
     })?;
     let after = parse_after(query.get("after").map(String::as_str))?;
-    let (s, resume) = sessions::open(state, &id, after).await?;
-    Ok(Checked {
-        id,
-        after,
-        status: s.status.as_str().to_owned(),
-        resume,
-        pace: sessions::pace(state, &s),
-    })
+    delivery::subscribe(state, guard, "ws", id, after).await
 }
 
 pub async fn upgrade(
@@ -68,19 +55,19 @@ pub async fn upgrade(
     // Not a WebSocket request: a JSON error like every other.
     ws: Upgrade,
 ) -> Response {
-    let Some(guard) = ConnectionGuard::try_new(&state, "ws") else {
-        return ApiError::Unavailable("this node is at its connection limit or draining".into())
-            .into_response();
+    // A node at its limit answers before upgrading, with a JSON error.
+    let guard = match delivery::admit(&state, "ws") {
+        Ok(guard) => guard,
+        Err(e) => return e.into_response(),
     };
-    let checked = check(&state, &id, &headers, &query).await;
+    let checked = check(&state, guard, &id, &headers, &query).await;
     ws.on_upgrade(move |socket| {
         let span = tracing::info_span!("ws", session = %id, node = %state.node);
         async move {
             match checked {
-                Ok(c) => connected(state, socket, c).await,
+                Ok(opened) => connected(state, socket, opened).await,
                 Err(e) => refuse(socket, &e).await,
             }
-            drop(guard);
         }
         .instrument(span)
     })
@@ -100,29 +87,36 @@ async fn refuse(socket: Socket, e: &ApiError) {
     let _ = sink.close().await;
 }
 
-async fn connected(state: AppState, socket: Socket, c: Checked) {
+async fn connected(state: AppState, socket: Socket, opened: Opened) {
+    let Opened {
+        id,
+        after,
+        state: session,
+        sub,
+        notices,
+        guard: _guard,
+        ..
+    } = opened;
     let hello = ServerFrame::Hello {
-        session: c.id.to_string(),
+        session: id.to_string(),
         node: state.node.clone(),
-        after: c.after,
-        status: c.status,
+        after,
+        status: session.status.as_str().to_owned(),
     };
     let (mut sink, incoming) = websocket::split(socket, state.config.max_client_frame);
-    if let Resume::Complete = c.resume {
+    let Some(sub) = sub else {
+        // The client already holds the whole session.
         let _ = sink.send(Outgoing::Text(hello.to_json().into())).await;
         let _ = sink
             .send(Outgoing::Close(close::DONE, "session ended".into()))
             .await;
         let _ = sink.close().await;
         return;
-    }
-    let feed = state.hub.feed(&c.id).await;
-    let sub = Subscription::new(c.id.clone(), feed, state.bus.log.clone(), c.after).paced(c.pace);
+    };
     let actions = EdgeActions {
         state: state.clone(),
-        id: c.id.clone(),
+        id,
     };
-    let notices = crate::operators::notices_for(&state, &c.id);
     let stats = connection::serve(
         sink,
         incoming,
