@@ -29,7 +29,10 @@ fn value_sets() -> Vec<(&'static str, Value)> {
 fn helm_lint_finds_nothing_in_any_value_set() {
     for (name, values) in value_sets() {
         let problems = lint_problems(&values);
-        assert!(problems.is_empty(), "{name}: helm lint --strict: {problems:?}");
+        assert!(
+            problems.is_empty(),
+            "{name}: helm lint --strict: {problems:?}"
+        );
     }
 }
 
@@ -39,7 +42,10 @@ fn kubernetes_accepts_every_rendered_object_of_every_value_set() {
         let objects = render(&values);
         for version in KUBERNETES {
             let complaints = kubernetes_complaints(&objects, version);
-            assert!(complaints.is_empty(), "{name}, Kubernetes {version}: {complaints:#?}");
+            assert!(
+                complaints.is_empty(),
+                "{name}, Kubernetes {version}: {complaints:#?}"
+            );
         }
     }
 }
@@ -48,14 +54,23 @@ fn kubernetes_accepts_every_rendered_object_of_every_value_set() {
 fn the_production_set_renders_an_autoscaled_monitored_r3_deployment() {
     let objects = render(&values_file(PRODUCTION));
     let edge = find(&objects, "Deployment", "-edge");
-    assert!(edge["spec"]["replicas"].is_null(), "the HPA owns the edges' replica count");
+    assert!(
+        edge["spec"]["replicas"].is_null(),
+        "the HPA owns the edges' replica count"
+    );
     let hpa = find(&objects, "HorizontalPodAutoscaler", "-edge");
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
-    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], edge["metadata"]["name"]);
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        edge["metadata"]["name"]
+    );
     assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 3);
     let metrics = hpa["spec"]["metrics"].as_array().unwrap();
     assert_eq!(metrics[0]["resource"]["name"], "cpu");
-    assert_eq!(metrics[1]["pods"]["metric"]["name"], "weir_edge_connections_open");
+    assert_eq!(
+        metrics[1]["pods"]["metric"]["name"],
+        "weir_edge_connections_open"
+    );
     let producer = find(&objects, "Deployment", "-producer");
     assert_eq!(producer["spec"]["replicas"], 2);
     for (d, c) in [(edge, "edge"), (producer, "producer")] {
@@ -63,23 +78,38 @@ fn the_production_set_renders_an_autoscaled_monitored_r3_deployment() {
         assert_eq!(env_value(c, "WEIR_NATS_URL").split(',').count(), 3);
         assert_eq!(env_value(c, "WEIR_REPLICAS"), "3");
         let redis = &env(c)["WEIR_REDIS_URL"]["valueFrom"]["secretKeyRef"];
-        assert_eq!(redis["name"], "weir-keys", "the Redis URL comes from the user's Secret");
+        assert_eq!(
+            redis["name"], "weir-keys",
+            "the Redis URL comes from the user's Secret"
+        );
     }
     assert_eq!(all(&objects, "PodDisruptionBudget").len(), 2);
     assert_eq!(all(&objects, "ServiceMonitor").len(), 2);
     assert_eq!(all(&objects, "PrometheusRule").len(), 1);
-    assert!(all(&objects, "Secret").is_empty(), "existingSecret: the chart makes none");
+    assert!(
+        all(&objects, "Secret").is_empty(),
+        "existingSecret: the chart makes none"
+    );
     let route = find(&objects, "HTTPRoute", "weir");
     let rule = &route["spec"]["rules"][0];
-    assert_eq!(rule["timeouts"], json!({"request": "0s", "backendRequest": "0s"}));
+    assert_eq!(
+        rule["timeouts"],
+        json!({"request": "0s", "backendRequest": "0s"})
+    );
     let svc = find(&objects, "Service", "-edge");
     assert_eq!(rule["backendRefs"][0]["name"], svc["metadata"]["name"]);
-    assert_eq!(rule["backendRefs"][0]["port"], svc["spec"]["ports"][0]["port"]);
+    assert_eq!(
+        rule["backendRefs"][0]["port"],
+        svc["spec"]["ports"][0]["port"]
+    );
 }
 
 #[test]
 fn every_weir_variable_the_chart_sets_is_one_the_binaries_accept() {
-    let accepted = [("edge", accepted_env(&["edge"])), ("producer", accepted_env(&["producer"]))];
+    let accepted = [
+        ("edge", accepted_env(&["edge"])),
+        ("producer", accepted_env(&["producer"])),
+    ];
     for (name, values) in value_sets() {
         let objects = render(&values);
         for (role, accepted) in &accepted {
@@ -99,13 +129,25 @@ fn pods_run_as_non_root_on_a_read_only_root_filesystem_with_resource_requests() 
             let d = find(&objects, "Deployment", &format!("-{role}"));
             let pod = &d["spec"]["template"]["spec"];
             let c = container(d, role);
-            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}: {role}");
+            assert_eq!(
+                pod["securityContext"]["runAsNonRoot"], true,
+                "{name}: {role}"
+            );
             assert_ne!(pod["securityContext"]["runAsUser"], 0, "{name}: {role}");
-            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{name}: {role}");
-            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false, "{name}: {role}");
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"], true,
+                "{name}: {role}"
+            );
+            assert_eq!(
+                c["securityContext"]["allowPrivilegeEscalation"], false,
+                "{name}: {role}"
+            );
             assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
             for r in ["cpu", "memory"] {
-                assert!(c["resources"]["requests"][r].is_string(), "{name}: {role} requests no {r}");
+                assert!(
+                    c["resources"]["requests"][r].is_string(),
+                    "{name}: {role} requests no {r}"
+                );
             }
         }
     }
@@ -120,7 +162,11 @@ fn probes_services_and_scrapes_reach_the_port_each_binary_listens_on() {
     ] {
         let c = container(find(&objects, "Deployment", &format!("-{role}")), role);
         let port = port_named(c, port_name);
-        assert_eq!(env_value(c, listen_var), format!("0.0.0.0:{port}"), "{role}");
+        assert_eq!(
+            env_value(c, listen_var),
+            format!("0.0.0.0:{port}"),
+            "{role}"
+        );
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{role}");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{role}");
         for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
@@ -128,17 +174,27 @@ fn probes_services_and_scrapes_reach_the_port_each_binary_listens_on() {
         }
         let svc = find(&objects, "Service", &format!("-{role}"));
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], port_name, "{role}");
-        assert_eq!(svc["spec"]["selector"], find_pod_labels(&objects, role), "{role}");
+        assert_eq!(
+            svc["spec"]["selector"],
+            find_pod_labels(&objects, role),
+            "{role}"
+        );
         let sm = find(&objects, "ServiceMonitor", &format!("-{role}"));
         for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-            assert_eq!(&svc["metadata"]["labels"][k], v, "{role}: the ServiceMonitor misses its Service");
+            assert_eq!(
+                &svc["metadata"]["labels"][k], v,
+                "{role}: the ServiceMonitor misses its Service"
+            );
         }
         let endpoint = &sm["spec"]["endpoints"][0];
         assert_eq!(endpoint["port"], svc["spec"]["ports"][0]["name"], "{role}");
         assert_eq!(endpoint["path"], "/metrics");
         // The job name dashboards/ and the alert rules select.
         assert_eq!(endpoint["relabelings"][0]["targetLabel"], "job");
-        assert_eq!(endpoint["relabelings"][0]["replacement"], format!("weir-{role}"));
+        assert_eq!(
+            endpoint["relabelings"][0]["replacement"],
+            format!("weir-{role}")
+        );
     }
 }
 
@@ -167,7 +223,10 @@ fn termination_grace_covers_the_prestop_sleep_and_the_drain() {
                 None => Duration::ZERO,
             };
             if role == "edge" {
-                assert!(sleep >= Duration::from_secs(1), "{name}: the edge has no preStop sleep");
+                assert!(
+                    sleep >= Duration::from_secs(1),
+                    "{name}: the edge has no preStop sleep"
+                );
             }
             assert!(
                 grace >= sleep + drain + Duration::from_secs(5),
@@ -182,18 +241,32 @@ fn the_prometheus_rule_carries_the_alert_rules_of_dashboards_and_promtool_accept
     let objects = render(&values_file(PRODUCTION));
     let rule = find(&objects, "PrometheusRule", "weir");
     let alerts: Value = serde_norway::from_str(&text(ALERTS)).unwrap();
-    assert_eq!(rule["spec"], alerts, "the rule's spec is dashboards/prometheus/alerts.yml");
+    assert_eq!(
+        rule["spec"], alerts,
+        "the rule's spec is dashboards/prometheus/alerts.yml"
+    );
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let file = dir.join(format!("prometheusrule-{}.yml", std::process::id()));
     std::fs::write(&file, rule["spec"].to_string()).unwrap();
-    let out = Command::new(tool(PROMTOOL)).args(["check", "rules"]).arg(&file).output().unwrap();
-    assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(tool(PROMTOOL))
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn the_dashboards_are_configmaps_for_the_grafana_sidecar_on_its_data_source() {
-    let values = merged(&values_file(PRODUCTION), &json!({"metrics": {"dashboards": {
-        "datasourceUid": "my-prom", "namespace": "monitoring"}}}));
+    let values = merged(
+        &values_file(PRODUCTION),
+        &json!({"metrics": {"dashboards": {
+        "datasourceUid": "my-prom", "namespace": "monitoring"}}}),
+    );
     let objects = render(&values);
     let maps = all(&objects, "ConfigMap");
     assert_eq!(maps.len(), DASHBOARDS.len());
@@ -207,8 +280,15 @@ fn the_dashboards_are_configmaps_for_the_grafana_sidecar_on_its_data_source() {
         assert_eq!(cm["metadata"]["namespace"], "monitoring");
         let shown: Value = serde_json::from_str(cm["data"][file].as_str().unwrap()).unwrap();
         let expected = text(path).replace("\"uid\": \"weir-prometheus\"", "\"uid\": \"my-prom\"");
-        assert_eq!(shown, serde_json::from_str::<Value>(&expected).unwrap(), "{file}");
-        assert!(!cm["data"][file].as_str().unwrap().contains("weir-prometheus"));
+        assert_eq!(
+            shown,
+            serde_json::from_str::<Value>(&expected).unwrap(),
+            "{file}"
+        );
+        assert!(!cm["data"][file]
+            .as_str()
+            .unwrap()
+            .contains("weir-prometheus"));
     }
 }
 
@@ -236,13 +316,20 @@ fn a_generated_secret_is_long_enough_and_an_existing_secret_replaces_it() {
     assert!(secret_value(secret, "api-key").unwrap().len() >= 32);
     let given = "s".repeat(32) + "," + &"t".repeat(40);
     let objects = render(&json!({"secret": given, "apiKey": "k"}));
-    assert_eq!(secret_value(find(&objects, "Secret", "weir"), "secret").unwrap(), given);
+    assert_eq!(
+        secret_value(find(&objects, "Secret", "weir"), "secret").unwrap(),
+        given
+    );
     let objects = render(&json!({"existingSecret": "mine"}));
     assert!(all(&objects, "Secret").is_empty());
     let c = container(find(&objects, "Deployment", "-edge"), "edge");
     let refs: BTreeSet<String> = env(c)
         .values()
-        .filter_map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str().map(str::to_owned))
+        .filter_map(|e| {
+            e["valueFrom"]["secretKeyRef"]["name"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(refs, BTreeSet::from(["mine".to_owned()]));
 }
@@ -250,21 +337,56 @@ fn a_generated_secret_is_long_enough_and_an_existing_secret_replaces_it() {
 #[test]
 fn bad_values_are_refused_with_a_message_naming_the_value() {
     let rows = [
-        ("a secret under 32 bytes", json!({"secret": "short"}), "secret"),
-        ("a second secret under 32 bytes", json!({"secret": "a".repeat(32) + ",b"}), "secret"),
-        ("an http:// Redis URL", json!({"redis": {"url": "http://redis:6379"}}), "url"),
-        ("a Sentinel URL without a master", json!({"redis": {"url": "redis+sentinel://s1:26379"}}), "url"),
+        (
+            "a secret under 32 bytes",
+            json!({"secret": "short"}),
+            "secret",
+        ),
+        (
+            "a second secret under 32 bytes",
+            json!({"secret": "a".repeat(32) + ",b"}),
+            "secret",
+        ),
+        (
+            "an http:// Redis URL",
+            json!({"redis": {"url": "http://redis:6379"}}),
+            "url",
+        ),
+        (
+            "a Sentinel URL without a master",
+            json!({"redis": {"url": "redis+sentinel://s1:26379"}}),
+            "url",
+        ),
         ("no NATS URL", json!({"nats": {"urls": ""}}), "urls"),
-        ("six stream replicas", json!({"nats": {"replicas": 6}}), "replicas"),
+        (
+            "six stream replicas",
+            json!({"nats": {"replicas": 6}}),
+            "replicas",
+        ),
         ("no edges", json!({"edge": {"replicas": 0}}), "replicas"),
-        ("a misspelt value", json!({"edge": {"replica": 3}}), "replica"),
-        ("a retention that is not a duration", json!({"retention": "an hour"}), "retention"),
-        ("an HTTPRoute with no Gateway", json!({"httpRoute": {"enabled": true}}), "parentRefs"),
+        (
+            "a misspelt value",
+            json!({"edge": {"replica": 3}}),
+            "replica",
+        ),
+        (
+            "a retention that is not a duration",
+            json!({"retention": "an hour"}),
+            "retention",
+        ),
+        (
+            "an HTTPRoute with no Gateway",
+            json!({"httpRoute": {"enabled": true}}),
+            "parentRefs",
+        ),
     ];
     for (case, values, names) in rows {
         match try_render(&values) {
             Ok(_) => panic!("{case}: rendered"),
-            Err(e) => assert!(e.contains(names), "{case}: the error does not name {names}: {e}"),
+            Err(e) => assert!(
+                e.contains(names),
+                "{case}: the error does not name {names}: {e}"
+            ),
         }
     }
 }

@@ -50,7 +50,10 @@ fn start_pods(
             let deployment = find(&objects, "Deployment", &format!("-{role}"));
             let mut secrets: Vec<&Value> = all(&objects, "Secret");
             secrets.extend(user_secrets);
-            let pod = format!("{}-5d8f7c9b4-{i}x", deployment["metadata"]["name"].as_str().unwrap());
+            let pod = format!(
+                "{}-5d8f7c9b4-{i}x",
+                deployment["metadata"]["name"].as_str().unwrap()
+            );
             start_pod(dir, deployment, role, &secrets, &pod)
         })
         .collect()
@@ -69,7 +72,13 @@ async fn create_with(edge: &Node, key: &str, tokens: u64, rate: f64) -> Session 
 /// node without `WEIR_REDIS_URL` would write).
 fn weir_keys(redis: &Redis) -> usize {
     let out = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "--scan", "--pattern", "weir:*"])
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            "weir:*",
+        ])
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).lines().count()
@@ -89,7 +98,12 @@ async fn node_ids(edge: &Node, key: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["role"].as_str().unwrap().into(), n["id"].as_str().unwrap().into()))
+        .map(|n| {
+            (
+                n["role"].as_str().unwrap().into(),
+                n["id"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     ids.sort();
     ids
@@ -122,18 +136,32 @@ async fn the_default_chart_pods_stream_a_session_with_the_generated_api_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(anonymous.status(), 401, "the edge runs without the chart's API key");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the edge runs without the chart's API key"
+    );
     let s = create_with(edge, &key, 200, 0.0).await;
     let mut ws = ws_connect(edge, &s.id, &s.token, 0).await;
     let got = read(&mut ws, Stop::Close, MINUTE).await;
     assert_complete(&got.events, "completed");
     assert_eq!(got.events.len(), 201);
-    assert_eq!(got.hello.unwrap()["node"], edge.id, "WEIR_NODE_ID is the pod's name");
-    assert!(weir_keys(&redis) > 0, "the session is not in the chart's Redis");
+    assert_eq!(
+        got.hello.unwrap()["node"],
+        edge.id,
+        "WEIR_NODE_ID is the pod's name"
+    );
+    assert!(
+        weir_keys(&redis) > 0,
+        "the session is not in the chart's Redis"
+    );
     let ids = node_ids(edge, &key).await;
     assert_eq!(
         ids,
-        [("edge".to_owned(), edge.id.clone()), ("producer".to_owned(), producers[0].id.clone())]
+        [
+            ("edge".to_owned(), edge.id.clone()),
+            ("producer".to_owned(), producers[0].id.clone())
+        ]
     );
 }
 
@@ -184,7 +212,10 @@ async fn the_production_pods_stream_over_a_three_node_r3_cluster_with_the_users_
     }
     let ids = node_ids(&edges[0], key).await;
     assert_eq!(ids.len(), 5, "{ids:?}");
-    assert!(weir_keys(&redis) > 0, "the sessions are not in the Secret's Redis");
+    assert!(
+        weir_keys(&redis) > 0,
+        "the sessions are not in the Secret's Redis"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +230,9 @@ async fn a_terminated_edge_pod_drains_within_its_termination_grace_and_clients_r
     // What the kubelet allows the process once the preStop sleep is over.
     let objects = render_pod(free_port());
     let d = find(&objects, "Deployment", "-edge");
-    let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
     let sleep: u64 = container(d, "edge")["lifecycle"]["preStop"]["exec"]["command"][1]
         .as_str()
         .unwrap()

@@ -140,7 +140,8 @@ pub fn kubernetes_complaints(objects: &[Value], version: &str) -> Vec<String> {
         .filter(|l| {
             l.starts_with("ERROR")
                 || l.starts_with("FATAL")
-                || (l.starts_with("WARN") && !CRD_KINDS.iter().any(|k| l.contains(&format!("kind {k} "))))
+                || (l.starts_with("WARN")
+                    && !CRD_KINDS.iter().any(|k| l.contains(&format!("kind {k} "))))
         })
         .map(str::to_owned)
         .collect();

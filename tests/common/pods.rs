@@ -22,7 +22,9 @@ pub struct Launch {
 
 /// The image's binaries as the test build runs them.
 fn argv_of(image_argv: &[String]) -> Vec<String> {
-    let (bin, rest) = image_argv.split_first().expect("the container has a command");
+    let (bin, rest) = image_argv
+        .split_first()
+        .expect("the container has a command");
     let role = match bin.as_str() {
         "weir-edge" => "edge",
         "weir-producer" => "producer",
@@ -53,7 +55,10 @@ pub fn launch(container: &Value, secrets: &[&Value], pod_name: &str) -> Launch {
         }
         let from = &e["valueFrom"];
         if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
-            assert_eq!(path, "metadata.name", "{name}: fieldRef {path} is not simulated");
+            assert_eq!(
+                path, "metadata.name",
+                "{name}: fieldRef {path} is not simulated"
+            );
             env.push((name, pod_name.to_owned()));
         } else if from["secretKeyRef"].is_object() {
             let r = &from["secretKeyRef"];
