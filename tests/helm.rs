@@ -390,3 +390,30 @@ fn bad_values_are_refused_with_a_message_naming_the_value() {
         }
     }
 }
+
+#[test]
+fn the_ingress_example_routes_to_the_edges_with_stream_timeouts() {
+    let objects = render(&values_file(INGRESS));
+    let ingress = find(&objects, "Ingress", "weir");
+    let annotations = &ingress["metadata"]["annotations"];
+    for timeout in ["proxy-read-timeout", "proxy-send-timeout"] {
+        let secs: u64 = annotations[format!("nginx.ingress.kubernetes.io/{timeout}")]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            secs >= 60,
+            "{timeout} {secs} s cuts idle streams between heartbeats"
+        );
+    }
+    assert_eq!(
+        annotations["nginx.ingress.kubernetes.io/proxy-buffering"],
+        "off"
+    );
+    let svc = find(&objects, "Service", "-edge");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], svc["metadata"]["name"]);
+    assert_eq!(backend["port"]["name"], svc["spec"]["ports"][0]["name"]);
+    assert_eq!(ingress["spec"]["tls"][0]["hosts"][0], "weir.example.com");
+}
