@@ -417,3 +417,34 @@ fn the_ingress_example_routes_to_the_edges_with_stream_timeouts() {
     assert_eq!(backend["port"]["name"], svc["spec"]["ports"][0]["name"]);
     assert_eq!(ingress["spec"]["tls"][0]["hosts"][0], "weir.example.com");
 }
+
+#[test]
+fn the_default_nats_urls_name_every_server_the_nats_values_start() {
+    let nats = values_file("deploy/helm/nats-values.yaml");
+    let config = &nats["config"];
+    assert_eq!(config["cluster"]["enabled"], true);
+    assert_eq!(config["jetstream"]["enabled"], true);
+    let servers = config["cluster"]["replicas"].as_u64().unwrap();
+    let defaults = values_file("deploy/helm/weir/values.yaml");
+    let urls: Vec<String> = (0..servers)
+        .map(|i| format!("nats://nats-{i}.nats-headless:4222"))
+        .collect();
+    assert_eq!(defaults["nats"]["urls"], urls.join(","));
+    assert_eq!(defaults["nats"]["replicas"].as_u64(), Some(servers));
+    // Lame duck mode runs to its end before the kubelet's SIGKILL.
+    let duration = |key: &str| {
+        let v = config["merge"][key].as_str().unwrap();
+        humantime::parse_duration(v.trim_start_matches("<<").trim_end_matches(">>").trim()).unwrap()
+    };
+    let lame_duck = duration("lame_duck_grace_period") + duration("lame_duck_duration");
+    let grace = nats["podTemplate"]["merge"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(Duration::from_secs(grace) >= lame_duck + Duration::from_secs(20));
+    // The nats-server release the tests run.
+    let tag = nats["container"]["image"]["tag"].as_str().unwrap();
+    assert_eq!(
+        tag,
+        format!("{}-alpine", text("scripts/nats-version").trim())
+    );
+}
