@@ -194,6 +194,28 @@ async fn the_production_pods_stream_over_a_three_node_r3_cluster_with_the_users_
     let edges = start_pods(&dir, "edge", edge_count, &render_pod, &users);
     let producers = start_pods(&dir, "producer", producer_count, &render_pod, &users);
     assert_eq!((edges.len(), producers.len()), (3, 2));
+    // WEIR_PUBLIC_URL: the answers point clients at the public address.
+    let created: Value = http()
+        .post(format!("{}/v1/sessions", edges[0].http()))
+        .bearer_auth(key)
+        .json(&json!({"agent": "mock", "input": {"tokens": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public = values["edge"]["publicUrl"]
+        .as_str()
+        .unwrap()
+        .replacen("https", "wss", 1);
+    assert!(
+        created["ws_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{public}/v1/sessions/")),
+        "{created}"
+    );
 
     let sessions = futures::future::join_all(
         (0..4).map(|i| create_with(&edges[i % edges.len()], key, 150, 0.0)),
