@@ -4,7 +4,8 @@
 # Debian ships only 2.9, weir needs 2.11+), redis-server (the tests start
 # their own on free ports), Chromium for the browser test, Node packages of
 # the JS client, a Python venv for the AutoGen adapter, schemathesis for
-# the OpenAPI contract test, cargo-deny and cargo-fuzz. Skips whatever is
+# the OpenAPI contract test, Helm's library and Kubernetes' schemas for the
+# chart's tests, cargo-deny and cargo-fuzz. Skips whatever is
 # already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,4 +77,19 @@ if ! "$st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION";
   .tools/schemathesis/bin/pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 echo "setup: $("$st" --version) at $st"
+# Helm v4's library (helm-python-sdk: render and lint a chart offline, no helm
+# binary, no cluster) and Kubernetes' schemas (kubernetes-validate), pinned,
+# in a venv of their own: tests/helm.rs and tests/helm_pods.rs check the chart.
+HELM_SDK_VERSION=0.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+hv=.tools/helm/bin
+if ! "$hv/python" -c "import helm_python, sys; sys.exit(helm_python.__version__ != '$HELM_SDK_VERSION')" 2>/dev/null \
+   || ! "$hv/kubernetes-validate" --version 2>/dev/null | grep -qx "$KUBERNETES_VALIDATE_VERSION"; then
+  echo "setup: installing helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+  rm -rf .tools/helm
+  python3 -m venv .tools/helm
+  "$hv/pip" install -q --disable-pip-version-check \
+    "helm-python-sdk==$HELM_SDK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+echo "setup: helm-python-sdk $("$hv/python" -c 'import helm_python; print(helm_python.__version__, "(Helm", helm_python.helm_sdk_version() + ")")'), kubernetes-validate $("$hv/kubernetes-validate" --version) at .tools/helm"
 echo "setup: done"

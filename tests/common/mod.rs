@@ -16,9 +16,11 @@ pub mod chart;
 pub mod compose;
 pub mod dockerfile;
 pub mod files;
+pub mod helm;
 pub mod metrics;
 pub mod nats_cluster;
 pub mod nats_conf;
+pub mod pods;
 pub mod prometheus;
 pub mod queries;
 
