@@ -5,6 +5,7 @@ pub const CONNECTIONS_OPEN: &str = "weir_edge_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "weir_edge_connections_accepted_total";
 pub const CONNECTIONS_REJECTED: &str = "weir_edge_connections_rejected_total";
 pub const SESSIONS_SUBSCRIBED: &str = "weir_edge_sessions_subscribed";
+pub const FEEDS_STARTED: &str = "weir_edge_feeds_started_total";
 pub const EVENTS_DELIVERED: &str = "weir_edge_events_delivered_total";
 pub const FRAMES_SENT: &str = "weir_edge_frames_sent_total";
 pub const EVENTS_PER_FRAME: &str = "weir_edge_events_per_frame";
@@ -152,6 +153,10 @@ pub fn describe() {
     describe_gauge!(
         SESSIONS_SUBSCRIBED,
         "Sessions with an upstream subscription on this node"
+    );
+    describe_counter!(
+        FEEDS_STARTED,
+        "Upstream subscriptions (feeds) started: one per session while it has readers on this node"
     );
     describe_counter!(EVENTS_DELIVERED, "Events written to client sockets");
     describe_counter!(FRAMES_SENT, "Event frames written to client sockets");

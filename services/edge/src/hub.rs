@@ -355,6 +355,7 @@ impl Hub {
             stop: CancellationToken::new(),
         });
         metrics::gauge!(names::SESSIONS_SUBSCRIBED).increment(1.0);
+        metrics::counter!(names::FEEDS_STARTED).increment(1);
         feeds.insert(session.clone(), Arc::downgrade(&f));
         tokio::spawn(follow(
             self.log.clone(),
