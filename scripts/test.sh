@@ -7,6 +7,9 @@
 # clients (clients/frontends) and the Python adapter's tests (real AutoGen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A missing prerequisite fails the JS and Python end-to-end suites here
+# instead of skipping them.
+export WEIR_E2E_REQUIRED=1
 scripts/setup.sh
 cargo build --workspace --bins
 # Rust tests under cargo-nextest: a per-test time limit (.config/nextest.toml)
@@ -15,4 +18,4 @@ cargo nextest run --workspace --no-tests=warn
 cargo test --workspace --doc
 (cd clients/js && npm test)
 (cd clients/frontends && npm test)
-WEIR_E2E_REQUIRED=1 clients/python/.venv/bin/pytest -q clients/python/tests
+clients/python/.venv/bin/pytest -q clients/python/tests

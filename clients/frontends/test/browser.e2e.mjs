@@ -9,11 +9,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 
-import { missingPrerequisite, REPO, startCluster, tokenText } from '../../js/test/harness.mjs';
+import { missingPrerequisite, skipUnless, REPO, startCluster, tokenText } from '../../js/test/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
-const why = !fs.existsSync(CHROMIUM) ? `${CHROMIUM} is absent (apt-get install chromium)` : missingPrerequisite();
+const why = skipUnless(!fs.existsSync(CHROMIUM) ? `${CHROMIUM} is absent (apt-get install chromium)` : missingPrerequisite());
 
 /** The page's script: app.jsx with React, @ai-sdk/react and ai bundled in. */
 async function bundle() {
@@ -33,7 +33,7 @@ async function bundle() {
 
 const HTML = '<!doctype html><meta charset="utf-8"><title>useChat on weir</title><div id="root"></div><script type="module" src="/frontends-test.js"></script>';
 
-describe('useChat({ resume: true }) in Chromium across an edge crash', { skip: why ?? false, timeout: 120000 }, () => {
+describe('useChat({ resume: true }) in Chromium across an edge crash', { skip: why, timeout: 120000 }, () => {
   let c;
   let browser;
 

@@ -11,9 +11,9 @@ import * as aiLatest from 'ai';
 import * as ai7 from 'ai7';
 import { connect, headers as natsHeaders } from 'nats';
 
-import { missingPrerequisite, randomId, signToken, startCluster, tokenText } from '../../js/test/harness.mjs';
+import { missingPrerequisite, skipUnless, randomId, signToken, startCluster, tokenText } from '../../js/test/harness.mjs';
 
-const why = missingPrerequisite();
+const why = skipUnless(missingPrerequisite());
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** An AutoGen-shaped run, as the Python adapter publishes it: task, text, a tool call, its result, text. */
@@ -107,7 +107,7 @@ function assertMessageIsHistory(m, s, history) {
   assert.deepEqual(m.metadata?.usage, want.usage);
 }
 
-describe('front-end protocols on a real cluster', { skip: why ?? false }, () => {
+describe('front-end protocols on a real cluster', { skip: why }, () => {
   let c;
   let mock;
   let outside;

@@ -10,14 +10,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { startCluster, missingPrerequisite, tokenText, REPO } from './harness.mjs';
+import { startCluster, missingPrerequisite, skipUnless, tokenText, REPO } from './harness.mjs';
 
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
-const why = !fs.existsSync(CHROMIUM)
-  ? `skipped: ${CHROMIUM} is absent (apt-get install chromium)`
-  : missingPrerequisite()
-    ? `skipped: ${missingPrerequisite()}`
-    : false;
+const why = skipUnless(
+  !fs.existsSync(CHROMIUM) ? `${CHROMIUM} is absent (apt-get install chromium)` : missingPrerequisite(),
+);
 
 describe('demo page in Chromium', { skip: why, timeout: 150000 }, () => {
   let c;

@@ -7,12 +7,12 @@ import path from 'node:path';
 import WebSocket from 'ws';
 
 import { WeirSession, createSession, fetchHistory } from '../weir-client.js';
-import { startCluster, missingPrerequisite, signToken, randomId, tokenText, REPO } from './harness.mjs';
+import { startCluster, missingPrerequisite, skipUnless, signToken, randomId, tokenText, REPO } from './harness.mjs';
 import { waitFor, sleep } from './fake-ws.mjs';
 
-const why = missingPrerequisite();
+const why = skipUnless(missingPrerequisite());
 
-describe('against a real cluster', { skip: why ? `skipped: ${why}` : false, timeout: 180000 }, () => {
+describe('against a real cluster', { skip: why, timeout: 180000 }, () => {
   /** @type {any} */
   let c;
   const open = [];

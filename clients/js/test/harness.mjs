@@ -30,6 +30,19 @@ export function missingPrerequisite() {
   return null;
 }
 
+/**
+ * node:test's `skip` option for an end-to-end suite that cannot run for `why`
+ * (false when it can). Under WEIR_E2E_REQUIRED=1 (scripts/test.sh, CI) a
+ * missing prerequisite fails the suite instead of skipping it silently.
+ */
+export function skipUnless(why) {
+  if (!why) return false;
+  if (process.env.WEIR_E2E_REQUIRED === '1') {
+    throw new Error(`end-to-end prerequisite missing (WEIR_E2E_REQUIRED=1): ${why}`);
+  }
+  return `skipped: ${why}`;
+}
+
 function which(prog) {
   for (const dir of (process.env.PATH || '').split(path.delimiter)) {
     const f = path.join(dir, prog);

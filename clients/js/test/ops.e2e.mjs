@@ -14,15 +14,13 @@ import path from 'node:path';
 import WebSocket from 'ws';
 
 import { WeirSession } from '../weir-client.js';
-import { startCluster, missingPrerequisite, REPO } from './harness.mjs';
+import { startCluster, missingPrerequisite, skipUnless, REPO } from './harness.mjs';
 import { waitFor, sleep } from './fake-ws.mjs';
 
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
-const why = !fs.existsSync(CHROMIUM)
-  ? `skipped: ${CHROMIUM} is absent (apt-get install chromium)`
-  : missingPrerequisite()
-    ? `skipped: ${missingPrerequisite()}`
-    : false;
+const why = skipUnless(
+  !fs.existsSync(CHROMIUM) ? `${CHROMIUM} is absent (apt-get install chromium)` : missingPrerequisite(),
+);
 
 const KEY = 'ops-e2e-key-7f3a';
 const AUTH = { authorization: `Bearer ${KEY}` };
