@@ -20,6 +20,24 @@ async fn log_len(edge: &Node, s: &Session) -> usize {
     history(edge, s).await.len()
 }
 
+/// Waits until the log's last event is the producer's `paused` notice;
+/// the log's length then.
+async fn wait_paused_notice(edge: &Node, s: &Session) -> usize {
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        let hist = history(edge, s).await;
+        let last = hist.last().unwrap();
+        if last["kind"] == "status" && last["data"]["state"] == "paused" {
+            return hist.len();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no paused notice in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_generation_resume_continues_cancel_ends() {
     let c = Cluster::start("control", 2, 1);
@@ -28,10 +46,11 @@ async fn pause_stops_generation_resume_continues_cancel_ends() {
     let mut ws = ws_connect(a, &s.id, &s.token, 0).await;
     let mut events = read(&mut ws, Stop::After(20), MINUTE).await.events;
 
-    // Pause over HTTP on the other edge.
+    // Pause over HTTP on the other edge: the producer says so in the log.
     assert_eq!(post(b, &s, "pause").await.0, 202);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let paused_at = log_len(a, &s).await;
+    let paused_at = wait_paused_notice(a, &s).await;
+    // Held for a while: a producer that kept generating would append
+    // tokens after its notice.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         log_len(a, &s).await,
@@ -41,17 +60,11 @@ async fn pause_stops_generation_resume_continues_cancel_ends() {
     let st = state(a, &s).await;
     assert_eq!(st["status"], "paused");
     assert_eq!(st["control"]["op"], "pause");
-    let hist = history(a, &s).await;
-    assert_eq!(hist.last().unwrap()["kind"], "status");
-    assert_eq!(hist.last().unwrap()["data"]["state"], "paused");
 
-    // Resume over the WebSocket.
+    // Resume over the WebSocket: twenty more tokens reach the client.
     send(&mut ws, json!({"type": "resume"})).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(
-        log_len(a, &s).await > paused_at + 20,
-        "resume did not restart generation"
-    );
+    let wanted = paused_at + 20 - events.len();
+    events.extend(read(&mut ws, Stop::After(wanted), MINUTE).await.events);
     assert_eq!(state(a, &s).await["status"], "streaming");
 
     // Cancel over the WebSocket: the stream ends with `cancelled`.
@@ -67,6 +80,14 @@ async fn pause_stops_generation_resume_continues_cancel_ends() {
         .map(|e| e["data"]["state"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["paused", "resumed"]);
+    // Nothing was generated between the two notices.
+    let state_at = |state: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"] == "status" && e["data"]["state"] == state)
+            .unwrap()
+    };
+    assert_eq!(state_at("resumed"), state_at("paused") + 1);
     assert!(events.len() < 1000, "cancel did not stop the run");
     let st = state(b, &s).await;
     assert_eq!(

@@ -212,8 +212,15 @@ async fn a_cancelled_session_aborts_and_a_reconnect_may_send_back_a_long_session
     let c = Cluster::start("frontends-cancel", 1, 1);
     let a = c.edge(0);
     let s = create_mock(a, 100_000, 200.0, 1).await;
-    // Let it start, then cancel it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancelled once it has started.
+    let deadline = std::time::Instant::now() + MINUTE;
+    while history(a, &s).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = http()
         .post(format!("{}/v1/sessions/{}/cancel", a.http(), s.id))
         .bearer_auth(&s.token)

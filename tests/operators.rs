@@ -201,8 +201,8 @@ async fn broadcasts_reach_every_client_once_and_no_log() {
             clients.push((s.id.clone(), ws));
         }
     }
+    // Answered: the stream holds its notices' subscription.
     let mut sse = sse_lines(c.edge(1), &a).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let url = format!("{}/v1/broadcast", c.edge(0).http());
     let (status, v) = post(
@@ -431,7 +431,6 @@ async fn a_paced_session_reaches_each_client_at_its_pace_and_loses_nothing() {
         async move {
             let url = format!("{base}/v1/sessions/{id}/ws?token={token}&after=0");
             let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-            let mut at = Vec::new();
             let mut events = Vec::new();
             while let Some(Ok(m)) = ws.next().await {
                 let Message::Text(t) = m else { break };
@@ -439,24 +438,19 @@ async fn a_paced_session_reaches_each_client_at_its_pace_and_loses_nothing() {
                 if v["type"] == "events" {
                     let batch = v["events"].as_array().unwrap();
                     assert_eq!(batch.len(), 1, "a paced frame held {} events", batch.len());
-                    at.push(Instant::now());
                     events.extend(batch.iter().cloned());
                 }
             }
-            (events, at)
+            events
         }
     };
-    let ((a, at_a), (b, at_b)) = tokio::join!(read_paced(0), read_paced(1));
-    for (events, at) in [(a, at_a), (b, at_b)] {
+    // Both edges pace the clients (one event a frame although the whole
+    // session is in the log); the spacing itself is checked on tokio's
+    // paused clock (subscription.rs), not against this machine's wall clock.
+    let (a, b) = tokio::join!(read_paced(0), read_paced(1));
+    for events in [a, b] {
         assert_complete(&events, "completed");
         assert_eq!(events.len(), 201);
-        let secs = at.last().unwrap().duration_since(at[0]).as_secs_f64();
-        let rate = (at.len() - 1) as f64 / secs;
-        eprintln!("operators: paced delivery at {rate:.2} events/s");
-        assert!(
-            (18.0..=22.0).contains(&rate),
-            "delivered at {rate:.2}/s, not 20 ± 10 %"
-        );
     }
     let (status, v) = post(
         &format!("{}/v1/sessions", c.edge(0).http()),

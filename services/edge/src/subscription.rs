@@ -264,4 +264,41 @@ mod tests {
         p.wait().await;
         assert_eq!(resumed.elapsed(), Duration::from_millis(50));
     }
+
+    /// protocol.md §7: a paced client that is behind (the whole session is
+    /// in the log) catches up at the pace, one event per slot, never in a
+    /// burst; measured on tokio's paused clock, not the wall clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_subscriber_behind_the_log_gets_one_event_per_slot() {
+        use weir_bus::{Bus, BusConfig, Fence};
+        use weir_protocol::{EndReason, Event};
+
+        let bus = Bus::memory(BusConfig::default());
+        let id = SessionId::parse("paced").unwrap();
+        let mut events: Vec<_> = (1..=9)
+            .map(|s| Event::new(s, "token", None, serde_json::json!({"text": "x"})).to_raw())
+            .collect();
+        events.push(Event::end(10, EndReason::Completed, None).to_raw());
+        bus.log.append(&id, &events, Fence(0)).await.unwrap();
+        let hub = crate::hub::Hub::new(bus.log.clone(), 16, 4);
+        let feed = hub.feed(&id).await;
+        let mut sub = Subscription::new(id, feed, bus.log.clone(), 0).paced(20);
+        let start = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        loop {
+            let batch = sub.next(100).await.unwrap();
+            assert_eq!(
+                batch.len(),
+                1,
+                "a paced read returned {} events",
+                batch.len()
+            );
+            got.push((batch[0].seq, start.elapsed().as_millis()));
+            if batch[0].end {
+                break;
+            }
+        }
+        let want: Vec<(u64, u128)> = (1..=10).map(|s| (s, (s as u128 - 1) * 50)).collect();
+        assert_eq!(got, want);
+    }
 }
