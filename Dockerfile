@@ -5,7 +5,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# The same binaries the tests run (scripts/test.sh: cargo build --workspace --bins).
+# The same build the tests run (scripts/test.sh: cargo build --workspace --bins);
+# the image takes the product's binaries, not the load tool (weir-bench).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \

@@ -2,7 +2,7 @@
 # Burst: SESSIONS sessions (default 200) × RATE tokens/s (50) for DURATION
 # (10 s), all created at once over two edges, each client connecting (to the
 # edge that created its session) as soon as its own create returns; one
-# producer. Runs the burst, then `weir bench limit` against the same NATS,
+# producer. Runs the burst, then `weir-bench limit` against the same NATS,
 # then the burst again, and prints each. Reports each client's first 10
 # events' latency apart from the rest, time to first event from the create
 # request, and the CPU of every process. Then a burst of starts alone (one
@@ -16,8 +16,6 @@
 #                                                 # NATS (its monitoring endpoint)
 source "$(dirname "$0")/bench-lib.sh"
 SESSIONS=${SESSIONS:-200} RATE=${RATE:-50} DURATION=${DURATION:-10s}
-TOOL=$ROOT/target/release/weir
-bench() { "$TOOL" bench "$@"; }
 OUT=${OUT:-$BENCH_DIR}
 mkdir -p "$OUT"
 start_two_edge_stack "$SESSIONS"

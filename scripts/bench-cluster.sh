@@ -2,7 +2,7 @@
 # Single NATS node (R1) next to a 3-node cluster (R3), in one run: steady
 # (SESSIONS × RATE tokens/s for DURATION) and saturation (SAT_SESSIONS ×
 # SAT_TOKENS as fast as possible), one edge and one producer each, with the
-# JetStream floor (`weir bench limit`, on a stream of the same replication)
+# JetStream floor (`weir-bench limit`, on a stream of the same replication)
 # and the CPU of every process; then the cluster again with JetStream's
 # `sync_interval: always` (fsync every write: what power-loss durability
 # costs). Reports land in $OUT (default: a new

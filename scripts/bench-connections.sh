@@ -2,7 +2,7 @@
 # Connections: CONNECTIONS idle subscribed WebSocket connections (default
 # 10,000) on one edge, each on its own outside-producer session that
 # publishes nothing; reports the edge's RSS per connection. Extra arguments
-# go to `weir bench connections` (e.g. --sessions 100 to share sessions).
+# go to `weir-bench connections` (e.g. --sessions 100 to share sessions).
 source "$(dirname "$0")/bench-lib.sh"
 CONNECTIONS=${CONNECTIONS:-10000}
 start_nats

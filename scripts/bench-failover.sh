@@ -4,7 +4,7 @@
 # KILL_AFTER the load tool kills edge-1 (SIGKILL), so its clients — half of
 # them, 100 by default — reconnect to edge-0 at the same moment with their
 # last seq. Reports loss/duplicates against the log and reconnect → first
-# resumed event. Extra arguments go to `weir bench failover`.
+# resumed event. Extra arguments go to `weir-bench failover`.
 source "$(dirname "$0")/bench-lib.sh"
 SESSIONS=${SESSIONS:-200} RATE=${RATE:-50} DURATION=${DURATION:-20s} KILL_AFTER=${KILL_AFTER:-8s}
 start_two_edge_stack "$SESSIONS"

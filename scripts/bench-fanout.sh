@@ -3,7 +3,7 @@
 # edge, all subscribed before the session produces (it is created paused and
 # resumed once every client has its hello); TOKENS tokens at RATE (default
 # as fast as possible). Then NATS's raw limits in the same run. Extra
-# arguments go to `weir bench fanout`: `--join-over 10s` has the clients join
+# arguments go to `weir-bench fanout`: `--join-over 10s` has the clients join
 # one after another over 10 s instead (each reads the session from its start),
 # e.g. `RATE=50 TOKENS=1000 scripts/bench-fanout.sh --external --join-over 10s`.
 # EDGE_ARGS are extra flags for the edge (e.g. "--frame-cache 0"). The report

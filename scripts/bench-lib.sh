@@ -5,13 +5,15 @@
 #
 #   BENCH_DIR      scratch directory (default: a new one under /tmp)
 #   BENCH_KEEP=1   keep the scratch directory (logs, reports) after the run
-#   BENCH_NO_BUILD=1  skip `cargo build --release --bins`
+#   BENCH_NO_BUILD=1  skip `cargo build --release -p weir -p weir-bench`
 #   BENCH_WEIR     run this weir binary instead of the release build (e.g. a
-#                  baseline, for before/after runs on the same box)
+#                  baseline, for before/after runs on the same box); the
+#                  load tool is always this checkout's weir-bench
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 WEIR=${BENCH_WEIR:-$ROOT/target/release/weir}
+TOOL=$ROOT/target/release/weir-bench
 SECRET=bench-secret-0123456789
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/weir-bench.XXXXXX)}
 mkdir -p "$BENCH_DIR"
@@ -26,7 +28,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  cargo build --release --bins -q
+  cargo build --release -q -p weir -p weir-bench
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -163,4 +165,4 @@ start_two_edge_stack() { # sessions
   start_producer producer-0 --concurrency $(($1 + 64))
 }
 
-bench() { "$WEIR" bench "$@"; }
+bench() { "$TOOL" "$@"; }

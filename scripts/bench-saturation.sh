@@ -2,7 +2,7 @@
 # Saturation: SESSIONS sessions (default 20) producing TOKENS tokens each as
 # fast as they can (mock agent, rate 0), one WebSocket client each, one edge,
 # one producer; then NATS's raw limits in the same run. Extra arguments go to
-# `weir bench saturation` (e.g. --external to publish from the load tool).
+# `weir-bench saturation` (e.g. --external to publish from the load tool).
 source "$(dirname "$0")/bench-lib.sh"
 SESSIONS=${SESSIONS:-20} TOKENS=${TOKENS:-50000}
 start_nats

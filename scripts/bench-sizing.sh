@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What docs/sizing.md needs beyond `weir bench`'s own report: steady load
+# What docs/sizing.md needs beyond `weir-bench`'s own report: steady load
 # (SESSIONS sessions × RATE tokens/s for DURATION, one WebSocket client each,
 # one edge, one producer), and around it Redis's cost per live session
 # (commands/s, CPU, memory) and JetStream's bytes per event.

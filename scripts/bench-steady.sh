@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Steady load: SESSIONS sessions × RATE tokens/s for DURATION, one WebSocket
 # client each, mock agent on one producer, one edge; then NATS's raw limits
-# in the same run. Extra arguments go to `weir bench steady`.
+# in the same run. Extra arguments go to `weir-bench steady`.
 #   scripts/bench-steady.sh                      # 200 × 50/s, 30 s
 #   SESSIONS=1000 scripts/bench-steady.sh        # 1,000 × 50/s
 source "$(dirname "$0")/bench-lib.sh"

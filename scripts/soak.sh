@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak (on demand, not in CI): nats-server (pinned, with monitoring), Redis,
-# two edges and two producers from the release build; `weir bench soak`
+# two edges and two producers from the release build; `weir-bench soak`
 # keeps SOAK_SESSIONS sessions streaming at once for SOAK_SECONDS (default
 # 600), each one replaced when it ends, every 10th cancelled halfway, every
 # client dropping its connection every 60 events and resuming on the other
@@ -13,7 +13,7 @@
 # exactly or a series grew after warm-up (last third against middle third).
 #   scripts/soak.sh                       # 10 minutes
 #   SOAK_SECONDS=60 scripts/soak.sh       # a quick look
-#   scripts/soak.sh --sessions 100        # extra flags go to `weir bench soak`
+#   scripts/soak.sh --sessions 100        # extra flags go to `weir-bench soak`
 source "$(dirname "$0")/bench-lib.sh"
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_SESSIONS=${SOAK_SESSIONS:-40}

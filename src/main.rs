@@ -16,8 +16,6 @@ enum Command {
     Edge(weir_edge::EdgeConfig),
     /// A producer worker (same as `weir-producer`).
     Producer(weir_producer::ProducerConfig),
-    /// The load tool: scenarios against running edges, and NATS's raw limits.
-    Bench(weir::bench::BenchArgs),
 }
 
 /// jemalloc instead of glibc's malloc: glibc spent a quarter of the edge's
@@ -32,7 +30,6 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(config) => dev(config).await,
         Command::Edge(config) => weir_edge::main(config).await,
         Command::Producer(config) => weir_producer::main(config).await,
-        Command::Bench(args) => weir::bench::main(args).await,
     };
     weir_telemetry::exit(result)
 }

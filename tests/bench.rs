@@ -1,6 +1,8 @@
-//! The load tool end to end: `weir bench` against a real cluster reads every
-//! session back and checks each client against the log; `weir bench limit`
-//! measures NATS alone, the JetStream republish floor included.
+//! The load tool end to end: `weir-bench` against a real cluster reads every
+//! session back and checks each client against the log; `weir-bench limit`
+//! measures NATS alone, the JetStream republish floor included. The tool is
+//! its own package (`tools/bench`): scripts/test.sh builds every binary of
+//! the workspace before the tests.
 
 mod common;
 
@@ -9,20 +11,30 @@ use std::process::Command;
 use common::Cluster;
 use serde_json::Value;
 
+/// `target/<profile>/weir-bench`, beside the `weir` binary under test.
+fn tool() -> std::path::PathBuf {
+    let tool = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weir-bench");
+    assert!(
+        tool.exists(),
+        "{} is not built: cargo build -p weir-bench (scripts/test.sh builds it)",
+        tool.display()
+    );
+    tool
+}
+
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("bench")
+    let out = Command::new(tool())
         .args(args)
         .output()
-        .expect("run weir bench");
+        .expect("run weir-bench");
     assert!(
         out.status.success(),
-        "weir bench {args:?} failed: {}",
+        "weir-bench {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "weir bench {args:?} printed no JSON ({e}): {}",
+            "weir-bench {args:?} printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })
@@ -156,6 +168,6 @@ fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
         .map(|c| (c["name"].as_str().unwrap(), c["us"].as_f64().unwrap()))
         .collect();
     let names: Vec<&str> = cpu.iter().map(|c| c.0).collect();
-    assert_eq!(names, ["nats", "weir bench"], "{floor:#}");
+    assert_eq!(names, ["nats", "weir-bench"], "{floor:#}");
     assert!(cpu.iter().all(|c| c.1 > 0.0), "{floor:#}");
 }

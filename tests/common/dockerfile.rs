@@ -2,6 +2,7 @@
 //! matching, and the workspace's binary targets (from `cargo metadata`).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -57,7 +58,8 @@ pub fn dockerfile() -> Vec<Stage> {
     stages
 }
 
-/// Bin targets of the workspace.
+/// Bin targets of the workspace's product: every package but the tools
+/// under `tools/` (the load tool is not shipped).
 pub fn workspace_bins() -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
         .args([
@@ -80,6 +82,10 @@ pub fn workspace_bins() -> BTreeSet<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| {
+            let manifest = p["manifest_path"].as_str().unwrap();
+            !Path::new(manifest).starts_with(root().join("tools"))
+        })
         .flat_map(|p| p["targets"].as_array().unwrap().clone())
         .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
         .map(|t| t["name"].as_str().unwrap().to_owned())

@@ -285,7 +285,7 @@ fn table(r: &serde_json::Value) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec![
-        "weir bench soak",
+        "weir-bench soak",
         "first",
         "middle ⅓ mean",
         "last ⅓ mean",
@@ -334,7 +334,7 @@ fn plot(r: &serde_json::Value, columns: &[(String, Probe)], samples: &[Sample]) 
         .filter(|p| !p.lines.is_empty())
         .collect();
     let title = format!(
-        "weir bench soak: {} sessions, {} reconnects over {:.0} s (first third = warm-up)",
+        "weir-bench soak: {} sessions, {} reconnects over {:.0} s (first third = warm-up)",
         r["sessions"],
         r["reconnects"],
         r["seconds"].as_f64().unwrap_or(0.0)

@@ -94,7 +94,7 @@ pub struct LoadArgs {
     /// Report the CPU use of these processes over the run: `name=pid`.
     #[arg(long = "watch")]
     pub watch: Vec<Watched>,
-    /// After the run, measure NATS's raw limits (`weir bench limit`) and
+    /// After the run, measure NATS's raw limits (`weir-bench limit`) and
     /// report this run as ratios of them.
     #[arg(long)]
     pub with_limit: bool,

@@ -87,7 +87,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(vec![format!("weir bench {}", self.scenario), String::new()]);
+        t.set_header(vec![format!("weir-bench {}", self.scenario), String::new()]);
         let v = &self.verify;
         let rows: Vec<(&str, String)> = vec![
             ("sessions / clients", format!("{} / {}", self.sessions, self.clients)),

@@ -1,4 +1,4 @@
-//! `weir bench`: the load tool. It measures weir the way users see it —
+//! `weir-bench`: the load tool. It measures weir the way users see it —
 //! sessions created through the HTTP API (or published by an outside
 //! producer), read over WebSocket from one or more edges — and reports
 //! delivered events/s and frames/s, latency from each event's `ts` to its
@@ -189,7 +189,7 @@ pub(crate) fn emit(
     }
     if let Some(path) = &out.plot {
         let title = format!(
-            "weir bench {}: latency from event ts to receipt ({} events)",
+            "weir-bench {}: latency from event ts to receipt ({} events)",
             report.scenario, report.latency_ms.count
         );
         std::fs::write(path, report::svg(&title, latency))?;

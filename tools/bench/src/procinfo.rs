@@ -115,7 +115,7 @@ pub struct CpuWindow {
 impl CpuWindow {
     pub fn start(watched: &[Watched]) -> CpuWindow {
         let me = Watched {
-            name: "weir bench".into(),
+            name: "weir-bench".into(),
             pid: std::process::id(),
         };
         let start = watched

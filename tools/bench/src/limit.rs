@@ -1,4 +1,4 @@
-//! `weir bench limit`: what this machine's NATS can do with weir's event
+//! `weir-bench limit`: what this machine's NATS can do with weir's event
 //! size, measured the way weir uses it, so that weir's numbers can be
 //! quoted as ratios of the same box's raw limits:
 //!

@@ -1,4 +1,4 @@
-//! `weir bench connections`: N idle, subscribed WebSocket connections on one
+//! `weir-bench connections`: N idle, subscribed WebSocket connections on one
 //! edge (each on a live outside-producer session that publishes nothing),
 //! and what they cost the edge in resident memory.
 

@@ -1,4 +1,4 @@
-//! `weir bench soak`: steady load for a long while — sessions starting and
+//! `weir-bench soak`: steady load for a long while — sessions starting and
 //! ending, some cancelled, clients dropping their connection and resuming
 //! on another edge — while the processes under test are sampled (RSS, open
 //! fds, tokio tasks, NATS subscriptions). The verdict: each series is flat
