@@ -1,10 +1,10 @@
-//! The per-session ring of an edge (`weir_edge::hub::Ring`): pushing bus
+//! The per-session ring of an edge (`weir_edge::ring::Ring`): pushing bus
 //! batches and reading a subscriber's next events after its cursor. Run
 //! with `cargo bench --bench ring`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use weir_edge::hub::Ring;
+use weir_edge::ring::Ring;
 use weir_protocol::{Event, RawEvent};
 
 fn tokens(from: u64, n: u64) -> Vec<RawEvent> {

@@ -48,6 +48,7 @@ pub mod limits;
 pub mod operators;
 pub mod pages;
 pub mod rebuild;
+pub mod ring;
 pub mod serve;
 pub mod sessions;
 pub mod sse;

@@ -16,7 +16,8 @@ use weir_protocol::SessionId;
 use weir_telemetry::names;
 
 use crate::frames::{Batch, Frames};
-use crate::hub::{Feed, RingRead};
+use crate::hub::Feed;
+use crate::ring::RingRead;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
