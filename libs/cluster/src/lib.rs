@@ -27,8 +27,11 @@ pub struct ClusterConfig {
     #[arg(long, env = "WEIR_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
-    /// Redis holding session state and leases.
-    #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// Redis holding session state and leases: one server
+    /// (`redis://`, `rediss://`), Sentinel (`redis+sentinel://h1:p1,h2:p2/<master>`)
+    /// or Cluster (`redis+cluster://h1:p1,h2:p2`).
+    #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379",
+          value_parser = redis_url)]
     pub redis_url: String,
     /// This node's id (default: <role>-<host>-<pid>).
     #[arg(long, env = "WEIR_NODE_ID")]
@@ -84,6 +87,14 @@ impl ClusterConfig {
     }
 }
 
+/// Checks `--redis-url` at start: any form of protocol.md §3, or an error
+/// that names them.
+fn redis_url(url: &str) -> Result<String, String> {
+    weir_store::redis::RedisUrl::parse(url)
+        .map(|_| url.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("NATS: {0}")]
@@ -102,7 +113,7 @@ pub async fn connect(
     let store = RedisStore::connect(&config.redis_url, config.retention)
         .await
         .map_err(|source| ConnectError::Store {
-            url: config.redis_url.clone(),
+            url: weir_store::redis::url::redact(&config.redis_url),
             source,
         })?;
     Ok((bus, Arc::new(store)))
@@ -160,6 +171,23 @@ mod tests {
         for bad in ["0", "6", "three"] {
             assert!(parse(&["--replicas", bad]).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn every_redis_deployment_url_is_accepted_and_a_bad_one_names_the_forms() {
+        for url in [
+            "redis://r:6379/1",
+            "rediss://:pw@r:6380",
+            "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster?db=1",
+            "redis+cluster://n1:7000,n2:7000,n3:7000",
+        ] {
+            assert_eq!(parse(&["--redis-url", url]).unwrap().redis_url, url);
+        }
+        let e = parse(&["--redis-url", "redis+sentinel://s1:26379"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no master name"), "{e}");
+        assert!(e.contains("redis+cluster://"), "{e}");
     }
 
     #[tokio::test]
