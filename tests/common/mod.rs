@@ -21,6 +21,7 @@ pub mod nats_cluster;
 pub mod nats_conf;
 pub mod prometheus;
 pub mod queries;
+pub mod redis_ha;
 
 pub const SECRET: &str = "e2e-test-secret";
 
