@@ -212,7 +212,9 @@ async fn the_store_conforms_on_a_sentinel_deployment() {
     let dir = scratch("redis-sentinel-conformance");
     let sentinel = tokio::task::block_in_place(|| Sentinel::start(&dir));
     let retention = Duration::from_secs(1);
-    let store = RedisStore::connect(&sentinel.url(), retention).await.unwrap();
+    let store = RedisStore::connect(&sentinel.url(), retention)
+        .await
+        .unwrap();
     weir_store::conformance::all(&store, "sentinel-", retention).await;
 }
 
@@ -221,7 +223,9 @@ async fn the_store_conforms_on_a_redis_cluster() {
     let dir = scratch("redis-cluster-conformance");
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(&dir));
     let retention = Duration::from_secs(1);
-    let store = RedisStore::connect(&cluster.url(), retention).await.unwrap();
+    let store = RedisStore::connect(&cluster.url(), retention)
+        .await
+        .unwrap();
     weir_store::conformance::all(&store, "cluster-", retention).await;
 }
 
@@ -232,10 +236,8 @@ async fn a_sentinel_failover_mid_stream_loses_nothing_and_weir_follows_the_new_m
     let stack = Stack::start(&dir, sentinel.url());
     let done = create_tokens(&stack.edges[0], 20, 0.0, 99).await;
     wait_ended(&stack.edges[0], &done, MINUTE).await;
-    let sessions: Vec<Session> = join_all(
-        (0..6).map(|i| create_tokens(&stack.edges[i % 2], TOKENS, 50.0, i as u64)),
-    )
-    .await;
+    let sessions: Vec<Session> =
+        join_all((0..6).map(|i| create_tokens(&stack.edges[i % 2], TOKENS, 50.0, i as u64))).await;
 
     let old_port = sentinel.master_port();
     let fault = async {
@@ -243,13 +245,24 @@ async fn a_sentinel_failover_mid_stream_loses_nothing_and_weir_follows_the_new_m
         tokio::task::block_in_place(|| sentinel.master().kill9());
         let killed = Instant::now();
         let first = create_when_back(&stack.edges[1], BACK_WITHIN).await;
-        eprintln!("creating sessions again {:?} after the kill", killed.elapsed());
-        assert_ne!(sentinel.master_port(), old_port, "created on the dead master");
+        eprintln!(
+            "creating sessions again {:?} after the kill",
+            killed.elapsed()
+        );
+        assert_ne!(
+            sentinel.master_port(),
+            old_port,
+            "created on the dead master"
+        );
         // The old master comes back (empty) 10 s after it died, and the
         // sentinels make it a replica of the new one.
         tokio::time::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed())).await;
         tokio::task::block_in_place(|| {
-            let old = sentinel.servers.iter_mut().find(|s| s.port == old_port).unwrap();
+            let old = sentinel
+                .servers
+                .iter_mut()
+                .find(|s| s.port == old_port)
+                .unwrap();
             old.restart();
             wait_until("the old master never became a replica", MINUTE, || {
                 old.role() == "slave"
@@ -290,10 +303,8 @@ async fn on_a_redis_cluster_sessions_work_across_slots_and_survive_a_master_kill
 
     let done = create_tokens(&stack.edges[0], 20, 0.0, 99).await;
     wait_ended(&stack.edges[0], &done, MINUTE).await;
-    let sessions: Vec<Session> = join_all(
-        (0..6).map(|i| create_tokens(&stack.edges[i % 2], TOKENS, 50.0, i as u64)),
-    )
-    .await;
+    let sessions: Vec<Session> =
+        join_all((0..6).map(|i| create_tokens(&stack.edges[i % 2], TOKENS, 50.0, i as u64))).await;
     let masters: BTreeSet<u16> = tokio::task::block_in_place(|| {
         sessions
             .iter()
@@ -312,10 +323,17 @@ async fn on_a_redis_cluster_sessions_work_across_slots_and_survive_a_master_kill
         });
         let killed = Instant::now();
         let first = create_when_back(&stack.edges[1], BACK_WITHIN).await;
-        eprintln!("creating sessions again {:?} after the kill", killed.elapsed());
+        eprintln!(
+            "creating sessions again {:?} after the kill",
+            killed.elapsed()
+        );
         tokio::task::block_in_place(|| {
             assert_ne!(cluster.master_of(&doomed_key).port, killed_port);
-            let old = cluster.servers.iter_mut().find(|s| s.port == killed_port).unwrap();
+            let old = cluster
+                .servers
+                .iter_mut()
+                .find(|s| s.port == killed_port)
+                .unwrap();
             old.restart();
             cluster.wait_ok(MINUTE);
         });

@@ -105,7 +105,11 @@ pub struct Sentinel {
 impl Sentinel {
     pub fn start(dir: &Path) -> Sentinel {
         let master = Server::start(dir, "redis-a", &[]);
-        let replica_of = vec!["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()];
+        let replica_of = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ];
         let replica = Server::start(dir, "redis-b", &replica_of);
         wait_until("the replica never synced", Duration::from_secs(20), || {
             cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
@@ -151,7 +155,10 @@ impl Sentinel {
             self.sentinel_ports[0],
             &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
         );
-        addr.lines().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0)
+        addr.lines()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The server the sentinels name master now.

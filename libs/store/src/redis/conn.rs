@@ -131,9 +131,8 @@ impl Target {
                 return Ok(conn);
             }
         };
-        let mut conn = Conn::Server(
-            ConnectionManager::new_with_config(client, connection_config()).await?,
-        );
+        let mut conn =
+            Conn::Server(ConnectionManager::new_with_config(client, connection_config()).await?);
         is_master(&mut conn).await?;
         Ok(conn)
     }

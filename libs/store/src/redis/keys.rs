@@ -126,7 +126,10 @@ mod tests {
     fn the_bucket_of_an_id_never_changes() {
         // Changing it would orphan every stored session: pinned here.
         let id = SessionId::parse("abc").unwrap();
-        assert_eq!(state(&id), format!("weir:{{b{:02}}}:s:abc", Bucket::of(&id).0));
+        assert_eq!(
+            state(&id),
+            format!("weir:{{b{:02}}}:s:abc", Bucket::of(&id).0)
+        );
         assert_eq!(Bucket::of(&id), Bucket((0x1a47_e90b_u32 % 32) as u16));
     }
 }

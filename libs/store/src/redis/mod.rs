@@ -188,10 +188,7 @@ fn entry_id(entry: &str) -> Option<SessionId> {
         .and_then(|(_, id)| SessionId::parse(id).ok())
 }
 
-fn field<T: std::str::FromStr>(
-    map: &HashMap<String, String>,
-    k: &str,
-) -> Option<T> {
+fn field<T: std::str::FromStr>(map: &HashMap<String, String>, k: &str) -> Option<T> {
     map.get(k).and_then(|v| v.parse().ok())
 }
 
@@ -223,10 +220,7 @@ fn encode(state: &SessionState) -> Vec<(&'static str, String)> {
     fields
 }
 
-fn decode(
-    id: &SessionId,
-    map: HashMap<String, String>,
-) -> Result<SessionState, StoreError> {
+fn decode(id: &SessionId, map: HashMap<String, String>) -> Result<SessionState, StoreError> {
     let status = map
         .get("status")
         .and_then(|s| Status::parse(s))
@@ -290,8 +284,7 @@ impl SessionStore for RedisStore {
     ) -> Result<Page, StoreError> {
         let max = cursor.map_or_else(|| "+".to_owned(), |c| format!("({c}"));
         let conn = self.conn()?;
-        let reads = Bucket::all()
-            .map(|b| self.list_bucket(b, status, limit, &max, conn.clone()));
+        let reads = Bucket::all().map(|b| self.list_bucket(b, status, limit, &max, conn.clone()));
         let mut merged = Vec::new();
         let mut more = false;
         for read in futures::future::join_all(reads).await {
@@ -306,7 +299,9 @@ impl SessionStore for RedisStore {
             more = true;
         }
         let mut page = Page {
-            next_cursor: more.then(|| merged.last().map(|(e, _)| e.clone())).flatten(),
+            next_cursor: more
+                .then(|| merged.last().map(|(e, _)| e.clone()))
+                .flatten(),
             ..Page::default()
         };
         for (entry, map) in merged {

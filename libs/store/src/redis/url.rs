@@ -39,7 +39,10 @@ pub enum RedisUrl {
         auth: Auth,
     },
     /// A Redis Cluster, discovered from any of `nodes`.
-    Cluster { nodes: Vec<(String, u16)>, auth: Auth },
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        auth: Auth,
+    },
 }
 
 /// Credentials for the data nodes (never the sentinels').
@@ -55,9 +58,7 @@ impl RedisUrl {
             url: redact(url),
             problem: problem.to_owned(),
         };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| fail("no scheme"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| fail("no scheme"))?;
         match scheme {
             "redis" | "rediss" | "unix" | "redis+unix" => {
                 redis::Client::open(url).map_err(|e| fail(&e.to_string()))?;
@@ -273,7 +274,10 @@ mod tests {
             panic!("not a cluster URL")
         };
         assert_eq!(nodes, hosts(&[("n1", 7000), ("n2", 6379)]));
-        assert_eq!((auth.username, auth.password.as_deref()), (None, Some("pw")));
+        assert_eq!(
+            (auth.username, auth.password.as_deref()),
+            (None, Some("pw"))
+        );
     }
 
     #[test]
