@@ -230,6 +230,28 @@ async fn the_store_conforms_on_a_redis_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_server_url_naming_a_replica_or_a_sentinel_is_refused_at_start() {
+    let dir = scratch("redis-not-a-master");
+    let sentinel = tokio::task::block_in_place(|| Sentinel::start(&dir));
+    let replica = sentinel
+        .servers
+        .iter()
+        .find(|s| s.role() == "slave")
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{}", replica.port);
+    let e = RedisStore::connect(&url, MINUTE).await.err().unwrap();
+    assert!(e.to_string().contains("a replica, not the master"), "{e}");
+    let url = format!("redis://127.0.0.1:{}", sentinel.sentinel_ports[0]);
+    let e = RedisStore::connect(&url, MINUTE).await.err().unwrap();
+    assert!(e.to_string().contains("use redis+sentinel://"), "{e}");
+    let e = RedisStore::connect("redis+sentinel://127.0.0.1:1", MINUTE)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no master name"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_mid_stream_loses_nothing_and_weir_follows_the_new_master() {
     let dir = scratch("redis-sentinel-failover");
     let mut sentinel = tokio::task::block_in_place(|| Sentinel::start(&dir));
@@ -316,26 +338,52 @@ async fn on_a_redis_cluster_sessions_work_across_slots_and_survive_a_master_kill
     let doomed_key = state_key(&sessions[0]);
     let fault = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let killed_port = tokio::task::block_in_place(|| {
+        let (killed_port, doomed_slot) = tokio::task::block_in_place(|| {
+            let slot = cluster.keyslot(&doomed_key);
             let master = cluster.master_of(&doomed_key);
             master.kill9();
-            master.port
+            (master.port, slot)
         });
         let killed = Instant::now();
-        let first = create_when_back(&stack.edges[1], BACK_WITHIN).await;
+        // Sessions of the other masters' slots may be created all along:
+        // wait for one whose state lives in a slot the dead master served.
+        let first = loop {
+            let left = BACK_WITHIN.saturating_sub(killed.elapsed());
+            let s = create_when_back(
+                &stack.edges[killed.elapsed().as_millis() as usize % 2],
+                left,
+            )
+            .await;
+            let moved = tokio::task::block_in_place(|| {
+                let slot = cluster.keyslot(&state_key(&s));
+                let now = cluster.master_port_of_slot(slot);
+                now != killed_port && now == cluster.master_port_of_slot(doomed_slot)
+            });
+            if moved {
+                break s;
+            }
+            assert!(
+                killed.elapsed() < BACK_WITHIN,
+                "no session created on the dead master's slots within {BACK_WITHIN:?}"
+            );
+        };
         eprintln!(
-            "creating sessions again {:?} after the kill",
+            "a session on the dead master's slots {:?} after the kill",
             killed.elapsed()
         );
         tokio::task::block_in_place(|| {
-            assert_ne!(cluster.master_of(&doomed_key).port, killed_port);
             let old = cluster
                 .servers
-                .iter_mut()
-                .find(|s| s.port == killed_port)
+                .iter()
+                .position(|s| s.port == killed_port)
                 .unwrap();
-            old.restart();
+            cluster.servers[old].restart();
             cluster.wait_ok(MINUTE);
+            assert_eq!(
+                cluster.servers[old].role(),
+                "slave",
+                "the old master did not come back a replica"
+            );
         });
         first
     };

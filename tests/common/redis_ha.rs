@@ -268,14 +268,28 @@ impl RedisCluster {
         });
     }
 
-    /// The server serving `key`'s slot as master.
-    pub fn master_of(&mut self, key: &str) -> &mut Server {
-        let slot: u16 = cli(self.servers[0].port, &["CLUSTER", "KEYSLOT", key])
-            .trim()
+    /// A node that answers, to ask about the cluster.
+    fn live_port(&self) -> u16 {
+        self.servers
+            .iter()
+            .map(|s| s.port)
+            .find(|p| cli(*p, &["PING"]).trim() == "PONG")
+            .expect("no cluster node answers")
+    }
+
+    /// The slot of `key`.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let slot = cli(self.live_port(), &["CLUSTER", "KEYSLOT", key]);
+        slot.trim()
             .parse()
-            .unwrap();
-        let nodes = cli(self.servers[0].port, &["CLUSTER", "NODES"]);
-        let port: u16 = nodes
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// The port of the master that serves `slot`, as a live node sees it
+    /// (0 while none does).
+    pub fn master_port_of_slot(&self, slot: u16) -> u16 {
+        let nodes = cli(self.live_port(), &["CLUSTER", "NODES"]);
+        nodes
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
             .find(|l| {
@@ -288,7 +302,15 @@ impl RedisCluster {
             .and_then(|l| l.split(' ').nth(1))
             .and_then(|a| a.split(['@', ':']).nth(1))
             .and_then(|p| p.parse().ok())
-            .expect("a master serves the slot");
-        self.servers.iter_mut().find(|s| s.port == port).unwrap()
+            .unwrap_or(0)
+    }
+
+    /// The server serving `key`'s slot as master.
+    pub fn master_of(&mut self, key: &str) -> &mut Server {
+        let port = self.master_port_of_slot(self.keyslot(key));
+        self.servers
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("a master serves the slot")
     }
 }

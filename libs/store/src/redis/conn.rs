@@ -14,9 +14,9 @@
 //!
 //! For all three, an error that says Redis cannot serve now marks the store
 //! down ([`crate::health`]): operations fail at once while a probe, every
-//! [`PROBE_EVERY`], checks that what weir needs answers again — the master
-//! (`ROLE` says `master`) for one server or Sentinel, every bucket's slot
-//! for a cluster.
+//! [`PROBE_EVERY`], makes a new connection and checks that what weir needs
+//! answers — the master (`ROLE` does not say replica) for one server or
+//! Sentinel, every bucket's slot for a cluster — and swaps it in.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -161,22 +161,32 @@ fn cluster_client(nodes: &[(String, u16)], auth: &Auth) -> RedisResult<ClusterCl
     b.build()
 }
 
-/// `ROLE` says `master`: a demoted master (now a replica) is left.
+/// `ROLE` does not say the server is a replica: a demoted master is left.
+/// A server that refuses `ROLE` itself (an ACL user without `@admin`, a
+/// proxy in front of a managed Redis) is taken at its word: its writes
+/// will say `READONLY` if it is a replica.
 async fn is_master(conn: &mut Conn) -> RedisResult<()> {
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+    let role: Vec<redis::Value> = match redis::cmd("ROLE").query_async(conn).await {
+        Ok(role) => role,
+        Err(e) if !is_outage(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let name = match role.first() {
         Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(redis::Value::SimpleString(s)) => s.clone(),
         _ => String::new(),
     };
-    if name == "master" {
-        Ok(())
-    } else {
-        Err(RedisError::from((
+    match name.as_str() {
+        "slave" | "replica" => Err(RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-            "the server is not a master",
+            "the server is a replica, not the master",
             format!("ROLE says {name:?}"),
-        )))
+        ))),
+        "sentinel" => Err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "the server is a sentinel: use redis+sentinel://<sentinels>/<master name>",
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -247,16 +257,12 @@ impl Shared {
     }
 
     /// One probe: a new connection to the master (looked up again through
-    /// the sentinels), or the cluster's buckets answering.
+    /// the sentinels), or to the cluster (its topology read again) with
+    /// every bucket answering. A new one, because the old one may be stuck
+    /// on a dead node: measured, a cluster connection whose requests timed
+    /// out during a failover kept failing after the cluster had healed.
     async fn try_again(&self) -> RedisResult<()> {
-        let conn = match &self.target {
-            Target::Cluster(_) => {
-                let mut conn = self.conn.read().expect("conn lock").clone();
-                every_bucket_answers(&mut conn).await?;
-                conn
-            }
-            _ => self.target.connect().await?,
-        };
+        let conn = self.target.connect().await?;
         *self.conn.write().expect("conn lock") = conn;
         Ok(())
     }
