@@ -229,6 +229,46 @@ async fn the_store_conforms_on_a_redis_cluster() {
     weir_store::conformance::all(&store, "cluster-", retention).await;
 }
 
+#[test]
+fn a_bad_redis_url_stops_a_node_at_start_in_one_line_naming_the_accepted_forms() {
+    let rows = [
+        ("redis+sentinel://:hunter2@s1:26379", "no master name"),
+        ("redis+cluster://:hunter2@n1:7000/0", "no path or query"),
+        ("http://:hunter2@redis:6379", "unknown scheme"),
+    ];
+    for (role, listen) in [("edge", "--listen"), ("producer", "--metrics-listen")] {
+        for (url, problem) in rows {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+                .args([role, listen, "127.0.0.1:0"])
+                .env("WEIR_REDIS_URL", url)
+                .env("WEIR_SECRET", SECRET)
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+            assert_eq!(out.status.code(), Some(1), "{role} {url}: {err}");
+            assert_eq!(err.lines().count(), 1, "{role} {url}: {err}");
+            assert!(
+                err.starts_with("error: --redis-url / WEIR_REDIS_URL: "),
+                "{err}"
+            );
+            assert!(err.contains(problem), "{role} {url}: {err}");
+            for form in [
+                "redis://",
+                "rediss://",
+                "redis+sentinel://",
+                "redis+cluster://",
+            ] {
+                assert!(
+                    err.contains(form),
+                    "{role} {url}: {err} does not name {form}"
+                );
+            }
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_server_url_naming_a_replica_or_a_sentinel_is_refused_at_start() {
     let dir = scratch("redis-not-a-master");
