@@ -123,6 +123,23 @@ mod tests {
     }
 
     #[test]
+    fn every_status_has_its_index() {
+        // A new status fails to compile here until it is added to STATUSES
+        // (the scripts receive one index key per entry).
+        let place = |s: Status| match s {
+            Status::Queued => 0,
+            Status::Streaming => 1,
+            Status::Paused => 2,
+            Status::Completed => 3,
+            Status::Cancelled => 4,
+            Status::Failed => 5,
+        };
+        for (i, s) in STATUSES.iter().enumerate() {
+            assert_eq!(place(*s), i, "{s:?}");
+        }
+    }
+
+    #[test]
     fn the_bucket_of_an_id_never_changes() {
         // Changing it would orphan every stored session: pinned here.
         let id = SessionId::parse("abc").unwrap();
