@@ -284,6 +284,11 @@ async fn a_one_server_url_naming_a_replica_or_a_sentinel_is_refused_at_start() {
     let url = format!("redis://127.0.0.1:{}", sentinel.sentinel_ports[0]);
     let e = RedisStore::connect(&url, MINUTE).await.err().unwrap();
     assert!(e.to_string().contains("use redis+sentinel://"), "{e}");
+    // rediss:// is built in (rustls, with its crypto provider): against a
+    // server without TLS the handshake cannot finish, an error, not a panic.
+    let url = format!("rediss://127.0.0.1:{}", replica.port);
+    let e = RedisStore::connect(&url, MINUTE).await.err().unwrap();
+    assert!(e.is_unavailable(), "{e}");
     let e = RedisStore::connect("redis+sentinel://127.0.0.1:1", MINUTE)
         .await
         .err()
