@@ -821,7 +821,7 @@ fn sentinel_conf_runs(conf: &str, port: u16, master: &str) {
     use common::redis_ha::{cli, wait_until};
     let dir = common::scratch("compose-sentinel");
     let master_port = common::free_port();
-    let mut cmd = std::process::Command::new("/usr/bin/redis-server");
+    let mut cmd = std::process::Command::new(common::redis_ha::redis_server());
     cmd.args([
         "--port",
         &master_port.to_string(),
@@ -844,7 +844,7 @@ fn sentinel_conf_runs(conf: &str, port: u16, master: &str) {
         );
     let path = dir.join("sentinel.conf");
     std::fs::write(&path, local).unwrap();
-    let mut cmd = std::process::Command::new("/usr/bin/redis-server");
+    let mut cmd = std::process::Command::new(common::redis_ha::redis_server());
     cmd.arg(&path).arg("--sentinel");
     let _sentinel = common::Proc::spawn_logged("sentinel", cmd, dir.join("sentinel.log"));
     common::wait_port(sentinel_port, "redis-sentinel");

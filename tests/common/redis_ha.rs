@@ -11,8 +11,13 @@ use super::{free_port, wait_port, Proc};
 
 pub const MASTER_NAME: &str = "weir";
 
-fn redis_server() -> &'static str {
-    "/usr/bin/redis-server"
+/// Debian's, or whichever is on `PATH`.
+pub fn redis_server() -> &'static str {
+    if Path::new("/usr/bin/redis-server").exists() {
+        "/usr/bin/redis-server"
+    } else {
+        "redis-server"
+    }
 }
 
 /// `redis-cli -p <port> <args>`'s output (empty if it failed).
