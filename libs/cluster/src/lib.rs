@@ -27,7 +27,10 @@ pub struct ClusterConfig {
     #[arg(long, env = "WEIR_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
-    /// Redis holding session state and leases.
+    /// Redis holding session state and leases: one server
+    /// (`redis://`, `rediss://`), Sentinel (`redis+sentinel://h1:p1,h2:p2/<master>`)
+    /// or Cluster (`redis+cluster://h1:p1,h2:p2`).
+    /// Checked by [`connect`] before anything connects.
     #[arg(long, env = "WEIR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// This node's id (default: <role>-<host>-<pid>).
@@ -86,6 +89,9 @@ impl ClusterConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// Not clap's own check: it would echo the URL, password included.
+    #[error("--redis-url / WEIR_REDIS_URL: {0}")]
+    RedisUrl(#[from] weir_store::redis::UrlError),
     #[error("NATS: {0}")]
     Bus(#[from] BusError),
     #[error("Redis at {url}: {source}")]
@@ -98,11 +104,13 @@ pub async fn connect(
     config: &ClusterConfig,
     node: &str,
 ) -> Result<(Bus, Arc<dyn SessionStore>), ConnectError> {
+    // A wrong Redis URL is refused at once, not after waiting for NATS.
+    weir_store::redis::RedisUrl::parse(&config.redis_url)?;
     let bus = Bus::nats(&config.nats_url, node, config.bus()).await?;
     let store = RedisStore::connect(&config.redis_url, config.retention)
         .await
         .map_err(|source| ConnectError::Store {
-            url: config.redis_url.clone(),
+            url: weir_store::redis::url::redact(&config.redis_url),
             source,
         })?;
     Ok((bus, Arc::new(store)))
@@ -160,6 +168,21 @@ mod tests {
         for bad in ["0", "6", "three"] {
             assert!(parse(&["--replicas", bad]).is_err(), "{bad} accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_redis_url_is_refused_before_connecting_naming_the_forms() {
+        let mut config = ClusterConfig::local();
+        // Nothing listens here: the URL must be refused before NATS is tried.
+        config.nats_url = vec!["nats://127.0.0.1:1".into()];
+        config.redis_url = "redis+sentinel://:hunter2@s1:26379".into();
+        let e = connect(&config, "n").await.err().unwrap().to_string();
+        assert!(e.starts_with("--redis-url / WEIR_REDIS_URL: "), "{e}");
+        assert!(e.contains("no master name"), "{e}");
+        assert!(e.contains("redis+cluster://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let url = "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster?db=1";
+        assert_eq!(parse(&["--redis-url", url]).unwrap().redis_url, url);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The behaviour every [`SessionStore`] must have; the memory store runs it
-//! here, the Redis store in the end-to-end tests against a real `redis-server`.
+//! here, the Redis store in the end-to-end tests against real `redis-server`
+//! processes as one server (`tests/streaming.rs`), Sentinel and Cluster
+//! (`tests/redis_ha.rs`).
 
 use std::time::Duration;
 

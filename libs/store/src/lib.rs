@@ -3,8 +3,8 @@
 //! owns the run with its lease, the client's acknowledged seq and the last
 //! control op asked for.
 //!
-//! [`SessionStore`] is the seam; [`redis`] is the real implementation (key
-//! layout in its module docs), [`memory`] the in-process one with the same
+//! [`SessionStore`] is the seam; [`redis`] is the real implementation for
+//! one server, Sentinel or Cluster (key layout in its module docs), [`memory`] the in-process one with the same
 //! semantics (expiry, leases, monotonic cursors, ended is final), and
 //! [`conformance`] the checks both pass. [`health`] tracks whether the store
 //! can be reached, so that an outage is logged once and callers fall back on
@@ -30,6 +30,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt session state: {0}")]
     Corrupt(String),
+    /// `WEIR_REDIS_URL` is none of the accepted forms (the message names them).
+    #[error("{0}")]
+    BadUrl(String),
 }
 
 impl StoreError {
