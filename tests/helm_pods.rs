@@ -2,7 +2,8 @@
 //! Deployments are started as real processes (their command, args and
 //! environment from the rendered YAML, secrets from the rendered or the
 //! user's Secret, `WEIR_NODE_ID` from the pod's name) against real
-//! nats-server and redis-server processes, and sessions stream through
+//! nats-server and redis-server processes (a Sentinel deployment for the
+//! production set), and sessions stream through
 //! them. A chart that configures weir wrongly fails here.
 //!
 //! Every pod has an address of its own in Kubernetes; on one machine each
@@ -70,15 +71,9 @@ async fn create_with(edge: &Node, key: &str, tokens: u64, rate: f64) -> Session 
 
 /// Keys weir wrote into this Redis (not the machine's own on 6379, where a
 /// node without `WEIR_REDIS_URL` would write).
-fn weir_keys(redis: &Redis) -> usize {
+fn weir_keys(port: u16) -> usize {
     let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "--scan",
-            "--pattern",
-            "weir:*",
-        ])
+        .args(["-p", &port.to_string(), "--scan", "--pattern", "weir:*"])
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).lines().count()
@@ -152,7 +147,7 @@ async fn the_default_chart_pods_stream_a_session_with_the_generated_api_key() {
         "WEIR_NODE_ID is the pod's name"
     );
     assert!(
-        weir_keys(&redis) > 0,
+        weir_keys(redis.port) > 0,
         "the session is not in the chart's Redis"
     );
     let ids = node_ids(edge, &key).await;
@@ -169,16 +164,17 @@ async fn the_default_chart_pods_stream_a_session_with_the_generated_api_key() {
 async fn the_production_pods_stream_over_a_three_node_r3_cluster_with_the_users_secret() {
     let dir = scratch("helm-production");
     let cluster = NatsCluster::start(&dir);
-    let redis = Redis::start(&dir);
+    // Redis as the production example has it: Sentinel (a master, a
+    // replica, three sentinels), named by the Secret's redis+sentinel:// URL.
+    let sentinel = common::redis_ha::Sentinel::start(&dir);
     let key = "production-api-key-0123456789abcdef";
-    // The Secret the production example asks the user to create (the
-    // Sentinel URL of the example becomes this machine's one Redis).
+    // The Secret the production example asks the user to create.
     let user = user_secret(
         "weir-keys",
         &[
             ("secret", &"p".repeat(48)),
             ("api-key", key),
-            ("redis-url", &redis.url()),
+            ("redis-url", &sentinel.url()),
         ],
     );
     let values = values_file(PRODUCTION);
@@ -235,8 +231,8 @@ async fn the_production_pods_stream_over_a_three_node_r3_cluster_with_the_users_
     let ids = node_ids(&edges[0], key).await;
     assert_eq!(ids.len(), 5, "{ids:?}");
     assert!(
-        weir_keys(&redis) > 0,
-        "the sessions are not in the Secret's Redis"
+        weir_keys(sentinel.master_port()) > 0,
+        "the sessions are not in the Sentinel deployment's master"
     );
 }
 
