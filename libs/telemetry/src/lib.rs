@@ -53,9 +53,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let mut builder = PrometheusBuilder::new();
-        for (name, buckets) in names::HISTOGRAMS {
+        for (name, buckets) in names::histograms() {
             builder = builder
-                .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
                 .expect("bucket lists are not empty");
         }
         let recorder = builder.build_recorder();

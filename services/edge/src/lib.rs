@@ -256,7 +256,7 @@ pub async fn main(config: EdgeConfig) -> anyhow::Result<()> {
     weir_telemetry::init_tracing(config.log_format);
     config.validate().map_err(anyhow::Error::msg)?;
     weir_telemetry::prometheus();
-    names::zero(names::EDGE_SERIES);
+    names::zero(names::Role::Edge);
     let node = config.node_id();
     // A taken address fails at once, before waiting for NATS.
     let listener = weir_cluster::bind(config.listen, "--listen / WEIR_LISTEN").await?;

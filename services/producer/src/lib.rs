@@ -167,7 +167,7 @@ async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationT
 pub async fn main(config: ProducerConfig) -> anyhow::Result<()> {
     weir_telemetry::init_tracing(config.log_format);
     weir_telemetry::prometheus();
-    weir_telemetry::names::zero(weir_telemetry::names::PRODUCER_SERIES);
+    weir_telemetry::names::zero(weir_telemetry::names::Role::Producer);
     let node = config.node_id();
     // A taken address fails at once, before waiting for NATS.
     let listener = weir_cluster::bind(
