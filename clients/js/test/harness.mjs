@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
 export const WEIR_BIN = process.env.WEIR_BIN || path.join(REPO, 'target/debug/weir');
-export const SECRET = 'test-secret';
+export const SECRET = 'js-test-secret-0123456789abcdef-0123';
 /** The pinned nats-server of scripts/setup.sh, or $WEIR_NATS_SERVER. */
 export const NATS_SERVER = process.env.WEIR_NATS_SERVER || path.join(REPO, '.tools/bin/nats-server');
 

@@ -29,6 +29,16 @@ pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
 pub const SESSIONS_RATE_LIMITED: &str = "weir_edge_sessions_rate_limited_total";
 pub const HEADER_TIMEOUTS: &str = "weir_edge_header_timeouts_total";
 pub const WRITE_STALLS: &str = "weir_edge_write_stalls_total";
+/// 1 while the identity provider's JWK set answers, 0 while it fails
+/// (only on edges with `--jwks-url`).
+pub const JWKS_UP: &str = "weir_edge_jwks_up";
+/// Usable keys in the cached JWK set.
+pub const JWKS_KEYS: &str = "weir_edge_jwks_keys";
+/// Fetches of the JWK set, by `result` (`ok`, `error`).
+pub const JWKS_FETCHES: &str = "weir_edge_jwks_fetches_total";
+/// Tokens naming an unknown `kid` that did not fetch the set: one was
+/// fetched less than `--jwks-min-refresh` ago.
+pub const JWKS_REFRESHES_LIMITED: &str = "weir_edge_jwks_refreshes_limited_total";
 /// Tokio tasks alive in the edge's process, read at each scrape (a leak shows as growth).
 pub const EDGE_TASKS: &str = "weir_edge_tasks";
 
@@ -201,6 +211,16 @@ pub fn describe() {
     describe_counter!(CLOSES, "WebSocket closes sent, by code");
     describe_counter!(SLOW_CONSUMERS, "Connections closed with 4008");
     describe_counter!(AUTH_FAILURES, "Requests refused for a bad token or API key");
+    describe_gauge!(
+        JWKS_UP,
+        "1 while the identity provider's JWK set answers, 0 while it fails"
+    );
+    describe_gauge!(JWKS_KEYS, "Usable keys in the cached JWK set");
+    describe_counter!(JWKS_FETCHES, "Fetches of the JWK set, by result");
+    describe_counter!(
+        JWKS_REFRESHES_LIMITED,
+        "Unknown-kid tokens that did not fetch the JWK set (rate limit)"
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP API requests, by route and status");
     describe_counter!(SESSIONS_CREATED, "Sessions created through the API");
     describe_counter!(
