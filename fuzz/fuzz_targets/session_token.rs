@@ -8,6 +8,8 @@
 //! session until it expires; a changed byte or another key is refused.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 use weir_protocol::{PublicKeys, SessionId, TokenError, TokenKey};
@@ -28,25 +30,60 @@ fn id(s: &str) -> SessionId {
     SessionId::parse(s).expect("a valid id")
 }
 
+type Signer = (Algorithm, Option<&'static str>, EncodingKey);
+
+/// The first secret and the provider's RSA, P-256 and Ed25519 keys, parsed once.
+fn signers() -> &'static [Signer; 4] {
+    static SIGNERS: OnceLock<[Signer; 4]> = OnceLock::new();
+    SIGNERS.get_or_init(|| {
+        [
+            (Algorithm::HS256, None, EncodingKey::from_secret(SECRET)),
+            (
+                Algorithm::RS256,
+                Some("rsa-1"),
+                EncodingKey::from_rsa_pem(include_bytes!("../../libs/protocol/tests/keys/rsa.pem"))
+                    .unwrap(),
+            ),
+            (
+                Algorithm::ES256,
+                Some("ec-1"),
+                EncodingKey::from_ec_pem(include_bytes!("../../libs/protocol/tests/keys/ec.pem"))
+                    .unwrap(),
+            ),
+            (
+                Algorithm::EdDSA,
+                Some("ed-1"),
+                EncodingKey::from_ed_pem(include_bytes!("../../libs/protocol/tests/keys/ed.pem"))
+                    .unwrap(),
+            ),
+        ]
+    })
+}
+
 /// A token for `sub` until `exp`: HS256 by the first secret (`which` 0) or
 /// by the provider's RSA, P-256 or Ed25519 key.
 fn mint(which: u8, sub: &str, exp: u64) -> String {
-    let (alg, kid, key) = match which % 4 {
-        0 => (Algorithm::HS256, None, EncodingKey::from_secret(SECRET)),
-        1 => (Algorithm::RS256, Some("rsa-1"), EncodingKey::from_rsa_pem(include_bytes!("../../libs/protocol/tests/keys/rsa.pem")).unwrap()),
-        2 => (Algorithm::ES256, Some("ec-1"), EncodingKey::from_ec_pem(include_bytes!("../../libs/protocol/tests/keys/ec.pem")).unwrap()),
-        _ => (Algorithm::EdDSA, Some("ed-1"), EncodingKey::from_ed_pem(include_bytes!("../../libs/protocol/tests/keys/ed.pem")).unwrap()),
-    };
-    let mut header = Header::new(alg);
+    let (alg, kid, key) = &signers()[usize::from(which % 4)];
+    let mut header = Header::new(*alg);
     header.kid = kid.map(str::to_owned);
     let claims = serde_json::json!({"sub": sub, "exp": exp});
-    jsonwebtoken::encode(&header, &claims, &key).expect("signing")
+    jsonwebtoken::encode(&header, &claims, key).expect("signing")
+}
+
+/// The verifier under test: a rotation's two secrets and the test JWK set.
+fn verifier() -> &'static (TokenKey, PublicKeys) {
+    static VERIFIER: OnceLock<(TokenKey, PublicKeys)> = OnceLock::new();
+    VERIFIER.get_or_init(|| {
+        (
+            TokenKey::from_secrets([SECRET, OLD]).unwrap(),
+            PublicKeys::parse("https://idp/jwks", SET).unwrap(),
+        )
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let key = TokenKey::from_secrets([SECRET, OLD]).unwrap();
-    let provider = PublicKeys::parse("https://idp/jwks", SET).unwrap();
-    let verify = |token: &str, s: &SessionId| key.verify_subject(token, s.as_str(), Some(&provider));
+    let (key, provider) = verifier();
+    let verify = |token: &str, s: &SessionId| key.verify_subject(token, s.as_str(), Some(provider));
     let text = String::from_utf8_lossy(data);
     let (session, token) = text.split_once('\n').unwrap_or(("s", &text));
     let session = SessionId::parse(session).unwrap_or_else(|_| id("s"));
