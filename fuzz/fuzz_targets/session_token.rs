@@ -102,7 +102,11 @@ fuzz_target!(|data: &[u8]| {
         ..=-2 => Err(TokenError::Expired),
         _ => return,
     };
-    let minted = mint(which, session.as_str(), (unix_now() + i64::from(ttl)).max(0) as u64);
+    let minted = mint(
+        which,
+        session.as_str(),
+        (unix_now() + i64::from(ttl)).max(0) as u64,
+    );
     assert_eq!(verify(&minted, &session), expected);
     if expected.is_ok() {
         assert_eq!(verify(&minted, &other), Err(TokenError::WrongSession));

@@ -9,7 +9,7 @@ use weir_telemetry::LogFormat;
 
 /// The keys of session tokens (protocol.md §4 "Keys"), the same on every
 /// edge; `weir dev` takes them too.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct KeysConfig {
     /// HS256 secrets, comma-separated, each at least 32 bytes: the first
     /// signs the tokens this edge issues, every one verifies. To rotate, put
@@ -38,6 +38,20 @@ pub struct KeysConfig {
     /// When set, every token's `aud` must name this.
     #[arg(long, env = "WEIR_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+}
+
+/// The secrets never reach a log.
+impl std::fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("secret", &format!("<{} redacted>", self.secret.len()))
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .finish()
+    }
 }
 
 impl KeysConfig {
@@ -248,5 +262,67 @@ impl EdgeConfig {
         let high = ((cap * self.high_watermark).ceil() as usize).clamp(1, self.conn_buffer);
         let low = ((cap * self.low_watermark).floor() as usize).min(high - 1);
         (high, low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        keys: KeysConfig,
+    }
+
+    const NEW: &str = "the-new-secret-0123456789abcdef-0123";
+    const OLD: &str = "the-old-secret-0123456789abcdef-0123";
+
+    fn keys(args: &[&str]) -> KeysConfig {
+        Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
+            .unwrap()
+            .keys
+    }
+
+    #[test]
+    fn comma_separated_secrets_are_a_rotation_whose_first_signs() {
+        let k = keys(&["--secret", &format!("{NEW},{OLD}")]);
+        assert_eq!(k.secret, [NEW, OLD]);
+        let key = k.token_key().unwrap();
+        let id = weir_protocol::SessionId::parse("a").unwrap();
+        let issued = key.issue(&id, 60);
+        assert!(TokenKey::new(NEW.as_bytes())
+            .unwrap()
+            .verify(&issued, &id)
+            .is_ok());
+        assert!(TokenKey::new(OLD.as_bytes())
+            .unwrap()
+            .verify(&issued, &id)
+            .is_err());
+    }
+
+    #[test]
+    fn bad_key_settings_are_refused_with_what_to_change() {
+        let short = keys(&["--secret", &format!("{NEW},short")]).validate();
+        assert!(short.unwrap_err().contains("at least 32 bytes"));
+        assert!(keys(&[]).validate().unwrap_err().contains("WEIR_SECRET"));
+        for url in ["not a url", "ftp://idp/jwks"] {
+            let e = keys(&["--secret", NEW, "--jwks-url", url])
+                .validate()
+                .unwrap_err();
+            assert!(e.contains("--jwks-url"), "{e}");
+        }
+        let e = keys(&["--secret", NEW, "--jwks-min-refresh", "0s"]).validate();
+        assert!(e.is_err());
+        assert!(keys(&["--secret", NEW, "--jwks-url", "https://idp/jwks"])
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn secrets_are_not_in_the_debug_output() {
+        let shown = format!("{:?}", keys(&["--secret", &format!("{NEW},{OLD}")]));
+        assert!(!shown.contains(NEW) && !shown.contains(OLD), "{shown}");
     }
 }
