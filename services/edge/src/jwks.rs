@@ -130,31 +130,31 @@ impl Jwks {
     }
 
     /// One fetch; the cached set is replaced only by a good one, so a
-    /// provider that is briefly down logs nobody out.
+    /// provider that is briefly down logs nobody out. The log line comes
+    /// first: whoever sees the new state can find it in the log.
     async fn fetch(&self) -> bool {
         match self.get().await {
             Ok(set) => {
-                let count = set.len();
-                let skipped = set.skipped();
+                let (count, skipped) = (set.len(), set.skipped());
+                if self.health().state != "ok" || skipped > 0 {
+                    tracing::info!(url = %self.url, keys = count, skipped, "JWK set loaded");
+                }
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-                let was = self.update_health(Ok(count));
+                self.update_health(Ok(count));
                 metrics::counter!(names::JWKS_FETCHES, "result" => "ok").increment(1);
                 metrics::gauge!(names::JWKS_UP).set(1.0);
                 metrics::gauge!(names::JWKS_KEYS).set(count as f64);
-                if was != "ok" || skipped > 0 {
-                    tracing::info!(url = %self.url, keys = count, skipped, "JWK set loaded");
-                }
                 true
             }
             Err(e) => {
-                self.update_health(Err(e.to_string()));
-                metrics::counter!(names::JWKS_FETCHES, "result" => "error").increment(1);
-                metrics::gauge!(names::JWKS_UP).set(0.0);
                 tracing::warn!(
                     url = %self.url, error = %e,
                     "JWK set unreachable: tokens of the identity provider are checked against the \
                      keys last fetched (none before the first success); HS256 tokens are served"
                 );
+                self.update_health(Err(e.to_string()));
+                metrics::counter!(names::JWKS_FETCHES, "result" => "error").increment(1);
+                metrics::gauge!(names::JWKS_UP).set(0.0);
                 false
             }
         }
@@ -175,10 +175,9 @@ impl Jwks {
         Ok(PublicKeys::parse(&self.url, &body)?)
     }
 
-    /// Records a fetch's outcome; returns the state before it.
-    fn update_health(&self, outcome: Result<usize, String>) -> &'static str {
+    /// Records a fetch's outcome.
+    fn update_health(&self, outcome: Result<usize, String>) {
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let was = h.state;
         match outcome {
             Ok(keys) => {
                 h.state = "ok";
@@ -194,6 +193,5 @@ impl Jwks {
                 h.error = Some(e);
             }
         }
-        was
     }
 }
