@@ -413,6 +413,34 @@ async fn a_flood_of_unknown_kids_fetches_the_set_at_most_once_per_min_refresh() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_breaks_later_leaves_the_keys_it_served_in_use_and_is_reported_down() {
+    let minted = mint();
+    let provider = Provider::start(&minted.jwks).await;
+    let edge = embedded(keys(&provider.url, Duration::from_millis(200))).await;
+    session(&edge.base, SESSION).await;
+    wait_jwks(&edge.base, "ok").await;
+    provider.publish(&json!("<html>maintenance</html>"));
+    // A token naming a kid the edge lacks makes it fetch the broken set.
+    let later = minted.token("rs256 added later");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let jwks = loop {
+        assert_eq!(over_get(&edge.base, Some(&later)).await, Outcome::Refused);
+        let jwks = jwks_status(&edge.base).await;
+        if jwks["state"] == "down" {
+            break jwks;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never down: {jwks}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(jwks["error"].as_str().unwrap().contains("keys"), "{jwks}");
+    assert_eq!(jwks["keys"], 3);
+    for name in ["rs256", "es256", "eddsa", "hs256 new secret"] {
+        let failed = mismatches(&edge.base, name, Some(&minted.token(name)), Outcome::Opened).await;
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
+}
+
 /// `weir dev` as a process, so that its log and `/metrics` are its own.
 fn weir_dev(dir: &std::path::Path, jwks_url: &str) -> Node {
     let port = free_port();
