@@ -12,8 +12,9 @@ use weir_telemetry::LogFormat;
 #[derive(Clone, clap::Args)]
 pub struct KeysConfig {
     /// HS256 secrets, comma-separated, each at least 32 bytes: the first
-    /// signs the tokens this edge issues, every one verifies. To rotate, put
-    /// the new secret first; drop the old one once its tokens have expired.
+    /// signs the tokens this edge issues, every one verifies. To rotate: add
+    /// the new secret after the old one on every edge, then put it first,
+    /// then drop the old one once its tokens have expired (README "Keys").
     #[arg(
         long,
         env = "WEIR_SECRET",
