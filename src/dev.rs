@@ -47,6 +47,8 @@ pub async fn run(
         let bytes: [u8; 32] = rand::random();
         keys.secret = vec![bytes.iter().map(|b| format!("{b:02x}")).collect()];
     }
+    // Refused before anything starts (the edge checks again).
+    keys.validate().map_err(anyhow::Error::msg)?;
     let bus = Bus::memory(BusConfig {
         retention: config.retention,
         ..BusConfig::default()
