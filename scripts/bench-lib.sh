@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 WEIR=${BENCH_WEIR:-$ROOT/target/release/weir}
 TOOL=$ROOT/target/release/weir-bench
-SECRET=bench-secret-0123456789
+SECRET=bench-secret-0123456789abcdef-0123456789
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/weir-bench.XXXXXX)}
 mkdir -p "$BENCH_DIR"
 PIDS=()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_bus::{Bus, BusConfig};
+use weir_edge::config::KeysConfig;
 use weir_edge::EdgeConfig;
 use weir_producer::config::OpenAiConfig;
 use weir_producer::{ProducerConfig, Registry};
@@ -19,9 +20,10 @@ pub struct DevConfig {
     /// HTTP, WebSocket and SSE address (the demo page is at /).
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Secret for session tokens (default: a random one per process).
-    #[arg(long, env = "WEIR_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    /// Secrets (default: a random one per process) and identity provider
+    /// of session tokens, as on an edge.
+    #[command(flatten)]
+    pub keys: KeysConfig,
     /// When set, `POST /v1/sessions` needs `Authorization: Bearer <key>`.
     #[arg(long, env = "WEIR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -39,16 +41,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let secret = config
-        .secret
-        .clone()
-        .unwrap_or_else(|| format!("dev-{}", weir_protocol::SessionId::random()));
+    let mut keys = config.keys.clone();
+    if keys.secret.is_empty() {
+        // 256 bits from the OS's generator, as 64 hex digits.
+        let bytes: [u8; 32] = rand::random();
+        keys.secret = vec![bytes.iter().map(|b| format!("{b:02x}")).collect()];
+    }
+    // Refused before anything starts (the edge checks again).
+    keys.validate().map_err(anyhow::Error::msg)?;
     let bus = Bus::memory(BusConfig {
         retention: config.retention,
         ..BusConfig::default()
     });
     let store = Arc::new(MemoryStore::new(config.retention));
-    let mut edge = EdgeConfig::local(&secret);
+    let mut edge = EdgeConfig::local("");
+    edge.keys = keys;
     edge.listen = listener.local_addr()?;
     edge.cluster.node_id = Some("dev".into());
     edge.api_key = config.api_key.clone();

@@ -13,7 +13,7 @@ enum Command {
     /// One process: edge + producer on the in-memory bus and store, demo page at /.
     Dev(weir::dev::DevConfig),
     /// An edge node (same as `weir-edge`).
-    Edge(weir_edge::EdgeConfig),
+    Edge(Box<weir_edge::EdgeConfig>),
     /// A producer worker (same as `weir-producer`).
     Producer(weir_producer::ProducerConfig),
 }
@@ -28,7 +28,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Dev(config) => dev(config).await,
-        Command::Edge(config) => weir_edge::main(config).await,
+        Command::Edge(config) => weir_edge::main(*config).await,
         Command::Producer(config) => weir_producer::main(config).await,
     };
     weir_telemetry::exit(result)

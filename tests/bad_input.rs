@@ -162,7 +162,7 @@ async fn bad_input_gets_clear_errors_and_others_stream_on() {
     .await;
 
     // --- reading sessions
-    let key = TokenKey::new(SECRET.as_bytes());
+    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
     let ghost = SessionId::parse("ghost-session").unwrap();
     let ghost_token = key.issue(&ghost, 60);
     let expired = key.issue_until(&SessionId::parse(&healthy.id).unwrap(), 1);

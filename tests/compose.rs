@@ -330,7 +330,12 @@ fn the_compose_stack_matches_the_binaries_and_the_configs() {
         );
         if role == "edge" {
             let secret = setting("WEIR_SECRET");
-            assert!(secret.len() >= 8, "{name}: WEIR_SECRET under 8 bytes");
+            assert!(
+                secret
+                    .split(',')
+                    .all(|s| s.len() >= weir_protocol::MIN_SECRET_BYTES),
+                "{name}: a secret of WEIR_SECRET is under 32 bytes"
+            );
             secrets.insert(secret);
             edges.insert(name.clone(), port);
             let public = setting("WEIR_PUBLIC_URL");

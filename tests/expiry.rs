@@ -72,7 +72,7 @@ async fn ahead_of_the_log(
     state.last_seq = last_seq;
     state.created -= age.as_millis() as u64;
     assert!(edge.store.create(&state).await.unwrap());
-    let token = TokenKey::new(SECRET.as_bytes()).issue(&id, 3600);
+    let token = TokenKey::new(SECRET.as_bytes()).unwrap().issue(&id, 3600);
     (name.to_owned(), token)
 }
 

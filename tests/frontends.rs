@@ -156,7 +156,7 @@ async fn both_protocols_give_the_same_bytes_on_two_edges_and_refuse_bad_requests
     );
 
     // Bad requests: the API's errors, as JSON, before any event.
-    let key = TokenKey::new(SECRET.as_bytes());
+    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
     let nx = SessionId::parse("no-such-session").unwrap();
     let nx_token = key.issue(&nx, 60);
     for path in ["ui-stream", "ag-ui"] {

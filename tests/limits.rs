@@ -84,7 +84,7 @@ async fn a_client_that_never_finishes_its_headers_is_closed_and_others_are_serve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_header_timeout_is_refused_at_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["edge", "--secret", "0123456789", "--header-timeout", "0s"])
+        .args(["edge", "--secret", SECRET, "--header-timeout", "0s"])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .output()
         .unwrap();

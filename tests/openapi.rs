@@ -27,7 +27,7 @@ fn document() -> Value {
 /// An embedded edge (in-memory bus and store) on a free port, served by the
 /// same `run` as the binary.
 async fn embedded_edge() -> (String, CancellationToken) {
-    let config = EdgeConfig::local("openapi-test-secret");
+    let config = EdgeConfig::local(SECRET);
     let bus = Bus::memory(BusConfig::default());
     let store = Arc::new(MemoryStore::new(Duration::from_secs(3600)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -45,7 +45,7 @@ async fn the_document_has_exactly_the_routes_and_methods_of_the_router() {
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     let paths = doc["paths"].as_object().unwrap();
     let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
-    let config = EdgeConfig::local("openapi-test-secret");
+    let config = EdgeConfig::local(SECRET);
     let routes = weir_edge::routes(&config);
     let served: BTreeSet<&str> = routes.iter().map(|(path, _)| *path).collect();
     assert_eq!(

@@ -89,6 +89,24 @@ fn fake_nats(version: &'static str) -> u16 {
 }
 
 #[test]
+fn a_secret_shorter_than_32_bytes_is_one_line_naming_the_minimum() {
+    let short = "sixteen-bytes-16";
+    let rotation = format!("{SECRET},{short}");
+    let free = format!("127.0.0.1:{}", free_port());
+    for args in [
+        vec!["edge", "--listen", &free, "--secret", short],
+        vec!["edge", "--listen", &free, "--secret", &rotation],
+        vec!["dev", "--listen", &free, "--secret", short],
+    ] {
+        let err = one_line(&weir(&args));
+        assert!(err.contains("at least 32 bytes"), "{args:?}: {err}");
+        assert!(err.contains("has 16"), "{args:?}: {err}");
+    }
+    let err = one_line(&weir(&["edge", "--listen", &free]));
+    assert!(err.contains("WEIR_SECRET"), "{err}");
+}
+
+#[test]
 fn a_node_connected_to_nats_older_than_2_11_refuses_to_start_naming_the_version() {
     let port = fake_nats("2.9.10");
     let url = format!("nats://127.0.0.1:{port}");

@@ -25,7 +25,8 @@ pub mod prometheus;
 pub mod queries;
 pub mod redis_ha;
 
-pub const SECRET: &str = "e2e-test-secret";
+/// The edges' token secret (protocol.md §4: at least 32 bytes).
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdef";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 
 import { WeirSession, createSession, fetchHistory } from '../weir-client.js';
-import { startCluster, missingPrerequisite, skipUnless, signToken, randomId, tokenText, REPO } from './harness.mjs';
+import { startCluster, startProvider, missingPrerequisite, skipUnless, signToken, randomId, tokenText, REPO } from './harness.mjs';
 import { waitFor, sleep } from './fake-ws.mjs';
 
 const why = skipUnless(missingPrerequisite());
@@ -15,16 +15,22 @@ const why = skipUnless(missingPrerequisite());
 describe('against a real cluster', { skip: why, timeout: 180000 }, () => {
   /** @type {any} */
   let c;
+  /** An identity provider whose RS256 tokens the edges also take (--jwks-url). */
+  let provider;
   const open = [];
 
   before(async () => {
+    provider = await startProvider();
     // A short heartbeat, so a quiet (paused) stream shows that heartbeats keep it alive.
-    c = await startCluster({ edges: 2, producers: 1, edgeArgs: ['--heartbeat', '500ms'] });
+    c = await startCluster({
+      edges: 2, producers: 1, edgeArgs: ['--heartbeat', '500ms', '--jwks-url', provider.url],
+    });
   });
 
   after(async () => {
     for (const s of open) s.close();
     if (c) await c.stop();
+    if (provider) await provider.close();
   });
 
   /** A client session with the `ws` package and both edges. */
@@ -156,6 +162,19 @@ describe('against a real cluster', { skip: why, timeout: 180000 }, () => {
     const created = await c.createMock({ tokens: 50, rate: 0, seed: 5 });
     let calls = 0;
     const s = session(created, { token: 'garbage.not.ajwt', getToken: async () => (calls++, created.token) });
+    const got = [];
+    for await (const ev of s) got.push(ev);
+    assert.equal(calls, 1);
+    await assertMatchesHistory(got, created);
+  });
+
+  test("an identity provider's tokens: an expired one gets 4001, getToken()'s fresh one completes the stream", async () => {
+    const created = await c.createMock({ tokens: 50, rate: 0, seed: 7 });
+    let calls = 0;
+    const s = session(created, {
+      token: provider.sign(created.id, { ttl: -60 }),
+      getToken: async () => (calls++, provider.sign(created.id)),
+    });
     const got = [];
     for await (const ev of s) got.push(ev);
     assert.equal(calls, 1);

@@ -8,7 +8,8 @@
 //   await c.stop();
 
 import { spawn } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -18,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
 export const WEIR_BIN = process.env.WEIR_BIN || path.join(REPO, 'target/debug/weir');
-export const SECRET = 'test-secret';
+export const SECRET = 'js-test-secret-0123456789abcdef-0123';
 /** The pinned nats-server of scripts/setup.sh, or $WEIR_NATS_SERVER. */
 export const NATS_SERVER = process.env.WEIR_NATS_SERVER || path.join(REPO, '.tools/bin/nats-server');
 
@@ -283,6 +284,31 @@ export function signToken(sub, { secret = SECRET, ttl = 3600 } = {}) {
   const now = Math.floor(Date.now() / 1000);
   const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: now + ttl, iat: now })}`;
   return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+}
+
+/**
+ * An identity provider: an RSA key whose public half its JWK set (served on
+ * loopback at `url`, for `--jwks-url`) publishes under `kid`, and `sign(sub,
+ * {ttl})` for an RS256 token it would issue. `close()` stops the server.
+ */
+export async function startProvider({ kid = 'js-rsa-1' } = {}) {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys: [jwk] }));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return {
+    url: `http://127.0.0.1:${server.address().port}/jwks.json`,
+    sign(sub, { ttl = 3600 } = {}) {
+      const now = Math.floor(Date.now() / 1000);
+      const head = `${b64({ alg: 'RS256', typ: 'JWT', kid })}.${b64({ sub, exp: now + ttl, iat: now })}`;
+      return `${head}.${sign('sha256', Buffer.from(head), privateKey).toString('base64url')}`;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
 
 /** A session id that exists nowhere. */

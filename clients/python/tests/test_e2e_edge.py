@@ -29,7 +29,7 @@ from weir.autogen import stream_to_weir
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WEIR_BIN = os.environ.get("WEIR_BIN") or str(REPO_ROOT / "target" / "debug" / "weir")
-SECRET = "test-secret"
+SECRET = "python-test-secret-0123456789abcdef"
 
 
 def _tail(path: Path, n: int = 60) -> str:
@@ -379,7 +379,7 @@ async def test_tokens_minted_by_a_back_end_with_pyjwt_open_their_session(cluster
         # Wrong secret, expired, or another session's token: 401 / 4001.
         other = await weir.create_session(cluster.base)
         refused = [
-            jwt.encode({"sub": sid, "exp": exp}, "not-the-secret", algorithm="HS256"),
+            jwt.encode({"sub": sid, "exp": exp}, "not-the-secret-0123456789abcdef-0123", algorithm="HS256"),
             jwt.encode({"sub": sid, "exp": int(time.time()) - 5}, SECRET, algorithm="HS256"),
             jwt.encode({"sub": other["id"], "exp": exp}, SECRET, algorithm="HS256"),
             jwt.encode({"sub": sid}, SECRET, algorithm="HS256"),

@@ -9,18 +9,21 @@
 //!   JSON bytes so edges forward what producers wrote without re-encoding it.
 //! - [`frame`]: server → client and client → server WebSocket frames.
 //! - [`session`]: session ids, run requests, control ops, session status.
-//! - [`token`]: HS256 session tokens (`sub` = session id, `exp`).
+//! - [`token`]: session tokens (`sub` = session id, `exp`): HS256 under the
+//!   cluster's secrets, or an identity provider's keys ([`jwks`]).
 
 pub mod event;
 pub mod frame;
+pub mod jwks;
 pub mod mock;
 pub mod session;
 pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
+pub use jwks::{JwksError, PublicKeys};
 pub use session::{ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status};
-pub use token::{TokenError, TokenKey};
+pub use token::{KeyError, TokenError, TokenKey, MIN_SECRET_BYTES};
 
 /// Milliseconds since the Unix epoch, with microsecond fraction, as events carry in `ts`.
 pub fn now_ms() -> f64 {

@@ -1,21 +1,50 @@
-//! Session tokens: HS256 JWTs with `sub` = session id and `exp`, signed with
-//! the cluster's shared secret (protocol.md §4). A token opens one session.
+//! Tokens (protocol.md §4 "Auth" and "Keys"): JWTs with `sub` and `exp`,
+//! either HS256 under one of the cluster's shared secrets or RS256 / ES256 /
+//! EdDSA under the key an identity provider publishes ([`crate::jwks`]).
+//! [`TokenKey::verify_subject`] is the one check of every token weir reads.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::jwks::PublicKeys;
 use crate::SessionId;
 
-/// The claims weir reads. Only `sub` and `exp` are required: a token
-/// minted by an application's back end with any JWT library carries what
-/// that library puts in (`iat`, `nbf`, `aud`, custom claims, or nothing
-/// more), and all of it is optional here.
-#[derive(Debug, Serialize, Deserialize)]
+/// RFC 7518 §3.2: an HS256 key at least as long as the hash.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The claims weir reads. Only `sub` and `exp` are required (and `iss` /
+/// `aud` when the edge is told to require them): a token minted by an
+/// application's back end or an identity provider carries what its library
+/// puts in, and the rest is ignored.
+/// (`iss` and `aud` are checked by `jsonwebtoken` itself, in any of the
+/// shapes RFC 7519 allows.)
+#[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+}
+
+/// What weir puts in the tokens it issues.
+#[derive(Serialize)]
+struct Issued<'a> {
+    sub: &'a str,
     exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<u64>,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// A secret that cannot be used; the node does not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("WEIR_SECRET / --secret holds no secret")]
+    NoSecret,
+    #[error(
+        "WEIR_SECRET / --secret: every secret must be at least {MIN_SECRET_BYTES} bytes \
+         (secret {position} of the list has {len})"
+    )]
+    SecretTooShort { position: usize, len: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,21 +55,31 @@ pub enum TokenError {
     Expired,
     #[error("session token is for another session")]
     WrongSession,
-    #[error("invalid session token")]
-    Invalid,
+    /// An asymmetric token whose `kid` the provider's set lacks: the caller
+    /// may fetch the set again and retry.
+    #[error(
+        "session token names key {kid:?}, which the identity provider's key set does not hold"
+    )]
+    UnknownKey { kid: String },
+    #[error("invalid session token: {0}")]
+    Invalid(&'static str),
 }
 
-/// The shared secret, ready to sign and verify.
+/// The cluster's secrets (the first signs, all verify) and the claims an
+/// operator requires, ready to sign and verify.
 #[derive(Clone)]
 pub struct TokenKey {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    signing: EncodingKey,
+    secrets: Vec<DecodingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    /// One per accepted algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKey(..)")
+        write!(f, "TokenKey({} secrets, ..)", self.secrets.len())
     }
 }
 
@@ -52,20 +91,49 @@ fn unix_now() -> u64 {
 }
 
 impl TokenKey {
-    pub fn new(secret: &[u8]) -> TokenKey {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        // An `aud` the minting back end chose is its own business: weir
-        // has no audience to check it against.
-        validation.validate_aud = false;
-        // A `nbf` in the future, when present, is honoured.
-        validation.validate_nbf = true;
-        TokenKey {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+    /// One secret.
+    pub fn new(secret: &[u8]) -> Result<TokenKey, KeyError> {
+        TokenKey::from_secrets([secret])
+    }
+
+    /// Several secrets, in order: the first signs, every one verifies.
+    pub fn from_secrets<S: AsRef<[u8]>>(
+        secrets: impl IntoIterator<Item = S>,
+    ) -> Result<TokenKey, KeyError> {
+        let secrets: Vec<S> = secrets.into_iter().collect();
+        for (i, s) in secrets.iter().enumerate() {
+            let len = s.as_ref().len();
+            if len < MIN_SECRET_BYTES {
+                return Err(KeyError::SecretTooShort {
+                    position: i + 1,
+                    len,
+                });
+            }
         }
+        let first = secrets.first().ok_or(KeyError::NoSecret)?;
+        Ok(TokenKey {
+            validations: Vec::new(),
+            signing: EncodingKey::from_secret(first.as_ref()),
+            secrets: secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.as_ref()))
+                .collect(),
+            issuer: None,
+            audience: None,
+        }
+        .with_validations())
+    }
+
+    /// Requires `iss` = `issuer` in every token (and puts it in issued ones).
+    pub fn with_issuer(mut self, issuer: Option<String>) -> TokenKey {
+        self.issuer = issuer;
+        self.with_validations()
+    }
+
+    /// Requires `aud` to name `audience` (and puts it in issued tokens).
+    pub fn with_audience(mut self, audience: Option<String>) -> TokenKey {
+        self.audience = audience;
+        self.with_validations()
     }
 
     /// A token for `session` valid for `ttl_secs` from now.
@@ -73,89 +141,127 @@ impl TokenKey {
         self.issue_until(session, unix_now() + ttl_secs)
     }
 
-    /// A token for `session` that expires at `exp` (Unix seconds).
+    /// A token for `session` that expires at `exp` (Unix seconds), signed
+    /// with the first secret.
     pub fn issue_until(&self, session: &SessionId, exp: u64) -> String {
-        let claims = Claims {
-            sub: session.as_str().to_owned(),
+        let claims = Issued {
+            sub: session.as_str(),
             exp,
-            iat: Some(unix_now()),
+            iat: unix_now(),
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.signing)
             .expect("HS256 signing does not fail")
     }
 
-    /// Checks signature, expiry and that the token names `session`.
+    /// Checks a session token with the shared secrets alone.
     pub fn verify(&self, token: &str, session: &SessionId) -> Result<(), TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?;
-        if data.claims.sub != session.as_str() {
+        self.verify_subject(token, session.as_str(), None)
+    }
+
+    /// The one check of every token: an accepted algorithm whose key is the
+    /// one the token names, its signature, `exp` (and `nbf` when present),
+    /// `iss` / `aud` when required, and `sub` = `subject`. HS256 tokens are
+    /// verified with the secrets only, asymmetric ones with `provider`'s key
+    /// for their `kid` only: a public key never serves as an HMAC secret,
+    /// and `alg: none` is no algorithm at all.
+    pub fn verify_subject(
+        &self,
+        token: &str,
+        subject: &str,
+        provider: Option<&PublicKeys>,
+    ) -> Result<(), TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("not a JWT with a known algorithm"))?;
+        let claims = match header.alg {
+            Algorithm::HS256 => self.verify_hs256(token)?,
+            alg if crate::jwks::PUBLIC_ALGORITHMS.contains(&alg) => {
+                let provider = provider.ok_or(TokenError::Invalid(
+                    "asymmetric tokens need an identity provider (--jwks-url)",
+                ))?;
+                let kid = header
+                    .kid
+                    .ok_or(TokenError::Invalid("token names no key (kid)"))?;
+                let key = provider
+                    .get(&kid)
+                    .ok_or(TokenError::UnknownKey { kid: kid.clone() })?;
+                if key.algorithm != alg {
+                    return Err(TokenError::Invalid("algorithm does not match its key"));
+                }
+                self.decode(token, &key.key, alg)?
+            }
+            _ => return Err(TokenError::Invalid("algorithm not accepted")),
+        };
+        if claims.sub != subject {
             return Err(TokenError::WrongSession);
         }
         Ok(())
     }
+
+    /// The first secret whose signature matches decides.
+    fn verify_hs256(&self, token: &str) -> Result<Claims, TokenError> {
+        const BAD_SIGNATURE: TokenError = TokenError::Invalid("signature does not verify");
+        let mut result = Err(BAD_SIGNATURE);
+        for secret in &self.secrets {
+            result = self.decode(token, secret, Algorithm::HS256);
+            if !matches!(&result, Err(e) if *e == BAD_SIGNATURE) {
+                break;
+            }
+        }
+        result
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+            .ok_or(TokenError::Invalid("algorithm not accepted"))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::Invalid("signature does not verify"),
+                ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet (nbf)"),
+                ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer (iss)"),
+                ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience (aud)"),
+                ErrorKind::MissingRequiredClaim(_) => {
+                    TokenError::Invalid("a required claim is missing")
+                }
+                _ => TokenError::Invalid("malformed"),
+            })?;
+        Ok(data.claims)
+    }
+
+    fn with_validations(mut self) -> TokenKey {
+        let algorithms = std::iter::once(Algorithm::HS256).chain(crate::jwks::PUBLIC_ALGORITHMS);
+        self.validations = algorithms.map(|a| (a, self.validation(a))).collect();
+        self
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.leeway = 0;
+        let mut required = vec!["exp", "sub"];
+        // A `nbf` in the future, when present, is honoured.
+        validation.validate_nbf = true;
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        // Without a configured audience, an `aud` the minter chose is its
+        // own business: weir has nothing to check it against.
+        validation.validate_aud = self.audience.is_some();
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_open_exactly_their_session() {
-        let key = TokenKey::new(b"secret");
-        let a = SessionId::parse("a").unwrap();
-        let b = SessionId::parse("b").unwrap();
-        let t = key.issue(&a, 60);
-        assert_eq!(key.verify(&t, &a), Ok(()));
-        assert_eq!(key.verify(&t, &b), Err(TokenError::WrongSession));
-        assert_eq!(
-            TokenKey::new(b"other").verify(&t, &a),
-            Err(TokenError::Invalid)
-        );
-        assert_eq!(key.verify("garbage", &a), Err(TokenError::Invalid));
-        let old = key.issue_until(&a, unix_now() - 10);
-        assert_eq!(key.verify(&old, &a), Err(TokenError::Expired));
-    }
-
-    /// Signs `claims` as any JWT library would: the header and claims as
-    /// JSON, base64url, HMAC-SHA256 over both (here by the jsonwebtoken
-    /// crate directly, not through `TokenKey::issue`).
-    fn minted(claims: serde_json::Value, secret: &[u8]) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn any_hs256_jwt_with_sub_and_exp_opens_its_session() {
-        let key = TokenKey::new(b"secret");
-        let a = SessionId::parse("a").unwrap();
-        let exp = unix_now() + 60;
-        let bare = minted(serde_json::json!({"sub": "a", "exp": exp}), b"secret");
-        assert_eq!(key.verify(&bare, &a), Ok(()));
-        let rich = minted(
-            serde_json::json!({"sub": "a", "exp": exp, "iat": 1, "nbf": 1,
-                               "aud": "app", "iss": "backend", "role": ["x"]}),
-            b"secret",
-        );
-        assert_eq!(key.verify(&rich, &a), Ok(()));
-        let early = minted(
-            serde_json::json!({"sub": "a", "exp": exp, "nbf": exp}),
-            b"secret",
-        );
-        assert_eq!(key.verify(&early, &a), Err(TokenError::Invalid));
-        for missing in [
-            serde_json::json!({"exp": exp}),
-            serde_json::json!({"sub": "a"}),
-        ] {
-            let t = minted(missing, b"secret");
-            assert_eq!(key.verify(&t, &a), Err(TokenError::Invalid));
-        }
-    }
-}
+#[path = "token_tests.rs"]
+mod tests;

@@ -36,6 +36,16 @@ pub const NOTICES_SENT: &str = "weir_edge_notices_broadcast_total";
 pub const SESSIONS_RATE_LIMITED: &str = "weir_edge_sessions_rate_limited_total";
 pub const HEADER_TIMEOUTS: &str = "weir_edge_header_timeouts_total";
 pub const WRITE_STALLS: &str = "weir_edge_write_stalls_total";
+/// 1 while the identity provider's JWK set answers, 0 while it fails
+/// (only on edges with `--jwks-url`).
+pub const JWKS_UP: &str = "weir_edge_jwks_up";
+/// Usable keys in the cached JWK set.
+pub const JWKS_KEYS: &str = "weir_edge_jwks_keys";
+/// Fetches of the JWK set, by `result` (`ok`, `error`).
+pub const JWKS_FETCHES: &str = "weir_edge_jwks_fetches_total";
+/// Tokens naming an unknown `kid` that did not fetch the set: one was
+/// fetched less than `--jwks-min-refresh` ago.
+pub const JWKS_REFRESHES_LIMITED: &str = "weir_edge_jwks_refreshes_limited_total";
 /// Tokio tasks alive in the edge's process, read at each scrape (a leak shows as growth).
 pub const EDGE_TASKS: &str = "weir_edge_tasks";
 
@@ -261,6 +271,34 @@ pub const METRICS: &[Metric] = &[
         unit: None,
         help: "Requests refused for a bad token or API key",
         zeroed: Zeroed::Edge,
+    },
+    Metric {
+        name: JWKS_UP,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 while the identity provider's JWK set answers, 0 while it fails",
+        zeroed: Zeroed::No,
+    },
+    Metric {
+        name: JWKS_KEYS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Usable keys in the cached JWK set",
+        zeroed: Zeroed::No,
+    },
+    Metric {
+        name: JWKS_FETCHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Fetches of the JWK set, by result",
+        zeroed: Zeroed::No,
+    },
+    Metric {
+        name: JWKS_REFRESHES_LIMITED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Unknown-kid tokens that did not fetch the JWK set (rate limit)",
+        zeroed: Zeroed::No,
     },
     Metric {
         name: HTTP_REQUESTS,

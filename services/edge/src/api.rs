@@ -135,7 +135,7 @@ pub async fn create(
         state.bus.runs.enqueue(&run).await?;
     }
     metrics::counter!(names::SESSIONS_CREATED, "agent" => agent.to_owned()).increment(1);
-    let token = state.keys.issue(&id, state.config.token_ttl.as_secs());
+    let token = state.auth.keys.issue(&id, state.config.token_ttl.as_secs());
     let base = public_base(&state, &headers);
     let ws_base = base.replacen("http", "ws", 1);
     Ok((
@@ -184,7 +184,7 @@ pub async fn get(
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SessionState>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?;
     Ok(Json(sessions::describe(&state, &id).await?))
 }
 
@@ -205,7 +205,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?;
+    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?;
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100));
     if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -254,7 +254,7 @@ pub async fn control(
     let id = if crate::operators::is_operator(&state, &headers) {
         SessionId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?
     } else {
-        sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref()))?
+        sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?
     };
     sessions::control(&state, &id, op).await?;
     Ok((

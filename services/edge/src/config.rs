@@ -4,7 +4,92 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use weir_cluster::ClusterConfig;
+use weir_protocol::{KeyError, TokenKey};
 use weir_telemetry::LogFormat;
+
+/// The keys of session tokens (protocol.md §4 "Keys"), the same on every
+/// edge; `weir dev` takes them too.
+#[derive(Clone, clap::Args)]
+pub struct KeysConfig {
+    /// HS256 secrets, comma-separated, each at least 32 bytes: the first
+    /// signs the tokens this edge issues, every one verifies. To rotate: add
+    /// the new secret after the old one on every edge, then put it first,
+    /// then drop the old one once its tokens have expired (README "Keys").
+    #[arg(
+        long,
+        env = "WEIR_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub secret: Vec<String>,
+    /// JWK set of an identity provider whose RS256 / ES256 / EdDSA tokens
+    /// open sessions too (the key named by the token's `kid`).
+    #[arg(long, env = "WEIR_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// How often the JWK set is fetched again.
+    #[arg(long, env = "WEIR_JWKS_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwks_refresh: Duration,
+    /// A token naming a `kid` the set lacks fetches the set at once, but at
+    /// most this often (and this often while the provider is down).
+    #[arg(long, env = "WEIR_JWKS_MIN_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub jwks_min_refresh: Duration,
+    /// When set, every token needs `iss` = this.
+    #[arg(long, env = "WEIR_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, every token's `aud` must name this.
+    #[arg(long, env = "WEIR_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// The secrets never reach a log.
+impl std::fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("secret", &format!("<{} redacted>", self.secret.len()))
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .finish()
+    }
+}
+
+impl KeysConfig {
+    /// One secret, no provider.
+    pub fn secret(secret: &str) -> KeysConfig {
+        KeysConfig {
+            secret: vec![secret.to_owned()],
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
+            jwks_min_refresh: Duration::from_secs(10),
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
+
+    /// The secrets and required claims, ready to sign and verify.
+    pub fn token_key(&self) -> Result<TokenKey, KeyError> {
+        Ok(TokenKey::from_secrets(&self.secret)?
+            .with_issuer(self.jwt_issuer.clone())
+            .with_audience(self.jwt_audience.clone()))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.token_key().map_err(|e| e.to_string())?;
+        if let Some(url) = &self.jwks_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| format!("--jwks-url / WEIR_JWKS_URL {url:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("--jwks-url / WEIR_JWKS_URL {url:?}: not http(s)"));
+            }
+        }
+        if self.jwks_refresh.is_zero() || self.jwks_min_refresh.is_zero() {
+            return Err("--jwks-refresh and --jwks-min-refresh must be more than 0".into());
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EdgeConfig {
@@ -14,9 +99,9 @@ pub struct EdgeConfig {
     /// NATS, Redis, node id, retention: what every node shares.
     #[command(flatten)]
     pub cluster: ClusterConfig,
-    /// Shared HS256 secret that signs session tokens (same on every edge).
-    #[arg(long, env = "WEIR_SECRET", hide_env_values = true)]
-    pub secret: String,
+    /// Secrets and identity provider of session tokens.
+    #[command(flatten)]
+    pub keys: KeysConfig,
     /// When set, `POST /v1/sessions` needs `Authorization: Bearer <key>`.
     #[arg(long, env = "WEIR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -115,7 +200,7 @@ impl EdgeConfig {
         EdgeConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
             cluster: ClusterConfig::local(),
-            secret: secret.into(),
+            keys: KeysConfig::secret(secret),
             api_key: None,
             agents: vec!["mock".into()],
             token_ttl: Duration::from_secs(3600),
@@ -151,9 +236,7 @@ impl EdgeConfig {
 
     /// Checks the settings that flags alone cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.secret.len() < 8 {
-            return Err("WEIR_SECRET must be at least 8 bytes".into());
-        }
+        self.keys.validate()?;
         let (lo, hi) = (self.low_watermark, self.high_watermark);
         if !(0.0 < hi && hi <= 1.0 && 0.0 <= lo && lo < hi) {
             return Err("watermarks must satisfy 0 <= low < high <= 1".into());
@@ -180,5 +263,67 @@ impl EdgeConfig {
         let high = ((cap * self.high_watermark).ceil() as usize).clamp(1, self.conn_buffer);
         let low = ((cap * self.low_watermark).floor() as usize).min(high - 1);
         (high, low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        keys: KeysConfig,
+    }
+
+    const NEW: &str = "the-new-secret-0123456789abcdef-0123";
+    const OLD: &str = "the-old-secret-0123456789abcdef-0123";
+
+    fn keys(args: &[&str]) -> KeysConfig {
+        Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
+            .unwrap()
+            .keys
+    }
+
+    #[test]
+    fn comma_separated_secrets_are_a_rotation_whose_first_signs() {
+        let k = keys(&["--secret", &format!("{NEW},{OLD}")]);
+        assert_eq!(k.secret, [NEW, OLD]);
+        let key = k.token_key().unwrap();
+        let id = weir_protocol::SessionId::parse("a").unwrap();
+        let issued = key.issue(&id, 60);
+        assert!(TokenKey::new(NEW.as_bytes())
+            .unwrap()
+            .verify(&issued, &id)
+            .is_ok());
+        assert!(TokenKey::new(OLD.as_bytes())
+            .unwrap()
+            .verify(&issued, &id)
+            .is_err());
+    }
+
+    #[test]
+    fn bad_key_settings_are_refused_with_what_to_change() {
+        let short = keys(&["--secret", &format!("{NEW},short")]).validate();
+        assert!(short.unwrap_err().contains("at least 32 bytes"));
+        assert!(keys(&[]).validate().unwrap_err().contains("WEIR_SECRET"));
+        for url in ["not a url", "ftp://idp/jwks"] {
+            let e = keys(&["--secret", NEW, "--jwks-url", url])
+                .validate()
+                .unwrap_err();
+            assert!(e.contains("--jwks-url"), "{e}");
+        }
+        let e = keys(&["--secret", NEW, "--jwks-min-refresh", "0s"]).validate();
+        assert!(e.is_err());
+        assert!(keys(&["--secret", NEW, "--jwks-url", "https://idp/jwks"])
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn secrets_are_not_in_the_debug_output() {
+        let shown = format!("{:?}", keys(&["--secret", &format!("{NEW},{OLD}")]));
+        assert!(!shown.contains(NEW) && !shown.contains(OLD), "{shown}");
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`api`], [`ws`], [`sse`]: the endpoints; [`error`]: their error type.
+//! - [`auth`]: session tokens, checked with the secrets and [`jwks`], the
+//!   identity provider's cached key set.
 //! - [`sessions`]: auth, session view, resume checks and control;
 //!   [`rebuild`]: a session's state from its log alone.
 //! - [`hub`]: one upstream feed per session per node, fanned out.
@@ -31,11 +33,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use weir_bus::Bus;
-use weir_protocol::{ControlOp, TokenKey};
+use weir_protocol::ControlOp;
 use weir_store::SessionStore;
 use weir_telemetry::names;
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connection;
 mod delivery;
@@ -44,6 +47,7 @@ mod expiry;
 pub mod frames;
 pub mod frontends;
 pub mod hub;
+pub mod jwks;
 pub mod limits;
 pub mod operators;
 pub mod pages;
@@ -69,7 +73,7 @@ pub struct Inner {
     pub bus: Bus,
     pub store: Arc<dyn SessionStore>,
     pub hub: hub::Hub,
-    pub keys: TokenKey,
+    pub auth: auth::Auth,
     pub permits: Arc<Semaphore>,
     /// Cancelled when the node starts draining.
     pub drain: CancellationToken,
@@ -87,13 +91,18 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: EdgeConfig, bus: Bus, store: Arc<dyn SessionStore>) -> AppState {
-        AppState(Arc::new(Inner {
+    /// From validated config ([`EdgeConfig::validate`]).
+    pub fn new(
+        config: EdgeConfig,
+        bus: Bus,
+        store: Arc<dyn SessionStore>,
+    ) -> anyhow::Result<AppState> {
+        Ok(AppState(Arc::new(Inner {
             node: config.node_id(),
             hub: hub::Hub::new(bus.log.clone(), config.session_ring, config.max_log_readers)
                 .with_log_cache(config.log_cache)
                 .with_frame_cache(config.frame_cache),
-            keys: TokenKey::new(config.secret.as_bytes()),
+            auth: auth::Auth::new(&config.keys)?,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),
             notices: operators::notice_channel(),
@@ -102,7 +111,7 @@ impl AppState {
             config,
             bus,
             store,
-        }))
+        })))
     }
 
     pub fn limits(&self) -> connection::Limits {
@@ -214,11 +223,12 @@ pub async fn run(
     config.validate().map_err(anyhow::Error::msg)?;
     let grace = config.drain_grace;
     let max_connections = config.max_connections;
-    let state = AppState::new(config, bus, store);
+    let state = AppState::new(config, bus, store)?;
     tracing::info!(node = %state.node, addr = %listener.local_addr()?, "edge listening");
     let drain = state.drain.clone();
     let permits = state.permits.clone();
     let background = CancellationToken::new();
+    state.auth.start(background.clone());
     tokio::spawn(operators::relay_notices(state.clone(), background.clone()));
     tokio::spawn(operators::announce(
         state.clone(),

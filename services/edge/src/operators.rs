@@ -73,6 +73,7 @@ pub async fn status(
         "bus": health(&bus),
         "store": health(&store),
         "draining": state.drain.is_cancelled(),
+        "jwks": state.auth.jwks.as_ref().map(|j| j.health()),
     })))
 }
 

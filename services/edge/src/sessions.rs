@@ -23,10 +23,14 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
 }
 
 /// Parses the session id and checks the session token for it.
-pub fn authorize(state: &AppState, id: &str, token: Option<String>) -> Result<SessionId, ApiError> {
+pub async fn authorize(
+    state: &AppState,
+    id: &str,
+    token: Option<String>,
+) -> Result<SessionId, ApiError> {
     let id = SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let token = token.ok_or(weir_protocol::TokenError::Missing)?;
-    state.keys.verify(&token, &id)?;
+    state.auth.session(&token, &id).await?;
     Ok(id)
 }
 
@@ -306,7 +310,12 @@ mod tests {
             .map(|n| Event::new(n, "token", None, serde_json::json!({"text": "x"})).to_raw())
             .collect();
         bus.log.append(&id, &events, Fence(0)).await.unwrap();
-        let state = AppState::new(crate::EdgeConfig::local("lagging-test"), bus, store);
+        let state = AppState::new(
+            crate::EdgeConfig::local("a-lagging-replica-test-secret-32b"),
+            bus,
+            store,
+        )
+        .unwrap();
         // The replica knows no event: the leader is asked before refusing.
         let (s, resume) = open(&state, &id, 2).await.unwrap();
         assert!(matches!(resume, Resume::Stream));

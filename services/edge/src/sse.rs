@@ -70,7 +70,8 @@ pub async fn events(
         &state,
         &id,
         bearer(&headers, query.get("token").map(String::as_str)),
-    )?;
+    )
+    .await?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| {

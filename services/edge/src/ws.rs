@@ -38,11 +38,13 @@ async fn check(
     query: &RawQuery,
 ) -> Result<Opened, ApiError> {
     let token = bearer(headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(state, id, token).map_err(|e| match e {
-        // An id that cannot exist is a session that does not.
-        ApiError::BadRequest(_) => ApiError::NotFound,
-        e => e,
-    })?;
+    let id = sessions::authorize(state, id, token)
+        .await
+        .map_err(|e| match e {
+            // An id that cannot exist is a session that does not.
+            ApiError::BadRequest(_) => ApiError::NotFound,
+            e => e,
+        })?;
     let after = parse_after(query.get("after").map(String::as_str))?;
     delivery::subscribe(state, guard, "ws", id, after).await
 }

@@ -419,7 +419,7 @@ pub async fn handler(
     body: Result<JsonObject<RunAgentInput>, ApiError>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(&state, &id, token)?;
+    let id = sessions::authorize(&state, &id, token).await?;
     let JsonObject(input) = body?;
     if input.thread_id.as_deref().is_some_and(|t| t != id.as_str()) {
         return Err(ApiError::BadRequest(

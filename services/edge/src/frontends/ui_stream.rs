@@ -272,7 +272,7 @@ pub async fn handler(
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(&state, &id, token)?;
+    let id = sessions::authorize(&state, &id, token).await?;
     let encoder = UiStream::new(id.as_str());
     let req = stream::Request {
         id,
