@@ -11,6 +11,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use weir_protocol::mock::MockInput;
+use weir_bus::LeaseEntry;
 use weir_protocol::{ControlOp, RunRequest, SessionId};
 use weir_store::SessionState;
 use weir_telemetry::names;
@@ -92,12 +93,7 @@ pub async fn create(
     }
     let JsonObject(body) = body?;
     let agent = body.agent.as_str();
-    if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown agent {agent:?}; this cluster runs: external, {}",
-            state.config.agents.join(", ")
-        )));
-    }
+    check_agent(&state, agent).await?;
     if !(body.input.is_object() || body.input.is_null()) {
         return Err(ApiError::BadRequest("input must be a JSON object".into()));
     }
@@ -126,7 +122,12 @@ pub async fn create(
     if !created? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
     }
-    if agent != EXTERNAL_AGENT {
+    if agent == EXTERNAL_AGENT {
+        // Its producer claims this lease; unclaimed, it lapses and a
+        // reaper ends the session (protocol.md §2).
+        let unclaimed = LeaseEntry::unclaimed(state.config.claim_timeout);
+        state.bus.leases.acquire(&id, unclaimed).await?;
+    } else {
         let run = RunRequest {
             session: id.clone(),
             agent: agent.to_owned(),
@@ -147,6 +148,33 @@ pub async fn create(
             "events_url": format!("{base}/v1/sessions/{id}/events?token={token}"),
         })),
     ))
+}
+
+/// Accepts `external`, an agent in this edge's `--agents`, or one that a
+/// live worker announces in the node registry (protocol.md §2); otherwise
+/// 400 naming the agents the cluster runs.
+async fn check_agent(state: &AppState, agent: &str) -> Result<(), ApiError> {
+    if agent == EXTERNAL_AGENT || state.config.agents.iter().any(|a| a == agent) {
+        return Ok(());
+    }
+    weir_bus::check_agent_name(agent).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let nodes = state.bus.nodes.list().await?;
+    let mut known: Vec<&str> = state.config.agents.iter().map(String::as_str).collect();
+    for node in &nodes {
+        let served = node.load.get("agents").and_then(|a| a.as_array());
+        for a in served.into_iter().flatten().filter_map(|a| a.as_str()) {
+            if a == agent {
+                return Ok(());
+            }
+            known.push(a);
+        }
+    }
+    known.sort_unstable();
+    known.dedup();
+    Err(ApiError::BadRequest(format!(
+        "unknown agent {agent:?}: no live worker serves it; this cluster runs: external, {}",
+        known.join(", ")
+    )))
 }
 
 /// `http(s)://host` as clients reach this edge.

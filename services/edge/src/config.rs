@@ -28,6 +28,10 @@ pub struct EdgeConfig {
         value_delimiter = ','
     )]
     pub agents: Vec<String>,
+    /// An `external` session that no producer claims within this ends
+    /// `failed` (error code `unclaimed`).
+    #[arg(long, env = "WEIR_CLAIM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub claim_timeout: Duration,
     /// Lifetime of the session tokens this edge issues.
     #[arg(long, env = "WEIR_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
@@ -118,6 +122,7 @@ impl EdgeConfig {
             secret: secret.into(),
             api_key: None,
             agents: vec!["mock".into()],
+            claim_timeout: Duration::from_secs(60),
             token_ttl: Duration::from_secs(3600),
             public_url: None,
             conn_buffer: 256,

@@ -222,6 +222,13 @@ pub async fn run(
         state.config.cluster.node_ttl,
         background.clone(),
     ));
+    // Every node ends the runs of dead producers, edges too: a cluster
+    // whose only workers are outside ones still has its reapers.
+    let reaper = state
+        .config
+        .cluster
+        .reaper(&state.bus, &state.store, &state.node);
+    tokio::spawn(reaper.run(background.clone()));
     let app = router(state.clone());
     let timeouts = serve::Timeouts {
         header: state.config.header_timeout,

@@ -135,8 +135,8 @@ impl SessionStore for Flaky {
 /// A worker `node` over `bus` and `store`, with short leases.
 pub fn ctx(node: &str, bus: &Bus, store: Arc<Flaky>, lease_ttl: Duration) -> Arc<Ctx> {
     let mut config = ProducerConfig::local();
-    config.lease_ttl = lease_ttl;
-    config.reap_interval = Duration::from_millis(50);
+    config.cluster.lease_ttl = lease_ttl;
+    config.cluster.reap_interval = Duration::from_millis(50);
     config.cluster.node_id = Some(node.into());
     Arc::new(Ctx {
         bus: bus.clone(),
