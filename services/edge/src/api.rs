@@ -385,3 +385,53 @@ pub fn parse_after(raw: Option<&str>) -> Result<u64, ApiError> {
 /// Query parameters of the stream endpoints, parsed by hand so that a bad
 /// value becomes a protocol error rather than a bare 400.
 pub type RawQuery = Query<HashMap<String, String>>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_bus::{Bus, BusConfig, NodeEntry};
+    use weir_store::MemoryStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_is_accepted_when_configured_or_announced_by_a_live_worker_and_named_otherwise()
+    {
+        let bus = Bus::memory(BusConfig::default());
+        let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(60)));
+        let state = AppState::new(crate::EdgeConfig::local("agents-test"), bus.clone(), store);
+        let mut load = serde_json::Map::new();
+        load.insert("agents".into(), serde_json::json!(["support-team"]));
+        let worker = NodeEntry {
+            id: "py-1".into(),
+            role: "producer".into(),
+            version: "0.1.0".into(),
+            started: 0,
+            last_seen: 0,
+            load,
+        };
+        for ok in ["external", "mock"] {
+            assert!(check_agent(&state, ok).await.is_ok(), "{ok}");
+        }
+        let unknown = |agent: &'static str| {
+            let state = state.clone();
+            async move {
+                match check_agent(&state, agent).await {
+                    Err(ApiError::BadRequest(m)) => m,
+                    other => panic!("{agent}: {other:?}"),
+                }
+            }
+        };
+        let m = unknown("support-team").await;
+        assert!(m.contains("\"support-team\"") && m.contains("mock"), "{m}");
+        bus.nodes.announce(&worker).await.unwrap();
+        assert!(check_agent(&state, "support-team").await.is_ok());
+        let m = unknown("writer").await;
+        assert!(m.contains("\"writer\"") && m.contains("support-team"), "{m}");
+        let m = unknown("no.dots").await;
+        assert!(m.contains("[A-Za-z0-9_-]"), "{m}");
+        bus.nodes.withdraw("py-1").await.unwrap();
+        unknown("support-team").await;
+    }
+}
