@@ -7,11 +7,9 @@
 //! | `weir:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`, `pace`, `ix` (its index entry); `unknown` (comma-separated field names) in a state rebuilt from the log |
 //! | `weir:idx` | sorted set | every session's index entry `<created ms, 13 digits>:<id>`, all at score 0 (ordered as strings: by creation): `GET /v1/sessions` |
 //! | `weir:idx:<status>` | sorted set | the same, per status; the update script moves an entry when the status changes |
-//! | `weir:lease:<id>` | string | node id of the producer that owns the run; `PX` = lease time |
-//! | `weir:leases` | sorted set | session ids scored by lease deadline (ms, Redis clock): what a reaper scans |
 //!
 //! Every change that reads before it writes is one Lua script, so it is
-//! atomic; lease deadlines use the Redis server's clock, not the nodes'.
+//! atomic. (Leases are not here: they are on the bus, `weir_bus::lease`.)
 //!
 //! While Redis cannot be reached, operations fail at once (see
 //! [`crate::health`]) and a probe pings it every [`PROBE_EVERY`] until it
@@ -32,7 +30,6 @@ use crate::{unix_ms, Page, SessionState, SessionStore, StoreError, Update};
 /// How often an unreachable Redis is tried again.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-const LEASES: &str = "weir:leases";
 /// The session index: sorted sets of index entries (`<created>:<id>`, all at
 /// score 0, so ordered as strings), one of every session and one per status.
 const INDEX: &str = "weir:idx";
@@ -40,14 +37,6 @@ const INDEX: &str = "weir:idx";
 fn state_key(id: &SessionId) -> String {
     format!("weir:s:{id}")
 }
-
-fn lease_key(id: &SessionId) -> String {
-    format!("weir:lease:{id}")
-}
-
-/// Redis server time in milliseconds, inside a script.
-const NOW_MS: &str =
-    "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
 
 pub struct RedisStore {
     shared: Arc<Shared>,
@@ -66,10 +55,6 @@ struct Scripts {
     update: Script,
     ack: Script,
     control: Script,
-    acquire: Script,
-    renew: Script,
-    release: Script,
-    expired: Script,
 }
 
 impl Scripts {
@@ -127,37 +112,6 @@ impl Scripts {
                 redis.call('HSET', KEYS[1], 'control', ARGV[1])
                 return 1",
             ),
-            acquire: Script::new(&format!(
-                r"{NOW_MS}
-                if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-                  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-                  return 1
-                end
-                return 0"
-            )),
-            // A missing lease (lapsed, or lost with Redis's data) is taken.
-            renew: Script::new(&format!(
-                r"{NOW_MS}
-                local cur = redis.call('GET', KEYS[1])
-                if cur == ARGV[1] or not cur then
-                  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-                  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-                  return 1
-                end
-                return 0"
-            )),
-            release: Script::new(
-                r"
-                if redis.call('GET', KEYS[1]) == ARGV[1] then
-                  redis.call('DEL', KEYS[1])
-                  redis.call('ZREM', KEYS[2], ARGV[2])
-                end
-                return 1",
-            ),
-            expired: Script::new(&format!(
-                r"{NOW_MS}
-                return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])"
-            )),
         }
     }
 }
@@ -189,25 +143,6 @@ impl RedisStore {
     /// An operation's result, noting an outage.
     fn outcome<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
         self.shared.outcome(r)
-    }
-
-    /// Runs a lease script (take or extend); true if it succeeded.
-    async fn lease_script(
-        &self,
-        script: &Script,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let got: redis::RedisResult<i64> = script
-            .key(lease_key(id))
-            .key(LEASES)
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn()?)
-            .await;
-        Ok(self.outcome(got)? == 1)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -470,62 +405,6 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.conn()?)
             .await;
         self.outcome(done).map(drop)
-    }
-
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.lease_script(&self.scripts.acquire, id, owner, ttl)
-            .await
-    }
-
-    async fn renew_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.lease_script(&self.scripts.renew, id, owner, ttl).await
-    }
-
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        let done: redis::RedisResult<i64> = self
-            .scripts
-            .release
-            .key(lease_key(id))
-            .key(LEASES)
-            .arg(owner)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn()?)
-            .await;
-        self.outcome(done).map(drop)
-    }
-
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        let ids: redis::RedisResult<Vec<String>> = self
-            .scripts
-            .expired
-            .key(LEASES)
-            .arg(limit)
-            .invoke_async(&mut self.conn()?)
-            .await;
-        Ok(self
-            .outcome(ids)?
-            .iter()
-            .filter_map(|s| SessionId::parse(s).ok())
-            .collect())
-    }
-
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        let done = redis::pipe()
-            .zrem(LEASES, id.as_str())
-            .del(lease_key(id))
-            .query_async::<()>(&mut self.conn()?)
-            .await;
-        self.outcome(done)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ pub enum Mode {
 }
 
 /// A memory store whose reachability a test controls; its state survives
-/// the outage (use `forget_lease` to lose a lease as an empty Redis would).
+/// the outage.
 pub struct Flaky {
     inner: MemoryStore,
     mode: watch::Sender<Mode>,
@@ -98,31 +98,6 @@ impl SessionStore for Flaky {
     async fn request_control(&self, id: &SessionId, op: ControlOp) -> Result<(), StoreError> {
         self.check().await?;
         self.inner.request_control(id, op).await
-    }
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        o: &str,
-        t: Duration,
-    ) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.acquire_lease(id, o, t).await
-    }
-    async fn renew_lease(&self, id: &SessionId, o: &str, t: Duration) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.renew_lease(id, o, t).await
-    }
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.release_lease(id, owner).await
-    }
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        self.check().await?;
-        self.inner.expired_leases(limit).await
-    }
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.forget_lease(id).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check().await
