@@ -125,11 +125,25 @@ impl Reaper {
         }
     }
 
-    /// An outside producer claimed the session: it is streaming, from it.
+    /// An outside producer claimed the session: it is its producer, and a
+    /// queued session is streaming (a paused one stays paused: a reaper that
+    /// watches again sees every lease as new).
     async fn record_claim(&self, lease: &Lease) {
+        let owner = &lease.entry.owner;
+        let recorded = match self.store.get(&lease.session).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(session = %lease.session, error = %e, "claim not recorded");
+                return;
+            }
+        };
+        if recorded.producer.as_ref() == Some(owner) && recorded.status != Status::Queued {
+            return;
+        }
         let update = Update {
-            status: Some(Status::Streaming),
-            producer: Some(Some(lease.entry.owner.clone())),
+            status: (recorded.status == Status::Queued).then_some(Status::Streaming),
+            producer: Some(Some(owner.clone())),
             ..Update::default()
         };
         if let Err(e) = self.store.update(&lease.session, update).await {

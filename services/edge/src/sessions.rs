@@ -246,14 +246,19 @@ pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<
     if let Err(e) = state.store.request_control(id, op).await {
         tracing::debug!(session = %id, error = %e, "control op not stored; sent on the bus only");
     }
-    if op == ControlOp::Cancel && s.agent == crate::api::EXTERNAL_AGENT && s.last_seq == 0 {
+    // Outside producers (an `external` session's, or a worker of an agent
+    // this edge does not host itself) read no state: a cancel before they
+    // publish is put in the log, where they find it.
+    let outside = s.agent == crate::api::EXTERNAL_AGENT || !state.config.agents.contains(&s.agent);
+    if op == ControlOp::Cancel && outside && s.last_seq == 0 {
         return cancel_unstarted(state, id).await;
     }
     state.bus.control.send(id, op).await?;
     Ok(())
 }
 
-/// Ends an outside producer's session that has not published anything: such
+/// Ends an outside producer's session (an `external` one, or a Python
+/// worker's) that has not published anything: such
 /// a producer reads no state, so it could not learn of the cancel. The end
 /// is appended at seq 1 behind the empty-log fence; a producer that starts
 /// later finds the log taken and stops.
@@ -280,7 +285,7 @@ mod tests {
 
     use async_trait::async_trait;
     use weir_bus::{Appended, Bus, BusConfig, BusError, EventLog, EventStream, Fence, LogReader};
-    use weir_protocol::RawEvent;
+    use weir_protocol::{RawEvent, Status};
 
     use super::*;
 
@@ -356,5 +361,24 @@ mod tests {
         assert!(refuses(0, 1, None));
         // The store has seen events the replica has not: expired, or behind.
         assert!(refuses(3, 0, None));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_an_outside_worker_starts_is_put_in_the_log() {
+        let bus = Bus::memory(BusConfig::default());
+        let store: Arc<dyn weir_store::SessionStore> = Arc::new(
+            weir_store::memory::MemoryStore::new(std::time::Duration::from_secs(60)),
+        );
+        let id = SessionId::parse("queued-for-python").unwrap();
+        store
+            .create(&SessionState::new(id.clone(), "support-team"))
+            .await
+            .unwrap();
+        let state = AppState::new(crate::EdgeConfig::local("cancel-test"), bus.clone(), store);
+        control(&state, &id, ControlOp::Cancel).await.unwrap();
+        let last = bus.log.last(&id).await.unwrap().expect("the end in the log");
+        assert!(last.event.end && last.event.seq == 1);
+        let s = view(&state, &id).await.unwrap();
+        assert_eq!(s.status, Status::Cancelled);
     }
 }
