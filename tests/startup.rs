@@ -209,10 +209,17 @@ async fn an_older_releases_single_run_queue_is_migrated_to_per_agent_queues() {
             .take(agent, 10, Duration::from_secs(5))
             .await
             .unwrap();
-        let sessions: Vec<String> = taken.iter().map(|t| t.request.session.to_string()).collect();
+        let sessions: Vec<String> = taken
+            .iter()
+            .map(|t| t.request.session.to_string())
+            .collect();
         assert_eq!(sessions, [session], "{agent}");
     }
     // A second node starting on the migrated stream changes nothing.
-    drop(weir_bus::Bus::nats(&[nats.url()], "again", Default::default()).await.unwrap());
+    drop(
+        weir_bus::Bus::nats(&[nats.url()], "again", Default::default())
+            .await
+            .unwrap(),
+    );
     assert_eq!(runs.info().await.unwrap().config.subjects, ["weir.runs.>"]);
 }

@@ -65,10 +65,18 @@ pub async fn runs_go_to_their_agents_workers_only(bus: &Bus, prefix: &str) {
     };
     bus.runs.enqueue(&run("for-a", "conf-a")).await.unwrap();
     bus.runs.enqueue(&run("for-b", "conf-b")).await.unwrap();
-    let b = bus.runs.take("conf-b", 10, Duration::from_secs(2)).await.unwrap();
+    let b = bus
+        .runs
+        .take("conf-b", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].request, run("for-b", "conf-b"));
-    let a = bus.runs.take("conf-a", 10, Duration::from_secs(2)).await.unwrap();
+    let a = bus
+        .runs
+        .take("conf-a", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].request, run("for-a", "conf-a"));
     for t in a.into_iter().chain(b) {
@@ -79,7 +87,10 @@ pub async fn runs_go_to_their_agents_workers_only(bus: &Bus, prefix: &str) {
         agent: "no.dots".into(),
         ..run("bad", "x")
     };
-    assert!(bus.runs.enqueue(&bad).await.is_err(), "agent name not checked");
+    assert!(
+        bus.runs.enqueue(&bad).await.is_err(),
+        "agent name not checked"
+    );
 }
 
 /// Leases: one holder at a time, an unclaimed lease claimed once, every
@@ -95,7 +106,10 @@ pub async fn leases_are_taken_once_and_written_by_compare_and_set(bus: &Bus, pre
         .await
         .unwrap()
         .expect("a free lease");
-    let b = bus.leases.acquire(&s, LeaseEntry::new("b", ttl, true)).await;
+    let b = bus
+        .leases
+        .acquire(&s, LeaseEntry::new("b", ttl, true))
+        .await;
     assert!(b.unwrap().is_none(), "lease taken twice");
     let renewed = bus.leases.replace(&a, a.entry.clone()).await.unwrap();
     let renewed = renewed.expect("the holder renews");
@@ -109,7 +123,12 @@ pub async fn leases_are_taken_once_and_written_by_compare_and_set(bus: &Bus, pre
         .await
         .unwrap()
         .expect("a take-over at the current revision");
-    assert!(bus.leases.replace(&renewed, renewed.entry.clone()).await.unwrap().is_none());
+    assert!(bus
+        .leases
+        .replace(&renewed, renewed.entry.clone())
+        .await
+        .unwrap()
+        .is_none());
     bus.leases.release(&renewed).await.unwrap(); // not the holder's revision: no effect
     assert_eq!(bus.leases.get(&s).await.unwrap(), Some(taken.clone()));
     bus.leases.release(&taken).await.unwrap();
@@ -118,9 +137,15 @@ pub async fn leases_are_taken_once_and_written_by_compare_and_set(bus: &Bus, pre
     let e = session(prefix, "lease-ext");
     let unclaimed = LeaseEntry::unclaimed(ttl);
     bus.leases.acquire(&e, unclaimed).await.unwrap().unwrap();
-    let p1 = bus.leases.acquire(&e, LeaseEntry::new("p1", ttl, false)).await;
+    let p1 = bus
+        .leases
+        .acquire(&e, LeaseEntry::new("p1", ttl, false))
+        .await;
     assert_eq!(p1.unwrap().unwrap().entry.owner, "p1");
-    let p2 = bus.leases.acquire(&e, LeaseEntry::new("p2", ttl, false)).await;
+    let p2 = bus
+        .leases
+        .acquire(&e, LeaseEntry::new("p2", ttl, false))
+        .await;
     assert!(p2.unwrap().is_none(), "a claimed lease claimed again");
     // The watch saw every write of `s`, in order, and its release.
     let mut owners = Vec::new();
@@ -281,9 +306,17 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
     bus.runs.enqueue(&run("run1")).await.unwrap(); // stored once
     bus.runs.enqueue(&run("run2")).await.unwrap();
     bus.runs.enqueue(&run("run3")).await.unwrap();
-    let first = bus.runs.take("mock", 2, Duration::from_secs(2)).await.unwrap();
+    let first = bus
+        .runs
+        .take("mock", 2, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(requests(&first), vec![run("run1"), run("run2")]);
-    let rest = bus.runs.take("mock", 10, Duration::from_secs(2)).await.unwrap();
+    let rest = bus
+        .runs
+        .take("mock", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(requests(&rest), vec![run("run3")]);
     let mut first = first.into_iter();
     let t1 = first.next().unwrap();
@@ -291,7 +324,11 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
         t.ack.ack().await.unwrap();
     }
     // run1 was not acknowledged: it comes back after the ack wait.
-    let again = bus.runs.take("mock", 10, Duration::from_secs(5)).await.unwrap();
+    let again = bus
+        .runs
+        .take("mock", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(requests(&again), vec![run("run1")]);
     for t in again {
         t.ack.ack().await.unwrap();

@@ -206,7 +206,12 @@ impl Reaper {
 
     /// Appends `error` + `end` `failed` after the log's last event; the
     /// seq of the end, or `None` when the log ended meanwhile.
-    async fn end_failed(&self, id: &SessionId, code: &str, message: &str) -> Result<Option<u64>, Error> {
+    async fn end_failed(
+        &self,
+        id: &SessionId,
+        code: &str,
+        message: &str,
+    ) -> Result<Option<u64>, Error> {
         let mut last = self.bus.log.last(id).await?;
         let started = Instant::now();
         loop {

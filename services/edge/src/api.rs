@@ -10,8 +10,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use weir_protocol::mock::MockInput;
 use weir_bus::LeaseEntry;
+use weir_protocol::mock::MockInput;
 use weir_protocol::{ControlOp, RunRequest, SessionId};
 use weir_store::SessionState;
 use weir_telemetry::names;
@@ -396,8 +396,8 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_agent_is_accepted_when_configured_or_announced_by_a_live_worker_and_named_otherwise()
-    {
+    async fn an_agent_is_accepted_when_configured_or_announced_by_a_live_worker_and_named_otherwise(
+    ) {
         let bus = Bus::memory(BusConfig::default());
         let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(60)));
         let state = AppState::new(crate::EdgeConfig::local("agents-test"), bus.clone(), store);
@@ -428,7 +428,10 @@ mod tests {
         bus.nodes.announce(&worker).await.unwrap();
         assert!(check_agent(&state, "support-team").await.is_ok());
         let m = unknown("writer").await;
-        assert!(m.contains("\"writer\"") && m.contains("support-team"), "{m}");
+        assert!(
+            m.contains("\"writer\"") && m.contains("support-team"),
+            "{m}"
+        );
         let m = unknown("no.dots").await;
         assert!(m.contains("[A-Za-z0-9_-]"), "{m}");
         bus.nodes.withdraw("py-1").await.unwrap();

@@ -376,7 +376,12 @@ mod tests {
             .unwrap();
         let state = AppState::new(crate::EdgeConfig::local("cancel-test"), bus.clone(), store);
         control(&state, &id, ControlOp::Cancel).await.unwrap();
-        let last = bus.log.last(&id).await.unwrap().expect("the end in the log");
+        let last = bus
+            .log
+            .last(&id)
+            .await
+            .unwrap()
+            .expect("the end in the log");
         assert!(last.event.end && last.event.seq == 1);
         let s = view(&state, &id).await.unwrap();
         assert_eq!(s.status, Status::Cancelled);

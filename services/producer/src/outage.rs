@@ -149,7 +149,10 @@ async fn the_lease_keeper_renews_through_a_store_outage_and_stops_only_for_anoth
     let keeper = tokio::spawn(run::keep_lease(ctx.clone(), lease, lost.clone()));
     store.set(Mode::Down);
     tokio::time::sleep(3 * ttl).await;
-    assert!(!lost.is_cancelled(), "the run was given up during the outage");
+    assert!(
+        !lost.is_cancelled(),
+        "the run was given up during the outage"
+    );
     store.set(Mode::Up);
     // Another node takes the lease over: the keeper gives the run up.
     let now = bus.leases.get(&id).await.unwrap().unwrap();

@@ -77,7 +77,10 @@ async fn a_lease_nobody_renews_is_ended_failed_once_however_many_reapers_watch()
     assert_eq!(s.last_seq, 5);
     // Both reapers had time to try again: still one end.
     tokio::time::sleep(3 * ttl).await;
-    assert_eq!(kinds(&a, &id).await, ["token", "token", "token", "error", "end"]);
+    assert_eq!(
+        kinds(&a, &id).await,
+        ["token", "token", "token", "error", "end"]
+    );
     assert!(bus.leases.get(&id).await.unwrap().is_none(), "lease kept");
     for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
         stop.cancel();
@@ -138,7 +141,10 @@ async fn an_external_session_nobody_claims_ends_failed_as_unclaimed() {
     let mut reader = bus.log.reader(&id, 0).await.unwrap();
     let error = reader.next_page(10).await.unwrap().remove(0);
     let error: Event = serde_json::from_slice(&error.json).unwrap();
-    assert_eq!((error.kind.as_str(), &error.data["code"]), ("error", &serde_json::json!("unclaimed")));
+    assert_eq!(
+        (error.kind.as_str(), &error.data["code"]),
+        ("error", &serde_json::json!("unclaimed"))
+    );
     stop.cancel();
     task.await.unwrap();
 }
@@ -157,7 +163,12 @@ async fn an_outside_producer_that_claims_and_releases_has_its_state_recorded() {
     bus.leases.acquire(&id, placeholder).await.unwrap().unwrap();
     let (stop, task) = reaper(&c);
     let mine = LeaseEntry::new("py-worker-1", Duration::from_secs(60), false);
-    let lease = bus.leases.acquire(&id, mine).await.unwrap().expect("claimed");
+    let lease = bus
+        .leases
+        .acquire(&id, mine)
+        .await
+        .unwrap()
+        .expect("claimed");
     let s = wait_status(&store, &id, Status::Streaming).await;
     assert_eq!(s.producer.as_deref(), Some("py-worker-1"));
     let end = Event::end(1, weir_protocol::EndReason::Completed, None).to_raw();

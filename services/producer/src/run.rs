@@ -130,7 +130,10 @@ async fn claim(
 /// is on the bus; while the store cannot be reached the run starts anyway,
 /// from the log (the request is taken only once, and the lease and the
 /// log's fence refuse a second writer).
-async fn admit(ctx: &Ctx, req: &RunRequest) -> Result<Admission, Box<dyn std::error::Error + Send + Sync>> {
+async fn admit(
+    ctx: &Ctx,
+    req: &RunRequest,
+) -> Result<Admission, Box<dyn std::error::Error + Send + Sync>> {
     let id = &req.session;
     let state = match ctx.store.get(id).await {
         Ok(Some(state)) => Ok(Some(state)),
@@ -463,7 +466,11 @@ async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreErro
 /// Renews the run's lease until the run is over, which cancels `lost`;
 /// cancels `lost` itself when another node took the lease over (the run
 /// stops publishing). Returns the lease, still held, when the run is over.
-pub(crate) async fn keep_lease(ctx: Arc<Ctx>, lease: Lease, lost: CancellationToken) -> Option<Lease> {
+pub(crate) async fn keep_lease(
+    ctx: Arc<Ctx>,
+    lease: Lease,
+    lost: CancellationToken,
+) -> Option<Lease> {
     let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost).await;
     if kept.is_none() {
         lost.cancel();
@@ -507,7 +514,12 @@ mod tests {
             input: json!({}),
         };
         ctx.bus.runs.enqueue(&req).await.unwrap();
-        let ticket = ctx.bus.runs.take("panics", 1, Duration::from_secs(5)).await.unwrap();
+        let ticket = ctx
+            .bus
+            .runs
+            .take("panics", 1, Duration::from_secs(5))
+            .await
+            .unwrap();
         let ticket = ticket.into_iter().next().expect("the queued run");
         let run = execute(ctx.clone(), ticket, CancellationToken::new());
         tokio::time::timeout(Duration::from_secs(10), run)

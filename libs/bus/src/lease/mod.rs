@@ -134,7 +134,9 @@ pub async fn keep(
                 Ok(_) => return None,
                 Err(e) => tracing::debug!(error = %e, "could not read the lease back"),
             },
-            Err(e) => tracing::debug!(session = %lease.session, error = %e, "lease not renewed; will retry"),
+            Err(e) => {
+                tracing::debug!(session = %lease.session, error = %e, "lease not renewed; will retry")
+            }
         }
     }
 }

@@ -95,7 +95,11 @@ impl LeaseTable for NatsBus {
 
     async fn replace(&self, lease: &Lease, entry: LeaseEntry) -> Result<Option<Lease>, BusError> {
         let key = lease.session.as_str();
-        match self.leases.update(key, encode(&entry), lease.revision).await {
+        match self
+            .leases
+            .update(key, encode(&entry), lease.revision)
+            .await
+        {
             Ok(revision) => Ok(Some(Lease {
                 session: lease.session.clone(),
                 entry,
@@ -143,9 +147,11 @@ impl LeaseTable for NatsBus {
                     Err(e) => Some(Err(BusError::unavailable(e))),
                     Ok(entry) => match lease_of(&entry) {
                         Some(lease) => Some(Ok(LeaseChange::Written(lease))),
-                        None if entry.operation != kv::Operation::Put => SessionId::parse(&entry.key)
-                            .ok()
-                            .map(|s| Ok(LeaseChange::Released(s))),
+                        None if entry.operation != kv::Operation::Put => {
+                            SessionId::parse(&entry.key)
+                                .ok()
+                                .map(|s| Ok(LeaseChange::Released(s)))
+                        }
                         None => None,
                     },
                 }
