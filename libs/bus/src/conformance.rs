@@ -100,6 +100,10 @@ pub async fn leases_are_taken_once_and_written_by_compare_and_set(bus: &Bus, pre
     let ttl = Duration::from_secs(5);
     let s = session(prefix, "lease");
     let mut watch = bus.leases.watch().await.unwrap();
+    bus.leases
+        .probe("node a")
+        .await
+        .expect("a writable table takes probes");
     let a = bus
         .leases
         .acquire(&s, LeaseEntry::new("a", ttl, true))

@@ -4,8 +4,10 @@
 //!
 //! A reaper watches the lease table (`weir_bus::lease`) and counts a lease
 //! lapsed once it has seen no new revision of it for the lease's time, on
-//! its own clock, since it (re)started watching: after a bus outage, when
-//! nobody could renew, every lease gets a full lease time again. It takes a
+//! its own clock, since it (re)started watching — and only while its own
+//! probe writes to the table have succeeded for that long: after a bus
+//! outage or a leader election of the table, when nobody could renew,
+//! every lease gets a full lease time again. It takes a
 //! lapsed lease over by compare-and-set on the revision it saw (so exactly
 //! one reaper wins, and a renewal it had not seen yet beats it), then
 //! appends `error` + `end` reason `failed`, fenced on the log's last
@@ -70,6 +72,8 @@ impl Reaper {
         stop: &CancellationToken,
     ) {
         let mut seen = Seen::new();
+        // Since when every probe of the table has gone through.
+        let mut writable_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -84,9 +88,19 @@ impl Reaper {
                     None => return,
                 },
                 _ = tick.tick() => {
+                    match self.bus.leases.probe(&self.node).await {
+                        Ok(()) => {
+                            writable_since.get_or_insert_with(Instant::now);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the lease table takes no writes; not reaping");
+                            writable_since = None;
+                        }
+                    }
+                    let trusted = writable_since.map_or(Duration::ZERO, |t| t.elapsed());
                     let lapsed: Vec<Lease> = seen
                         .values()
-                        .filter(|(l, at)| at.elapsed() >= l.entry.ttl())
+                        .filter(|(l, at)| at.elapsed() >= l.entry.ttl() && trusted >= l.entry.ttl())
                         .map(|(l, _)| l.clone())
                         .take(100)
                         .collect();

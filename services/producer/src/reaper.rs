@@ -179,3 +179,100 @@ async fn an_outside_producer_that_claims_and_releases_has_its_state_recorded() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// The memory lease table behind a switch: while it is off, a write waits
+/// and then fails when it is back on, as a write does through a leader
+/// election of the table (it times out once a leader answers again).
+struct Switched {
+    inner: Arc<dyn weir_bus::LeaseTable>,
+    off: std::sync::atomic::AtomicBool,
+}
+
+impl Switched {
+    async fn check(&self) -> Result<(), weir_bus::BusError> {
+        let off = || self.off.load(std::sync::atomic::Ordering::Relaxed);
+        if !off() {
+            return Ok(());
+        }
+        while off() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(weir_bus::BusError::Unavailable(
+            "timed out in an election".into(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl weir_bus::LeaseTable for Switched {
+    async fn acquire(
+        &self,
+        s: &SessionId,
+        e: LeaseEntry,
+    ) -> Result<Option<Lease>, weir_bus::BusError> {
+        self.check().await?;
+        self.inner.acquire(s, e).await
+    }
+    async fn replace(&self, l: &Lease, e: LeaseEntry) -> Result<Option<Lease>, weir_bus::BusError> {
+        self.check().await?;
+        self.inner.replace(l, e).await
+    }
+    async fn release(&self, l: &Lease) -> Result<(), weir_bus::BusError> {
+        self.check().await?;
+        self.inner.release(l).await
+    }
+    async fn get(&self, s: &SessionId) -> Result<Option<Lease>, weir_bus::BusError> {
+        self.inner.get(s).await
+    }
+    async fn watch(
+        &self,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<weir_bus::LeaseChange, weir_bus::BusError>>,
+        weir_bus::BusError,
+    > {
+        self.inner.watch().await
+    }
+    async fn probe(&self, node: &str) -> Result<(), weir_bus::BusError> {
+        self.check().await?;
+        self.inner.probe(node).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_nobody_could_renew_while_the_table_took_no_writes_are_not_reaped() {
+    let ttl = Duration::from_millis(400);
+    let mut bus = memory_bus();
+    let table = Arc::new(Switched {
+        inner: bus.leases.clone(),
+        off: false.into(),
+    });
+    bus.leases = table.clone();
+    let store = Flaky::new();
+    let c = ctx("reaper", &bus, store.clone(), ttl);
+    let (live, dead) = (sid("live-election"), sid("dead-election"));
+    let lease = running(&c, &live, "owner", true).await;
+    running(&c, &dead, "dead-owner", true).await;
+    let keep = CancellationToken::new();
+    let renewer = {
+        let (leases, keep) = (bus.leases.clone(), keep.clone());
+        tokio::spawn(async move { weir_bus::lease::keep(leases.as_ref(), lease, &keep).await })
+    };
+    let (stop, task) = reaper(&c);
+    // The table takes no writes for several lease times: nobody renews.
+    table.off.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(4 * ttl).await;
+    table.off.store(false, std::sync::atomic::Ordering::Relaxed);
+    // The dead run is reaped once the table has been writable for a lease
+    // time; the live one renewed meanwhile and is left alone.
+    wait_status(&store, &dead, Status::Failed).await;
+    tokio::time::sleep(2 * ttl).await;
+    assert_eq!(
+        kinds(&c, &live).await.len(),
+        3,
+        "reaped a live run after the election"
+    );
+    assert!(!renewer.is_finished(), "the live run lost its lease");
+    keep.cancel();
+    stop.cancel();
+    task.await.unwrap();
+}

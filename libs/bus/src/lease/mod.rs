@@ -14,7 +14,9 @@
 //! on its own clock, and its take-over names the revision it saw, so a
 //! renewal that the reaper had not seen yet wins and the take-over fails.
 //! A reaper that (re)starts watching gives every lease a full lease time
-//! from then, so a bus outage, when nobody could renew, reaps nothing.
+//! from then, and it reaps only once its own writes to the table (probes)
+//! have gone through for a lease time: so a bus outage or a leader
+//! election, when nobody could renew, reaps nothing.
 //!
 //! An `external` session is created with an unclaimed entry (empty owner)
 //! whose time is the claim timeout: its producer claims it; a session that
@@ -108,6 +110,12 @@ pub trait LeaseTable: Send + Sync + 'static {
     /// Every lease as of the call, then every change. Ends when the bus
     /// reconnects (changes may have been missed); watch again then.
     async fn watch(&self) -> Result<BoxStream<'static, Result<LeaseChange, BusError>>, BusError>;
+
+    /// Writes `node`'s probe entry (not a lease): Ok when the table takes
+    /// writes now. A reaper trusts what it saw lapse only once its probes
+    /// have succeeded for a lease time: while the table could not be
+    /// written (a bus outage, a leader election), nobody could renew.
+    async fn probe(&self, node: &str) -> Result<(), BusError>;
 }
 
 /// Renews `lease` at a third of its time until `stop`; returns `None` when

@@ -2,7 +2,8 @@
 //! running session, every write a compare-and-set on the key's revision
 //! (`Nats-Expected-Last-Subject-Sequence` on `$KV.WEIR_LEASES.<session>`).
 //! Entries live at most the retention (a run outlives no log); a released
-//! lease is deleted.
+//! lease is deleted. Reapers' probes are the keys `probe.<node>`, which a
+//! watch of single-token keys (session ids) does not see.
 
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
@@ -138,7 +139,8 @@ impl LeaseTable for NatsBus {
         reconnected.borrow_and_update();
         let watch = self
             .leases
-            .watch_with_history(">")
+            // Session ids only: single tokens (probes are `probe.<node>`).
+            .watch_with_history("*")
             .await
             .map_err(BusError::unavailable)?;
         Ok(watch
@@ -160,5 +162,17 @@ impl LeaseTable for NatsBus {
                 let _ = reconnected.changed().await;
             })
             .boxed())
+    }
+
+    async fn probe(&self, node: &str) -> Result<(), BusError> {
+        let key = format!("probe.{}", crate::operators::node_key(node));
+        let write = self.leases.put(key, bytes::Bytes::new());
+        match tokio::time::timeout(self.config.request_timeout, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BusError::unavailable(e)),
+            Err(_) => Err(BusError::Unavailable(
+                "the lease table did not answer".into(),
+            )),
+        }
     }
 }
