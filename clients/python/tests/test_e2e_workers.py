@@ -216,6 +216,7 @@ async def test_a_killed_worker_and_a_killed_publisher_end_failed_once_within_the
         await until(lambda s=s: _has(stack, s["id"], 5), f"events of {s['id']}")
     st = await state(b, run["id"], run["token"])
     assert (st["status"], st["producer"]) == ("streaming", "py-kill"), st
+    assert run["id"] in await listed(b, "streaming"), "the operator listing does not show the run streaming"
     assert (await state(b, app["id"], app["token"]))["status"] == "streaming"
 
     worker.send_signal(signal.SIGKILL)
@@ -231,6 +232,15 @@ async def test_a_killed_worker_and_a_killed_publisher_end_failed_once_within_the
         assert ws.events == await log_of(stack.nats_url, s["id"]), "the client missed or repeated an event"
         st = await until(lambda s=s: _status(b, s, "failed"), "state failed")
         assert st["end_reason"] == "failed" and st["producer"] is None
+    assert run["id"] in await listed(a, "failed")
+
+
+async def listed(edge: str, status: str) -> List[str]:
+    """The ids `GET /v1/sessions?status=` lists (the operator listing, from the store's index)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{edge}/v1/sessions", params={"status": status, "limit": 1000})
+        assert r.status_code == 200, r.text
+        return [s["id"] for s in r.json()["sessions"]]
 
 
 async def _has(stack: Stack, sid: str, n: int) -> bool:

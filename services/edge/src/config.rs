@@ -176,6 +176,10 @@ impl EdgeConfig {
         {
             return Err("buffer sizes must be at least 1".into());
         }
+        for agent in &self.agents {
+            weir_bus::check_agent_name(agent)
+                .map_err(|e| format!("--agents / WEIR_AGENTS: {e}"))?;
+        }
         Ok(())
     }
 
@@ -185,5 +189,19 @@ impl EdgeConfig {
         let high = ((cap * self.high_watermark).ceil() as usize).clamp(1, self.conn_buffer);
         let low = ((cap * self.low_watermark).floor() as usize).min(high - 1);
         (high, low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_name_that_cannot_be_a_subject_token_is_refused_at_start() {
+        let mut c = EdgeConfig::local("a-long-enough-secret");
+        assert!(c.validate().is_ok());
+        c.agents = vec!["mock".into(), "team.a".into()];
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("team.a") && e.contains("--agents"), "{e}");
     }
 }
