@@ -318,3 +318,16 @@ async def test_sigterm_drains_a_worker_run_from_the_shell(nc, nats_server, tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_worker_on_a_nats_without_weirs_run_queues_says_so(nats_server):
+    worker = weir.Worker({"echo": _noop}, nats_url=nats_server.url)
+    with pytest.raises(weir.WeirError, match="no stream WEIR_RUNS"):
+        await asyncio.wait_for(worker.run(), WITHIN)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name="WEIR_RUNS", subjects=["weir.runs"], retention=RetentionPolicy.WORK_QUEUE))
+    finally:
+        await nc.close()
+    with pytest.raises(weir.WeirError, match="older weir release"):
+        await asyncio.wait_for(weir.Worker({"echo": _noop}, nats_url=nats_server.url).run(), WITHIN)

@@ -131,6 +131,7 @@ class Worker:
         js = self._nc.jetstream()
         tasks: List[asyncio.Task[None]] = []
         try:
+            await _check_runs_stream(js)
             subs = {agent: await self._subscribe(js, agent) for agent in self.handlers}
             tasks.append(asyncio.create_task(self._announce(js), name="weir-announce"))
             for agent, sub in subs.items():
@@ -339,6 +340,21 @@ class Worker:
             await kv.purge(self._node_key())
         except Exception as e:  # noqa: BLE001 - it lapses after the TTL
             log.debug("could not withdraw worker %s: %s", self.node_id, e)
+
+
+async def _check_runs_stream(js: Any) -> None:
+    """Refuses, saying why, a NATS where no weir node of this release has made the run queues."""
+    try:
+        info = await js.stream_info(RUNS_STREAM)
+    except nats.js.errors.NotFoundError:
+        raise WeirError(
+            f"no stream {RUNS_STREAM} on this NATS: start a weir edge or producer first (they create the streams)"
+        ) from None
+    if RUNS_PREFIX + ">" not in (info.config.subjects or []):
+        raise WeirError(
+            f"stream {RUNS_STREAM} has subjects {info.config.subjects}, not per-agent queues ({RUNS_PREFIX}>): "
+            "it was made by an older weir release; start a weir node of this release, which migrates it"
+        )
 
 
 async def _call(handler: Handler, run: Run) -> Any:
