@@ -331,3 +331,18 @@ async def test_a_worker_on_a_nats_without_weirs_run_queues_says_so(nats_server):
         await nc.close()
     with pytest.raises(weir.WeirError, match="older weir release"):
         await asyncio.wait_for(weir.Worker({"echo": _noop}, nats_url=nats_server.url).run(), WITHIN)
+
+
+async def test_a_publisher_takes_its_own_lease_back_and_is_refused_a_session_another_runs(nc, nats_server):
+    sid = new_session_id()
+    first = weir.Publisher(sid, nats_url=nats_server.url, node_id="app-1", auto_end=False)
+    await first.start()
+    await first.emit("token", {"text": "a"})
+    await first.close()  # no end: the lease stays, to lapse or be taken back
+    assert (await lease_of(nc, sid))["owner"] == "app-1"
+    with pytest.raises(weir.LeaseHeldError, match="app-1"):
+        await weir.Publisher(sid, nats_url=nats_server.url, node_id="app-2").start()
+    async with weir.Publisher(sid, nats_url=nats_server.url, node_id="app-1") as again:
+        await again.emit("token", {"text": "b"})
+    assert [e["kind"] for e in events_of(await read_log(nc, sid))] == ["token", "token", "end"]
+    assert await lease_of(nc, sid) is None
