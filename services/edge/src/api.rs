@@ -150,6 +150,10 @@ pub async fn create(
     ))
 }
 
+/// How long agents found in the node registry are taken as served without
+/// listing it again (an agent not found is always looked up afresh).
+const ANNOUNCED_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Accepts `external`, an agent in this edge's `--agents`, or one that a
 /// live worker announces in the node registry (protocol.md §2); otherwise
 /// 400 naming the agents the cluster runs.
@@ -158,23 +162,39 @@ async fn check_agent(state: &AppState, agent: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     weir_bus::check_agent_name(agent).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let nodes = state.bus.nodes.list().await?;
-    let mut known: Vec<&str> = state.config.agents.iter().map(String::as_str).collect();
-    for node in &nodes {
-        let served = node.load.get("agents").and_then(|a| a.as_array());
-        for a in served.into_iter().flatten().filter_map(|a| a.as_str()) {
-            if a == agent {
-                return Ok(());
-            }
-            known.push(a);
-        }
+    let cached = |state: &AppState| {
+        let announced = state.announced.lock().expect("announced lock");
+        announced.as_ref().is_some_and(|(at, agents)| {
+            at.elapsed() < ANNOUNCED_FRESH && agents.iter().any(|a| a == agent)
+        })
+    };
+    if cached(state) {
+        return Ok(());
     }
+    let nodes = state.bus.nodes.list().await?;
+    let mut announced: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.load.get("agents").and_then(|a| a.as_array()))
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    announced.sort_unstable();
+    announced.dedup();
+    let served = announced.iter().any(|a| a == agent);
+    let mut known: Vec<&str> = state.config.agents.iter().map(String::as_str).collect();
+    known.extend(announced.iter().map(String::as_str));
     known.sort_unstable();
     known.dedup();
-    Err(ApiError::BadRequest(format!(
+    let message = format!(
         "unknown agent {agent:?}: no live worker serves it; this cluster runs: external, {}",
         known.join(", ")
-    )))
+    );
+    *state.announced.lock().expect("announced lock") = Some((std::time::Instant::now(), announced));
+    if served {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(message))
+    }
 }
 
 /// `http(s)://host` as clients reach this edge.
@@ -435,6 +455,9 @@ mod tests {
         let m = unknown("no.dots").await;
         assert!(m.contains("[A-Za-z0-9_-]"), "{m}");
         bus.nodes.withdraw("py-1").await.unwrap();
+        // Found a moment ago: still served for a little while, then refused.
+        assert!(check_agent(&state, "support-team").await.is_ok());
+        tokio::time::sleep(ANNOUNCED_FRESH).await;
         unknown("support-team").await;
     }
 }

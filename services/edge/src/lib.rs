@@ -74,6 +74,8 @@ pub struct Inner {
     pub notices: tokio::sync::broadcast::Sender<operators::Relayed>,
     pub started: std::time::Instant,
     pub create_limits: Option<limits::CreateLimits>,
+    /// The agents live workers announced, as last listed, and when.
+    pub announced: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
 impl Deref for AppState {
@@ -96,6 +98,7 @@ impl AppState {
             notices: operators::notice_channel(),
             started: std::time::Instant::now(),
             create_limits: limits::CreateLimits::new(config.create_rate, config.create_burst),
+            announced: std::sync::Mutex::default(),
             config,
             bus,
             store,
