@@ -7,7 +7,8 @@ source "$(dirname "$0")/bench-lib.sh"
 CONNECTIONS=${CONNECTIONS:-10000}
 start_nats
 start_redis
-start_edge edge-0 --max-connections $((CONNECTIONS + 1000))
+# Its sessions never get a producer: they must not end `unclaimed` while measured.
+start_edge edge-0 --max-connections $((CONNECTIONS + 1000)) --claim-timeout 1h
 bench connections --edge "$EDGE_URL" --edge-pid "$EDGE_PID" --connections "$CONNECTIONS" --timeout 60s \
   --watch "nats=$NATS_PID" --watch "redis=$REDIS_PID" --watch "edge=$EDGE_PID" \
   "$@"

@@ -75,6 +75,38 @@ fn steady_load_over_two_edges_is_checked_against_the_log() {
 }
 
 #[test]
+fn the_tool_as_an_outside_producer_claims_its_sessions_leases() {
+    // A claim timeout far shorter than the sessions: unclaimed, they would
+    // be ended `failed` (`unclaimed`) mid-stream.
+    let c = Cluster::start_with("bench-external", 1, 0, &["--claim-timeout", "1s"], &[]);
+    let (e0, nats) = (c.edge(0).http(), c.nats.url());
+    let r = bench(&[
+        "steady",
+        "--edge",
+        &e0,
+        "--external",
+        "--nats-url",
+        &nats,
+        "--sessions",
+        "4",
+        "--rate",
+        "50",
+        "--tokens",
+        "150",
+        "--timeout",
+        "60s",
+        "--json",
+    ]);
+    let v = &r["verify"];
+    assert_eq!(
+        (&v["clients"], &v["clients_ok"]),
+        (&4.into(), &4.into()),
+        "{r:#}"
+    );
+    assert_eq!(r["events"], 4 * 151, "{r:#}");
+}
+
+#[test]
 fn a_burst_of_sessions_started_at_once_is_checked_against_the_log() {
     let c = Cluster::start("bench-burst", 2, 1);
     let (e0, e1) = (c.edge(0).http(), c.edge(1).http());

@@ -1,5 +1,6 @@
-//! Failures of components: a producer killed mid-run, nats-server restarted
-//! mid-stream, an edge drained with SIGTERM. Nothing is lost or repeated.
+//! Failures of components: a producer killed mid-run, or frozen until its
+//! lease is taken over, nats-server restarted mid-stream, an edge drained
+//! with SIGTERM. Nothing is lost or repeated.
 //! (Clients that stop reading: tests/limits.rs.)
 
 mod common;
@@ -51,6 +52,36 @@ async fn a_killed_producer_fails_its_session_within_the_lease() {
     assert_eq!(st["end_reason"], "failed");
     assert!(st["producer"].is_null());
     assert_eq!(events, history(c.edge(0), &s).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_producer_whose_lease_was_taken_over_publishes_nothing_after_the_end() {
+    use nix::sys::signal::Signal;
+    let lease = ["--lease-ttl", "2s", "--reap-interval", "250ms"];
+    let mut c = Cluster::start_with("producer-stop", 1, 2, &[], &lease);
+    let s = create_mock(c.edge(0), 2000, 50.0, 7).await;
+    let mut ws = ws_connect(c.edge(0), &s.id, &s.token, 0).await;
+    let first = read(&mut ws, Stop::After(10), MINUTE).await;
+    let owner = state(c.edge(0), &s).await["producer"]
+        .as_str()
+        .expect("a producer owns the run")
+        .to_owned();
+    let victim = c.producers.iter_mut().find(|p| p.id == owner).unwrap();
+    // Alive but frozen: it neither renews nor publishes, as in a long GC
+    // pause or a stalled VM, until the other producer has ended its run.
+    victim.proc.signal(Signal::SIGSTOP);
+    let rest = read(&mut ws, Stop::Close, MINUTE).await;
+    let events: Vec<Value> = first.events.into_iter().chain(rest.events).collect();
+    assert_complete(&events, "failed");
+    victim.proc.signal(Signal::SIGCONT);
+    // Its next renewal finds the lease taken and its next append is
+    // refused by the fence: the log stays as the reaper left it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events,
+        history(c.edge(0), &s).await,
+        "the thawed producer wrote after the end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! What a node says when it cannot start as configured: a listen address
 //! that is taken, a NATS server older than 2.11, a replica count the server
 //! cannot give. Each is one line on stderr and exit code 1, naming what to
-//! change; and a stream that exists with another replica count is updated.
+//! change; and a stream that exists with another replica count is updated,
+//! and an older release's run queue is moved to per-agent queues.
 
 mod common;
 
@@ -175,4 +176,68 @@ async fn a_stream_made_with_one_replica_is_moved_to_the_count_asked_for() {
     for stream in ["WEIR_EVENTS", "WEIR_RUNS"] {
         assert_eq!(nats.stream_replicas(stream).await.0, 3, "{stream}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_releases_single_run_queue_is_migrated_to_per_agent_queues() {
+    use async_nats::jetstream::{self, consumer, stream};
+    let dir = scratch("runs-migration");
+    let nats = Nats::start(&dir);
+    // WEIR_RUNS as releases before per-agent queues made it, with its
+    // shared consumer and two requests waiting.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let old = js
+        .create_stream(stream::Config {
+            name: "WEIR_RUNS".into(),
+            subjects: vec!["weir.runs".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    old.create_consumer(consumer::pull::Config {
+        durable_name: Some("weir-producers".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (session, agent) in [("old-1", "mock"), ("old-2", "openai")] {
+        let body = serde_json::json!({"session": session, "agent": agent, "input": {}});
+        js.publish("weir.runs", body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let bus = weir_bus::Bus::nats(&[nats.url()], "upgraded", Default::default())
+        .await
+        .unwrap();
+    let mut runs = js.get_stream("WEIR_RUNS").await.unwrap();
+    let info = runs.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["weir.runs.>"]);
+    assert!(
+        runs.consumer_info("weir-producers").await.is_err(),
+        "the old consumer overlaps every agent's and must go"
+    );
+    for (session, agent) in [("old-1", "mock"), ("old-2", "openai")] {
+        let taken = bus
+            .runs
+            .take(agent, 10, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let sessions: Vec<String> = taken
+            .iter()
+            .map(|t| t.request.session.to_string())
+            .collect();
+        assert_eq!(sessions, [session], "{agent}");
+    }
+    // A second node starting on the migrated stream changes nothing.
+    drop(
+        weir_bus::Bus::nats(&[nats.url()], "again", Default::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(runs.info().await.unwrap().config.subjects, ["weir.runs.>"]);
 }

@@ -48,6 +48,124 @@ pub async fn all(bus: &Bus, prefix: &str) {
     follow_starts_at_the_last_message(bus, prefix).await;
     control_reaches_subscribers(bus, prefix).await;
     runs_are_taken_once_and_redelivered_until_acked(bus, prefix).await;
+    runs_go_to_their_agents_workers_only(bus, prefix).await;
+    leases_are_taken_once_and_written_by_compare_and_set(bus, prefix).await;
+}
+
+/// Each agent has its own queue: a worker of one never takes another's runs.
+pub async fn runs_go_to_their_agents_workers_only(bus: &Bus, prefix: &str) {
+    let wait = Duration::from_millis(200);
+    for agent in ["conf-a", "conf-b"] {
+        while !bus.runs.take(agent, 16, wait).await.unwrap().is_empty() {}
+    }
+    let run = |name: &str, agent: &str| RunRequest {
+        session: session(prefix, name),
+        agent: agent.into(),
+        input: serde_json::json!({}),
+    };
+    bus.runs.enqueue(&run("for-a", "conf-a")).await.unwrap();
+    bus.runs.enqueue(&run("for-b", "conf-b")).await.unwrap();
+    let b = bus
+        .runs
+        .take("conf-b", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].request, run("for-b", "conf-b"));
+    let a = bus
+        .runs
+        .take("conf-a", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].request, run("for-a", "conf-a"));
+    for t in a.into_iter().chain(b) {
+        t.ack.ack().await.unwrap();
+    }
+    assert!(bus.runs.take("conf-a", 10, wait).await.unwrap().is_empty());
+    let bad = RunRequest {
+        agent: "no.dots".into(),
+        ..run("bad", "x")
+    };
+    assert!(
+        bus.runs.enqueue(&bad).await.is_err(),
+        "agent name not checked"
+    );
+}
+
+/// Leases: one holder at a time, an unclaimed lease claimed once, every
+/// write a compare-and-set on the revision, and a watch that sees it all.
+pub async fn leases_are_taken_once_and_written_by_compare_and_set(bus: &Bus, prefix: &str) {
+    use crate::{LeaseChange, LeaseEntry};
+    let ttl = Duration::from_secs(5);
+    let s = session(prefix, "lease");
+    let mut watch = bus.leases.watch().await.unwrap();
+    bus.leases
+        .probe("node a")
+        .await
+        .expect("a writable table takes probes");
+    let a = bus
+        .leases
+        .acquire(&s, LeaseEntry::new("a", ttl, true))
+        .await
+        .unwrap()
+        .expect("a free lease");
+    let b = bus
+        .leases
+        .acquire(&s, LeaseEntry::new("b", ttl, true))
+        .await;
+    assert!(b.unwrap().is_none(), "lease taken twice");
+    let renewed = bus.leases.replace(&a, a.entry.clone()).await.unwrap();
+    let renewed = renewed.expect("the holder renews");
+    assert!(renewed.revision > a.revision);
+    // A reaper that saw the old revision loses to the renewal.
+    let stale = bus.leases.replace(&a, LeaseEntry::new("reaper", ttl, true));
+    assert!(stale.await.unwrap().is_none(), "a stale take-over won");
+    let taken = bus
+        .leases
+        .replace(&renewed, LeaseEntry::new("reaper", ttl, true))
+        .await
+        .unwrap()
+        .expect("a take-over at the current revision");
+    assert!(bus
+        .leases
+        .replace(&renewed, renewed.entry.clone())
+        .await
+        .unwrap()
+        .is_none());
+    bus.leases.release(&renewed).await.unwrap(); // not the holder's revision: no effect
+    assert_eq!(bus.leases.get(&s).await.unwrap(), Some(taken.clone()));
+    bus.leases.release(&taken).await.unwrap();
+    assert_eq!(bus.leases.get(&s).await.unwrap(), None);
+    // An external session's unclaimed lease is claimed by one producer.
+    let e = session(prefix, "lease-ext");
+    let unclaimed = LeaseEntry::unclaimed(ttl);
+    bus.leases.acquire(&e, unclaimed).await.unwrap().unwrap();
+    let p1 = bus
+        .leases
+        .acquire(&e, LeaseEntry::new("p1", ttl, false))
+        .await;
+    assert_eq!(p1.unwrap().unwrap().entry.owner, "p1");
+    let p2 = bus
+        .leases
+        .acquire(&e, LeaseEntry::new("p2", ttl, false))
+        .await;
+    assert!(p2.unwrap().is_none(), "a claimed lease claimed again");
+    // The watch saw every write of `s`, in order, and its release.
+    let mut owners = Vec::new();
+    while owners.last().map(String::as_str) != Some("released") {
+        let change = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the watch stalled")
+            .expect("the watch ended")
+            .unwrap();
+        match change {
+            LeaseChange::Written(l) if l.session == s => owners.push(l.entry.owner),
+            LeaseChange::Released(id) if id == s => owners.push("released".into()),
+            _ => {}
+        }
+    }
+    assert_eq!(owners, ["a", "a", "reaper", "released"]);
 }
 
 pub async fn append_read_and_fence(bus: &Bus, prefix: &str) {
@@ -179,7 +297,7 @@ pub async fn control_reaches_subscribers(bus: &Bus, prefix: &str) {
 /// Needs a bus whose run ack wait is at most 2 s.
 pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: &str) {
     let wait = Duration::from_millis(200);
-    while !bus.runs.take(16, wait).await.unwrap().is_empty() {} // leftovers of other tests
+    while !bus.runs.take("mock", 16, wait).await.unwrap().is_empty() {} // leftovers of other tests
     let run = |name: &str| RunRequest {
         session: session(prefix, name),
         agent: "mock".into(),
@@ -192,9 +310,17 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
     bus.runs.enqueue(&run("run1")).await.unwrap(); // stored once
     bus.runs.enqueue(&run("run2")).await.unwrap();
     bus.runs.enqueue(&run("run3")).await.unwrap();
-    let first = bus.runs.take(2, Duration::from_secs(2)).await.unwrap();
+    let first = bus
+        .runs
+        .take("mock", 2, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(requests(&first), vec![run("run1"), run("run2")]);
-    let rest = bus.runs.take(10, Duration::from_secs(2)).await.unwrap();
+    let rest = bus
+        .runs
+        .take("mock", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(requests(&rest), vec![run("run3")]);
     let mut first = first.into_iter();
     let t1 = first.next().unwrap();
@@ -202,7 +328,11 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
         t.ack.ack().await.unwrap();
     }
     // run1 was not acknowledged: it comes back after the ack wait.
-    let again = bus.runs.take(10, Duration::from_secs(5)).await.unwrap();
+    let again = bus
+        .runs
+        .take("mock", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(requests(&again), vec![run("run1")]);
     for t in again {
         t.ack.ack().await.unwrap();
@@ -210,7 +340,7 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
     drop(t1);
     let none = bus
         .runs
-        .take(10, Duration::from_millis(2500))
+        .take("mock", 10, Duration::from_millis(2500))
         .await
         .unwrap();
     assert!(none.is_empty());

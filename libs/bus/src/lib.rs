@@ -6,7 +6,10 @@
 //!   follow it live. The log is the truth; live delivery is an optimisation
 //!   that must give the same sequence.
 //! - [`ControlChannel`]: pause/resume/cancel to whoever runs the session.
-//! - [`RunQueue`]: run requests shared by all producer workers, each taken by one.
+//! - [`RunQueue`]: run requests, one queue per agent shared by every worker
+//!   of that agent, each request taken by one.
+//! - [`LeaseTable`] ([`lease`]): who runs each session, renewed while it
+//!   runs; a lease that lapses is taken over by a reaper.
 //! - [`NoticeChannel`] and [`NodeRegistry`] ([`operators`]): operators'
 //!   broadcast notices, and the live nodes of the cluster.
 //!
@@ -23,10 +26,12 @@ use futures::stream::BoxStream;
 use weir_protocol::{ControlOp, EventError, RawEvent, RunRequest, SessionId};
 
 pub mod conformance;
+pub mod lease;
 pub mod memory;
 pub mod nats;
 pub mod operators;
 
+pub use lease::{Lease, LeaseChange, LeaseEntry, LeaseTable};
 pub use operators::{NodeEntry, NodeRegistry, Notice, NoticeChannel};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,11 +162,35 @@ pub struct RunTicket {
 
 #[async_trait]
 pub trait RunQueue: Send + Sync + 'static {
-    /// Queues a run; queueing the same session twice is stored once.
+    /// Queues a run on its agent's queue (`weir.runs.<agent>`); queueing the
+    /// same session twice is stored once.
     async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError>;
-    /// Up to `max` run requests: those waiting now, or else the first to
-    /// arrive within `wait` (empty when none did).
-    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError>;
+    /// Up to `max` run requests for `agent`: those waiting now, or else the
+    /// first to arrive within `wait` (empty when none did). Every worker of
+    /// an agent takes from the same queue.
+    async fn take(
+        &self,
+        agent: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<RunTicket>, BusError>;
+}
+
+/// Checks an agent name: it becomes a subject token and a consumer name,
+/// so it is held to the session id rule (`[A-Za-z0-9_-]{1,64}`).
+pub fn check_agent_name(agent: &str) -> Result<(), BusError> {
+    let ok = !agent.is_empty()
+        && agent.len() <= 64
+        && agent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::Unsupported(format!(
+            "agent name {agent:?} must match [A-Za-z0-9_-]{{1,64}}"
+        )))
+    }
 }
 
 /// The parts of the bus, as the services hold them.
@@ -172,6 +201,7 @@ pub struct Bus {
     pub runs: Arc<dyn RunQueue>,
     pub notices: Arc<dyn NoticeChannel>,
     pub nodes: Arc<dyn NodeRegistry>,
+    pub leases: Arc<dyn LeaseTable>,
 }
 
 /// Settings shared by both implementations.
@@ -217,6 +247,7 @@ impl Bus {
             runs: bus.clone(),
             notices: bus.clone(),
             nodes: bus,
+            leases: Arc::new(lease::memory::MemoryLeases::default()),
         }
     }
 
@@ -229,7 +260,8 @@ impl Bus {
             control: bus.clone(),
             runs: bus.clone(),
             notices: bus.clone(),
-            nodes: bus,
+            nodes: bus.clone(),
+            leases: bus,
         })
     }
 }

@@ -292,6 +292,7 @@ impl RunAck for MemoryAck {
 #[async_trait]
 impl RunQueue for MemoryBus {
     async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError> {
+        crate::check_agent_name(&run.agent)?;
         let now = Instant::now();
         let mut runs = self.runs.lock().expect("runs lock");
         let window = self.config.duplicate_window;
@@ -307,14 +308,23 @@ impl RunQueue for MemoryBus {
             id,
         });
         drop(runs);
-        self.runs_ready.notify_one();
+        // Takers of other agents wake too, look, and wait again.
+        self.runs_ready.notify_waiters();
         Ok(())
     }
 
-    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError> {
+    async fn take(
+        &self,
+        agent: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<RunTicket>, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.runs_ready.notified();
+            tokio::pin!(notified);
+            // Registered now: an enqueue between the look below and the wait is not missed.
+            notified.as_mut().enable();
             let next_offer = {
                 let now = Instant::now();
                 let mut runs = self.runs.lock().expect("runs lock");
@@ -322,6 +332,7 @@ impl RunQueue for MemoryBus {
                 let taken: Vec<RunTicket> = runs
                     .queue
                     .iter_mut()
+                    .filter(|r| r.request.agent == agent)
                     .filter(|r| r.taken_until.is_none_or(|t| t <= now))
                     .take(max.max(1))
                     .map(|run| {
@@ -338,7 +349,11 @@ impl RunQueue for MemoryBus {
                 if !taken.is_empty() {
                     return Ok(taken);
                 }
-                runs.queue.iter().filter_map(|r| r.taken_until).min()
+                runs.queue
+                    .iter()
+                    .filter(|r| r.request.agent == agent)
+                    .filter_map(|r| r.taken_until)
+                    .min()
             };
             let until = next_offer
                 .map(|t| tokio::time::Instant::from_std(t).min(deadline))
@@ -387,5 +402,19 @@ impl NodeRegistry for MemoryBus {
         let mut out: Vec<NodeEntry> = nodes.values().map(|(n, _)| n.clone()).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_memory_bus_passes_the_conformance_suite() {
+        let bus = crate::Bus::memory(BusConfig {
+            run_ack_wait: Duration::from_secs(1),
+            ..BusConfig::default()
+        });
+        crate::conformance::all(&bus, "m-").await;
     }
 }

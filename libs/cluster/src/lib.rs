@@ -3,13 +3,16 @@
 //! flag set (`--flags` mirrored by `WEIR_*` variables) flattened into the
 //! edge's and the producer's configuration, and [`connect`], which opens
 //! the bus and the store with them. One copy, so both services always read
-//! the same variables the same way.
+//! the same variables the same way. [`reaper`] ends the runs of dead
+//! producers; every node runs one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use weir_bus::{Bus, BusConfig, BusError};
+
+pub mod reaper;
 use weir_store::{RedisStore, SessionStore, StoreError};
 
 /// Where the cluster is and how a node talks to it.
@@ -27,7 +30,7 @@ pub struct ClusterConfig {
     #[arg(long, env = "WEIR_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
-    /// Redis holding session state and leases: one server
+    /// Redis holding session state: one server
     /// (`redis://`, `rediss://`), Sentinel (`redis+sentinel://h1:p1,h2:p2/<master>`)
     /// or Cluster (`redis+cluster://h1:p1,h2:p2`).
     /// Checked by [`connect`] before anything connects.
@@ -50,6 +53,14 @@ pub struct ClusterConfig {
     /// read); a publish that times out is retried with the same message id.
     #[arg(long, env = "WEIR_NATS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub nats_timeout: Duration,
+    /// Lease on a run: a producer that stops renewing it for this long is
+    /// presumed dead and its session ends `failed` (the time of this node's
+    /// own leases; each producer states its own).
+    #[arg(long, env = "WEIR_LEASE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// How often this node looks for runs of dead producers.
+    #[arg(long, env = "WEIR_REAP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub reap_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -64,6 +75,19 @@ impl ClusterConfig {
             nats_ping_interval: Duration::from_secs(2),
             node_ttl: Duration::from_secs(10),
             nats_timeout: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// This node's reaper.
+    pub fn reaper(&self, bus: &Bus, store: &Arc<dyn SessionStore>, node: &str) -> reaper::Reaper {
+        reaper::Reaper {
+            bus: bus.clone(),
+            store: store.clone(),
+            node: node.to_owned(),
+            lease_ttl: self.lease_ttl,
+            interval: self.reap_interval,
         }
     }
 

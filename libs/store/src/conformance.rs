@@ -18,8 +18,6 @@ pub async fn all(store: &dyn SessionStore, prefix: &str, retention: Duration) {
     assert!(store.up_since().is_some(), "a reachable store is up");
     state_lifecycle(store, prefix).await;
     rebuilt_state(store, prefix).await;
-    leases(store, prefix).await;
-    leases_outlive_lost_state(store, prefix).await;
     the_index_pages_newest_first_by_status(store, prefix).await;
     expiry(store, prefix, retention).await;
 }
@@ -187,39 +185,6 @@ pub async fn state_lifecycle(store: &dyn SessionStore, prefix: &str) {
     assert_eq!(got.last_seq, 12);
 }
 
-pub async fn leases(store: &dyn SessionStore, prefix: &str) {
-    let s = id(prefix, "lease");
-    let ttl = Duration::from_millis(400);
-    assert!(store.acquire_lease(&s, "a", ttl).await.unwrap());
-    assert!(
-        !store.acquire_lease(&s, "b", ttl).await.unwrap(),
-        "lease taken twice"
-    );
-    assert!(store.renew_lease(&s, "a", ttl).await.unwrap());
-    assert!(!store.renew_lease(&s, "b", ttl).await.unwrap());
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
-    // Lapsed: listed for reaping, and exactly one reaper can take it over.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(store.expired_leases(100).await.unwrap().contains(&s));
-    // Taken over for longer than the checks below can take on a loaded
-    // machine: only the lapse above needs a short lease.
-    let long = Duration::from_secs(60);
-    assert!(store.acquire_lease(&s, "reaper", long).await.unwrap());
-    assert!(!store.acquire_lease(&s, "reaper2", long).await.unwrap());
-    assert!(
-        !store.renew_lease(&s, "a", ttl).await.unwrap(),
-        "renewed a lease another owner took over"
-    );
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
-    store.release_lease(&s, "a").await.unwrap(); // not the owner: no effect
-    assert!(!store.acquire_lease(&s, "c", long).await.unwrap());
-    store.release_lease(&s, "reaper").await.unwrap();
-    assert!(store.acquire_lease(&s, "c", long).await.unwrap());
-    store.forget_lease(&s).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
-}
-
 /// A state rebuilt from the log keeps what it says it does not know.
 pub async fn rebuilt_state(store: &dyn SessionStore, prefix: &str) {
     let s = id(prefix, "rebuilt");
@@ -232,31 +197,6 @@ pub async fn rebuilt_state(store: &dyn SessionStore, prefix: &str) {
     let got = store.get(&s).await.unwrap().unwrap();
     assert_eq!(got, rebuilt);
     assert!(got.is_partial());
-}
-
-/// A lease the store lost (an empty Redis after a restart) or that lapsed
-/// while its owner could not reach the store is taken back by the owner's
-/// next renewal — unless another owner holds it by then.
-pub async fn leases_outlive_lost_state(store: &dyn SessionStore, prefix: &str) {
-    let s = id(prefix, "lost-lease");
-    let ttl = Duration::from_millis(400);
-    assert!(store.acquire_lease(&s, "a", ttl).await.unwrap());
-    store.forget_lease(&s).await.unwrap(); // as if Redis lost its data
-    assert!(
-        store.renew_lease(&s, "a", ttl).await.unwrap(),
-        "a lost lease was not taken back"
-    );
-    assert!(!store.acquire_lease(&s, "b", ttl).await.unwrap());
-    assert!(!store.renew_lease(&s, "b", ttl).await.unwrap());
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
-    // Lapsed, nobody took it: the owner renews it and reapers find nothing.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(store.expired_leases(100).await.unwrap().contains(&s));
-    assert!(store.renew_lease(&s, "a", ttl).await.unwrap());
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
-    assert!(!store.acquire_lease(&s, "reaper", ttl).await.unwrap());
-    store.release_lease(&s, "a").await.unwrap();
-    assert!(!store.expired_leases(100).await.unwrap().contains(&s));
 }
 
 pub async fn expiry(store: &dyn SessionStore, prefix: &str, retention: Duration) {

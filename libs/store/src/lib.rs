@@ -1,16 +1,17 @@
 //! Session state: what a node needs to serve a session it has never seen —
 //! status, agent, times, last published seq, end reason, the producer that
-//! owns the run with its lease, the client's acknowledged seq and the last
-//! control op asked for.
+//! owns the run, the client's acknowledged seq and the last control op
+//! asked for. (Leases are on the bus: `weir_bus::lease`.)
 //!
 //! [`SessionStore`] is the seam; [`redis`] is the real implementation for
-//! one server, Sentinel or Cluster (key layout in its module docs), [`memory`] the in-process one with the same
-//! semantics (expiry, leases, monotonic cursors, ended is final), and
+//! one server, Sentinel or Cluster (key layout in its module docs), [`memory`]
+//! the in-process one with the same semantics (expiry, monotonic cursors,
+//! ended is final), and
 //! [`conformance`] the checks both pass. [`health`] tracks whether the store
 //! can be reached, so that an outage is logged once and callers fall back on
 //! the log (the truth) without waiting.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -170,29 +171,6 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ack(&self, id: &SessionId, seq: u64) -> Result<(), StoreError>;
     /// Records the control op a client asked for.
     async fn request_control(&self, id: &SessionId, op: ControlOp) -> Result<(), StoreError>;
-    /// Takes the run's lease if nobody holds it.
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    /// Extends the lease if `owner` holds it, or takes it if nobody holds it
-    /// (it lapsed, or the store lost it in an outage); false only while
-    /// another owner holds it. Taking a free lease back is safe: a writer
-    /// that lost the session meanwhile is refused by the log's fence.
-    async fn renew_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    /// Gives the lease up if `owner` holds it.
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError>;
-    /// Sessions whose lease ran out without being released: their producer died.
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError>;
-    /// Forgets a lease that needs no reaping (the session is gone or ended).
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError>;
     /// Ok while the store can be reached.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Since when the store has been reachable without a break (from the

@@ -15,8 +15,6 @@ struct Inner {
     /// Index entries (`<created>:<id>`) of every session, and by status.
     index: BTreeSet<String>,
     by_status: HashMap<Status, BTreeSet<String>>,
-    /// id → (owner, lease deadline)
-    leases: HashMap<SessionId, (String, Instant)>,
 }
 
 pub struct MemoryStore {
@@ -163,67 +161,6 @@ impl SessionStore for MemoryStore {
                 state.control = Some(op);
             }
         });
-        Ok(())
-    }
-
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with(|inner, now| {
-            if inner.leases.get(id).is_some_and(|(_, until)| *until > now) {
-                return false;
-            }
-            inner
-                .leases
-                .insert(id.clone(), (owner.to_owned(), now + ttl));
-            true
-        }))
-    }
-
-    async fn renew_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with(|inner, now| match inner.leases.get(id) {
-            Some((o, until)) if o != owner && *until > now => false,
-            // Ours, or free (lapsed or lost): extended or taken back.
-            _ => {
-                inner
-                    .leases
-                    .insert(id.clone(), (owner.to_owned(), now + ttl));
-                true
-            }
-        }))
-    }
-
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        self.with(|inner, _| {
-            if inner.leases.get(id).is_some_and(|(o, _)| o == owner) {
-                inner.leases.remove(id);
-            }
-        });
-        Ok(())
-    }
-
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        Ok(self.with(|inner, now| {
-            inner
-                .leases
-                .iter()
-                .filter(|(_, (_, until))| *until <= now)
-                .map(|(id, _)| id.clone())
-                .take(limit)
-                .collect()
-        }))
-    }
-
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.with(|inner, _| inner.leases.remove(id));
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use weir_bus::LeaseEntry;
 use weir_protocol::mock::MockInput;
 use weir_protocol::{ControlOp, RunRequest, SessionId};
 use weir_store::SessionState;
@@ -92,12 +93,7 @@ pub async fn create(
     }
     let JsonObject(body) = body?;
     let agent = body.agent.as_str();
-    if agent != EXTERNAL_AGENT && !state.config.agents.iter().any(|a| a == agent) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown agent {agent:?}; this cluster runs: external, {}",
-            state.config.agents.join(", ")
-        )));
-    }
+    check_agent(&state, agent).await?;
     if !(body.input.is_object() || body.input.is_null()) {
         return Err(ApiError::BadRequest("input must be a JSON object".into()));
     }
@@ -126,7 +122,12 @@ pub async fn create(
     if !created? {
         return Err(ApiError::Conflict(format!("session {id} already exists")));
     }
-    if agent != EXTERNAL_AGENT {
+    if agent == EXTERNAL_AGENT {
+        // Its producer claims this lease; unclaimed, it lapses and a
+        // reaper ends the session (protocol.md §2).
+        let unclaimed = LeaseEntry::unclaimed(state.config.claim_timeout);
+        state.bus.leases.acquire(&id, unclaimed).await?;
+    } else {
         let run = RunRequest {
             session: id.clone(),
             agent: agent.to_owned(),
@@ -147,6 +148,53 @@ pub async fn create(
             "events_url": format!("{base}/v1/sessions/{id}/events?token={token}"),
         })),
     ))
+}
+
+/// How long agents found in the node registry are taken as served without
+/// listing it again (an agent not found is always looked up afresh).
+const ANNOUNCED_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accepts `external`, an agent in this edge's `--agents`, or one that a
+/// live worker announces in the node registry (protocol.md §2); otherwise
+/// 400 naming the agents the cluster runs.
+async fn check_agent(state: &AppState, agent: &str) -> Result<(), ApiError> {
+    if agent == EXTERNAL_AGENT || state.config.agents.iter().any(|a| a == agent) {
+        return Ok(());
+    }
+    weir_bus::check_agent_name(agent).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let cached = |state: &AppState| {
+        let announced = state.announced.lock().expect("announced lock");
+        announced.as_ref().is_some_and(|(at, agents)| {
+            at.elapsed() < ANNOUNCED_FRESH && agents.iter().any(|a| a == agent)
+        })
+    };
+    if cached(state) {
+        return Ok(());
+    }
+    let nodes = state.bus.nodes.list().await?;
+    let mut announced: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.load.get("agents").and_then(|a| a.as_array()))
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    announced.sort_unstable();
+    announced.dedup();
+    let served = announced.iter().any(|a| a == agent);
+    let mut known: Vec<&str> = state.config.agents.iter().map(String::as_str).collect();
+    known.extend(announced.iter().map(String::as_str));
+    known.sort_unstable();
+    known.dedup();
+    let message = format!(
+        "unknown agent {agent:?}: no live worker serves it; this cluster runs: external, {}",
+        known.join(", ")
+    );
+    *state.announced.lock().expect("announced lock") = Some((std::time::Instant::now(), announced));
+    if served {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(message))
+    }
 }
 
 /// `http(s)://host` as clients reach this edge.
@@ -353,3 +401,60 @@ pub fn parse_after(raw: Option<&str>) -> Result<u64, ApiError> {
 /// Query parameters of the stream endpoints, parsed by hand so that a bad
 /// value becomes a protocol error rather than a bare 400.
 pub type RawQuery = Query<HashMap<String, String>>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_bus::{Bus, BusConfig, NodeEntry};
+    use weir_store::MemoryStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_is_accepted_when_configured_or_announced_by_a_live_worker_and_named_otherwise(
+    ) {
+        let bus = Bus::memory(BusConfig::default());
+        let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(60)));
+        let config = crate::EdgeConfig::local("agents-test-secret-of-at-least-32-bytes");
+        let state = AppState::new(config, bus.clone(), store).unwrap();
+        let mut load = serde_json::Map::new();
+        load.insert("agents".into(), serde_json::json!(["support-team"]));
+        let worker = NodeEntry {
+            id: "py-1".into(),
+            role: "producer".into(),
+            version: "0.1.0".into(),
+            started: 0,
+            last_seen: 0,
+            load,
+        };
+        for ok in ["external", "mock"] {
+            assert!(check_agent(&state, ok).await.is_ok(), "{ok}");
+        }
+        let unknown = |agent: &'static str| {
+            let state = state.clone();
+            async move {
+                match check_agent(&state, agent).await {
+                    Err(ApiError::BadRequest(m)) => m,
+                    other => panic!("{agent}: {other:?}"),
+                }
+            }
+        };
+        let m = unknown("support-team").await;
+        assert!(m.contains("\"support-team\"") && m.contains("mock"), "{m}");
+        bus.nodes.announce(&worker).await.unwrap();
+        assert!(check_agent(&state, "support-team").await.is_ok());
+        let m = unknown("writer").await;
+        assert!(
+            m.contains("\"writer\"") && m.contains("support-team"),
+            "{m}"
+        );
+        let m = unknown("no.dots").await;
+        assert!(m.contains("[A-Za-z0-9_-]"), "{m}");
+        bus.nodes.withdraw("py-1").await.unwrap();
+        // Found a moment ago: still served for a little while, then refused.
+        assert!(check_agent(&state, "support-team").await.is_ok());
+        tokio::time::sleep(ANNOUNCED_FRESH).await;
+        unknown("support-team").await;
+    }
+}

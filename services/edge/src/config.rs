@@ -113,6 +113,10 @@ pub struct EdgeConfig {
         value_delimiter = ','
     )]
     pub agents: Vec<String>,
+    /// An `external` session that no producer claims within this ends
+    /// `failed` (error code `unclaimed`).
+    #[arg(long, env = "WEIR_CLAIM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub claim_timeout: Duration,
     /// Lifetime of the session tokens this edge issues.
     #[arg(long, env = "WEIR_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
@@ -203,6 +207,7 @@ impl EdgeConfig {
             keys: KeysConfig::secret(secret),
             api_key: None,
             agents: vec!["mock".into()],
+            claim_timeout: Duration::from_secs(60),
             token_ttl: Duration::from_secs(3600),
             public_url: None,
             conn_buffer: 256,
@@ -253,6 +258,10 @@ impl EdgeConfig {
         .contains(&0)
         {
             return Err("buffer sizes must be at least 1".into());
+        }
+        for agent in &self.agents {
+            weir_bus::check_agent_name(agent)
+                .map_err(|e| format!("--agents / WEIR_AGENTS: {e}"))?;
         }
         Ok(())
     }
@@ -325,5 +334,14 @@ mod tests {
     fn secrets_are_not_in_the_debug_output() {
         let shown = format!("{:?}", keys(&["--secret", &format!("{NEW},{OLD}")]));
         assert!(!shown.contains(NEW) && !shown.contains(OLD), "{shown}");
+    }
+
+    #[test]
+    fn an_agent_name_that_cannot_be_a_subject_token_is_refused_at_start() {
+        let mut c = EdgeConfig::local("a-long-enough-secret-of-32-bytes-at-least");
+        assert!(c.validate().is_ok());
+        c.agents = vec!["mock".into(), "team.a".into()];
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("team.a") && e.contains("--agents"), "{e}");
     }
 }

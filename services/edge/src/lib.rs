@@ -81,6 +81,8 @@ pub struct Inner {
     pub notices: tokio::sync::broadcast::Sender<operators::Relayed>,
     pub started: std::time::Instant,
     pub create_limits: Option<limits::CreateLimits>,
+    /// The agents live workers announced, as last listed, and when.
+    pub announced: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
 impl Deref for AppState {
@@ -108,6 +110,7 @@ impl AppState {
             notices: operators::notice_channel(),
             started: std::time::Instant::now(),
             create_limits: limits::CreateLimits::new(config.create_rate, config.create_burst),
+            announced: std::sync::Mutex::default(),
             config,
             bus,
             store,
@@ -235,6 +238,13 @@ pub async fn run(
         state.config.cluster.node_ttl,
         background.clone(),
     ));
+    // Every node ends the runs of dead producers, edges too: a cluster
+    // whose only workers are outside ones still has its reapers.
+    let reaper = state
+        .config
+        .cluster
+        .reaper(&state.bus, &state.store, &state.node);
+    tokio::spawn(reaper.run(background.clone()));
     let app = router(state.clone());
     let timeouts = serve::Timeouts {
         header: state.config.header_timeout,

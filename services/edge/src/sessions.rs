@@ -51,10 +51,12 @@ pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiE
 }
 
 /// [`view`] with the times of a state rebuilt from the log, which is
-/// written back when the store lost it (Redis came back empty).
+/// written back when the store lost it (Redis came back empty), and with the
+/// lease's holder as `producer` when the store does not name one (an outside
+/// producer's claim not recorded yet, or Redis away).
 pub async fn describe(state: &AppState, id: &SessionId) -> Result<SessionState, ApiError> {
-    match state.store.get(id).await {
-        Ok(Some(s)) => reconcile(state, s).await,
+    let s = match state.store.get(id).await {
+        Ok(Some(s)) => reconcile(state, s).await?,
         Ok(None) => {
             let s = rebuild::from_log(state.bus.log.as_ref(), id, true)
                 .await?
@@ -65,10 +67,28 @@ pub async fn describe(state: &AppState, id: &SessionId) -> Result<SessionState, 
                     tracing::debug!(session = %id, error = %e, "rebuilt state not written back")
                 }
             }
-            Ok(s)
+            s
         }
-        Err(e) => without_store(state, id, &e, true).await,
+        Err(e) => without_store(state, id, &e, true).await?,
+    };
+    Ok(with_lease_holder(state, s).await)
+}
+
+/// Names the holder of a live session's lease as its `producer`, when the
+/// state does not.
+async fn with_lease_holder(state: &AppState, mut s: SessionState) -> SessionState {
+    if s.status.is_ended() || s.producer.is_some() {
+        return s;
     }
+    match state.bus.leases.get(&s.id).await {
+        Ok(Some(lease)) if lease.entry.is_claimed() => {
+            s.producer = Some(lease.entry.owner);
+            s.unknown.retain(|f| f != "producer");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(session = %s.id, error = %e, "lease not read"),
+    }
+    s
 }
 
 /// The state while the store cannot be reached: from the log, or queued as
@@ -226,14 +246,19 @@ pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<
     if let Err(e) = state.store.request_control(id, op).await {
         tracing::debug!(session = %id, error = %e, "control op not stored; sent on the bus only");
     }
-    if op == ControlOp::Cancel && s.agent == crate::api::EXTERNAL_AGENT && s.last_seq == 0 {
+    // Outside producers (an `external` session's, or a worker of an agent
+    // this edge does not host itself) read no state: a cancel before they
+    // publish is put in the log, where they find it.
+    let outside = s.agent == crate::api::EXTERNAL_AGENT || !state.config.agents.contains(&s.agent);
+    if op == ControlOp::Cancel && outside && s.last_seq == 0 {
         return cancel_unstarted(state, id).await;
     }
     state.bus.control.send(id, op).await?;
     Ok(())
 }
 
-/// Ends an outside producer's session that has not published anything: such
+/// Ends an outside producer's session (an `external` one, or a Python
+/// worker's) that has not published anything: such
 /// a producer reads no state, so it could not learn of the cancel. The end
 /// is appended at seq 1 behind the empty-log fence; a producer that starts
 /// later finds the log taken and stops.
@@ -260,7 +285,7 @@ mod tests {
 
     use async_trait::async_trait;
     use weir_bus::{Appended, Bus, BusConfig, BusError, EventLog, EventStream, Fence, LogReader};
-    use weir_protocol::RawEvent;
+    use weir_protocol::{RawEvent, Status};
 
     use super::*;
 
@@ -325,5 +350,62 @@ mod tests {
             open(&state, &id, 4).await,
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_an_outside_worker_starts_is_put_in_the_log() {
+        let bus = Bus::memory(BusConfig::default());
+        let store: Arc<dyn weir_store::SessionStore> = Arc::new(
+            weir_store::memory::MemoryStore::new(std::time::Duration::from_secs(60)),
+        );
+        let id = SessionId::parse("queued-for-python").unwrap();
+        store
+            .create(&SessionState::new(id.clone(), "support-team"))
+            .await
+            .unwrap();
+        let state = AppState::new(
+            crate::EdgeConfig::local("cancel-test-secret-of-at-least-32-bytes"),
+            bus.clone(),
+            store,
+        )
+        .unwrap();
+        control(&state, &id, ControlOp::Cancel).await.unwrap();
+        let last = bus
+            .log
+            .last(&id)
+            .await
+            .unwrap()
+            .expect("the end in the log");
+        assert!(last.event.end && last.event.seq == 1);
+        let s = view(&state, &id).await.unwrap();
+        assert_eq!(s.status, Status::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn the_state_names_the_lease_holder_when_the_store_does_not() {
+        let bus = Bus::memory(BusConfig::default());
+        let store: Arc<dyn weir_store::SessionStore> = Arc::new(
+            weir_store::memory::MemoryStore::new(std::time::Duration::from_secs(60)),
+        );
+        let id = SessionId::parse("claimed-unrecorded").unwrap();
+        store
+            .create(&SessionState::new(id.clone(), "external"))
+            .await
+            .unwrap();
+        let state = AppState::new(
+            crate::EdgeConfig::local("lease-test-secret-of-at-least-32-bytes"),
+            bus.clone(),
+            store,
+        )
+        .unwrap();
+        let unclaimed = weir_bus::LeaseEntry::unclaimed(std::time::Duration::from_secs(60));
+        bus.leases.acquire(&id, unclaimed).await.unwrap();
+        assert_eq!(describe(&state, &id).await.unwrap().producer, None);
+        let mine = weir_bus::LeaseEntry::new("py-7", std::time::Duration::from_secs(5), false);
+        bus.leases.acquire(&id, mine).await.unwrap().unwrap();
+        assert_eq!(
+            describe(&state, &id).await.unwrap().producer.as_deref(),
+            Some("py-7")
+        );
     }
 }

@@ -17,13 +17,6 @@ pub struct ProducerConfig {
     /// Runs this worker executes at once.
     #[arg(long, env = "WEIR_CONCURRENCY", default_value_t = 256)]
     pub concurrency: usize,
-    /// Lease on a run: a producer that stops renewing it for this long is
-    /// presumed dead and its session ends `failed`.
-    #[arg(long, env = "WEIR_LEASE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub lease_ttl: Duration,
-    /// How often to look for runs of dead producers.
-    #[arg(long, env = "WEIR_REAP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub reap_interval: Duration,
     /// Most events in one bus message (only what is already waiting is batched).
     #[arg(long, env = "WEIR_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
@@ -139,8 +132,6 @@ impl ProducerConfig {
             cluster: ClusterConfig::local(),
             metrics_listen: ([127, 0, 0, 1], 9091).into(),
             concurrency: 256,
-            lease_ttl: Duration::from_secs(5),
-            reap_interval: Duration::from_secs(1),
             max_batch: 256,
             run_buffer: 1024,
             drain_grace: Duration::from_secs(10),

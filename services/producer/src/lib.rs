@@ -1,12 +1,13 @@
-//! `weir-producer`: takes run requests from the `WEIR_RUNS` work queue, runs
-//! an agent for each (up to `concurrency` at once), and publishes the
-//! session's events to its log.
+//! `weir-producer`: takes run requests from the `WEIR_RUNS` work queue (the
+//! queue of each agent it hosts), runs the agent for each (up to
+//! `concurrency` at once), and publishes the session's events to its log.
 //!
 //! - [`config`]: flags and environment.
 //! - [`agents`]: the `Agent` trait and the agents (`mock`, `openai`).
 //! - [`run`]: one run — lease, seqs, batching, fenced publishing, control.
 //! - [`record`]: a run's session state, written off the publish path.
-//! - [`reaper`]: ends the runs of producers that died.
+//! - [`reaper`] (tests): the cluster's reaper (`weir_cluster::reaper`),
+//!   which every producer runs, with this worker's runs.
 //!
 //! [`run`](fn@run) is what the binary and the tests call.
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::{http::StatusCode, routing::get, Router};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_bus::Bus;
@@ -26,7 +27,8 @@ pub mod agents;
 pub mod config;
 #[cfg(test)]
 mod outage;
-pub mod reaper;
+#[cfg(test)]
+mod reaper;
 pub mod record;
 pub mod run;
 pub mod status;
@@ -70,52 +72,28 @@ pub async fn run(
     if let Some(listener) = listener {
         tasks.spawn(serve_metrics(ctx.clone(), listener, hard_stop.clone()));
     }
-    tasks.spawn(reaper::run(ctx.clone(), shutdown.clone()));
+    let reaper = ctx.config.cluster.reaper(&ctx.bus, &ctx.store, &node);
+    tasks.spawn(reaper.run(shutdown.clone()));
     tasks.spawn(status::announce(ctx.clone(), hard_stop.clone()));
     tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
 
-    const MAX_TAKE: usize = 64;
     let permits = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
     let runs = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+    // One taker per agent, each reading its agent's queue; they share the
+    // run permits, so the worker never runs more than its concurrency.
+    let takers = TaskTracker::new();
+    for agent in ctx.agents.names() {
+        let taker = Taker {
+            ctx: ctx.clone(),
+            agent,
+            permits: permits.clone(),
+            runs: runs.clone(),
+            hard_stop: hard_stop.clone(),
         };
-        // As many runs as there are free permits (this one included), in
-        // one request: a producer with room for many starts them at once.
-        let max = 1 + permits.available_permits().min(MAX_TAKE - 1);
-        let tickets = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            t = ctx.bus.runs.take(max, Duration::from_secs(5)) => t,
-        };
-        match tickets {
-            Ok(tickets) => {
-                let mut first = Some(permit);
-                for ticket in tickets {
-                    let permit = match first.take() {
-                        Some(p) => p,
-                        // Only this loop takes permits: the free ones are still free.
-                        None => permits
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore never closed"),
-                    };
-                    let (ctx, stop) = (ctx.clone(), hard_stop.clone());
-                    runs.spawn(async move {
-                        run::execute(ctx, ticket, stop).await;
-                        drop(permit);
-                    });
-                }
-            }
-            Err(e) => {
-                metrics::counter!(weir_telemetry::names::BUS_ERRORS, "op" => "take").increment(1);
-                tracing::warn!(error = %e, "could not take run requests");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
+        takers.spawn(taker.run(shutdown.clone()));
     }
+    takers.close();
+    takers.wait().await;
     runs.close();
     tracing::info!(active = runs.len(), grace = ?ctx.config.drain_grace, "draining");
     if tokio::time::timeout(ctx.config.drain_grace, runs.wait())
@@ -129,6 +107,68 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// Takes one agent's run requests while this worker has room for them.
+struct Taker {
+    ctx: Arc<Ctx>,
+    agent: String,
+    permits: Arc<Semaphore>,
+    runs: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+impl Taker {
+    const MAX_TAKE: usize = 64;
+
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            };
+            // As many runs as there are free permits (this one included), in
+            // one request: a producer with room for many starts them at once.
+            let max = 1 + self.permits.available_permits().min(Self::MAX_TAKE - 1);
+            let wait = Duration::from_secs(5);
+            let tickets = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                t = self.ctx.bus.runs.take(&self.agent, max, wait) => t,
+            };
+            match tickets {
+                Ok(tickets) => self.start(tickets, permit).await,
+                Err(e) => {
+                    metrics::counter!(weir_telemetry::names::BUS_ERRORS, "op" => "take")
+                        .increment(1);
+                    tracing::warn!(agent = %self.agent, error = %e, "could not take run requests");
+                    drop(permit);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn start(&self, tickets: Vec<weir_bus::RunTicket>, permit: OwnedSemaphorePermit) {
+        let mut first = Some(permit);
+        for ticket in tickets {
+            let permit = match first.take() {
+                Some(p) => p,
+                // Other agents' takers may hold the free permits a moment
+                // (while they wait for requests): this waits its turn.
+                None => self
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            };
+            let (ctx, stop) = (self.ctx.clone(), self.hard_stop.clone());
+            self.runs.spawn(async move {
+                run::execute(ctx, ticket, stop).await;
+                drop(permit);
+            });
+        }
+    }
 }
 
 async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {

@@ -32,7 +32,7 @@ async fn queue(ctx: &Ctx, id: &SessionId, tokens: u64, rate: f64, state: bool) {
 
 /// Takes the queued run and executes it in a task.
 async fn start(ctx: &Arc<Ctx>) -> tokio::task::JoinHandle<()> {
-    let mut tickets = ctx.bus.runs.take(1, WITHIN).await.unwrap();
+    let mut tickets = ctx.bus.runs.take("mock", 1, WITHIN).await.unwrap();
     let ticket = tickets.pop().expect("a queued run");
     let ctx = ctx.clone();
     tokio::spawn(async move { run::execute(ctx, ticket, CancellationToken::new()).await })
@@ -69,16 +69,9 @@ async fn wait_state(store: &Flaky, id: &SessionId, status: Status, last_seq: u64
     got.unwrap_or_else(|_| panic!("{id} never reached {status:?} at {last_seq}"))
 }
 
-/// True when nobody holds `id`'s lease (another node could take it).
-async fn lease_free(store: &Flaky, id: &SessionId) -> bool {
-    let free = store
-        .acquire_lease(id, "someone-else", Duration::from_millis(1))
-        .await
-        .unwrap();
-    if free {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    free
+/// The node holding `id`'s lease, if any.
+async fn lease_owner(bus: &Bus, id: &SessionId) -> Option<String> {
+    bus.leases.get(id).await.unwrap().map(|l| l.entry.owner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +94,7 @@ async fn a_run_streams_to_its_end_while_the_store_hangs_and_settles_when_it_is_b
     let s = wait_state(&store, &id, Status::Completed, 61).await;
     assert_eq!(s.producer, None);
     tokio::time::timeout(WITHIN, async {
-        while !lease_free(&store, &id).await {
+        while lease_owner(&bus, &id).await.is_some() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -110,7 +103,7 @@ async fn a_run_streams_to_its_end_while_the_store_hangs_and_settles_when_it_is_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_claimed_while_the_store_is_down_takes_its_lease_when_it_is_back() {
+async fn a_run_claimed_while_the_store_is_down_holds_its_lease_on_the_bus() {
     let (bus, store) = (memory_bus(), Flaky::new());
     let ttl = Duration::from_millis(300);
     let ctx = ctx("p1", &bus, store.clone(), ttl);
@@ -119,12 +112,11 @@ async fn a_run_claimed_while_the_store_is_down_takes_its_lease_when_it_is_back()
     store.set(Mode::Down);
     let run = start(&ctx).await;
     wait_log(&bus, &id, 3).await;
+    assert_eq!(lease_owner(&bus, &id).await.as_deref(), Some("p1"));
+    // Renewed all along: still held a few lease times later.
+    tokio::time::sleep(3 * ttl).await;
+    assert_eq!(lease_owner(&bus, &id).await.as_deref(), Some("p1"));
     store.set(Mode::Up);
-    tokio::time::sleep(ttl).await;
-    assert!(
-        !lease_free(&store, &id).await,
-        "the run did not take its lease when the store came back"
-    );
     tokio::time::timeout(WITHIN, run).await.unwrap().unwrap();
     wait_state(&store, &id, Status::Completed, 41).await;
 }
@@ -146,31 +138,28 @@ async fn a_run_whose_state_the_store_lost_is_run_and_its_state_written_again() {
 }
 
 #[tokio::test]
-async fn the_lease_keeper_rides_out_an_outage_and_stops_only_for_another_owner() {
+async fn the_lease_keeper_renews_through_a_store_outage_and_stops_only_for_another_owner() {
     let (bus, store) = (memory_bus(), Flaky::new());
     let ttl = Duration::from_millis(300);
     let ctx = ctx("p1", &bus, store.clone(), ttl);
     let id = sid("kept");
-    assert!(store.acquire_lease(&id, "p1", ttl).await.unwrap());
+    let entry = weir_bus::LeaseEntry::new("p1", ttl, true);
+    let lease = bus.leases.acquire(&id, entry).await.unwrap().unwrap();
     let lost = CancellationToken::new();
-    let keeper = tokio::spawn(run::keep_lease(ctx.clone(), id.clone(), lost.clone()));
+    let keeper = tokio::spawn(run::keep_lease(ctx.clone(), lease, lost.clone()));
     store.set(Mode::Down);
     tokio::time::sleep(3 * ttl).await;
     assert!(
         !lost.is_cancelled(),
         "the run was given up during the outage"
     );
-    // Back, but empty: the lease is gone, and the keeper takes it back.
     store.set(Mode::Up);
-    store.forget_lease(&id).await.unwrap();
-    tokio::time::sleep(ttl).await;
-    assert!(!lost.is_cancelled());
-    assert!(!store.acquire_lease(&id, "p2", ttl).await.unwrap());
-    // Another node holds it: the keeper gives the run up.
-    store.forget_lease(&id).await.unwrap();
-    assert!(store.acquire_lease(&id, "p2", 10 * ttl).await.unwrap());
+    // Another node takes the lease over: the keeper gives the run up.
+    let now = bus.leases.get(&id).await.unwrap().unwrap();
+    let theirs = weir_bus::LeaseEntry::new("p2", 10 * ttl, true);
+    assert!(bus.leases.replace(&now, theirs).await.unwrap().is_some());
     tokio::time::timeout(WITHIN, lost.cancelled())
         .await
         .expect("kept a lease another node holds");
-    keeper.await.unwrap();
+    assert!(keeper.await.unwrap().is_none());
 }

@@ -7,8 +7,8 @@
 //! write per publish cost Redis round trips per event. So a
 //! store that is slow or unreachable never delays an event: its writes wait,
 //! merged in order, and go out when it answers again. When the run is over,
-//! [`Recorder::settle`] hands over the end, and the lease is released after
-//! it is written — retried while the store is down, for up to
+//! [`Recorder::settle`] hands over the end, and the lease (on the bus) is
+//! released after it is written — retried while the store is down, for up to
 //! [`SETTLE_WITHIN`]; past that the lease lapses and a reaper records the
 //! end from the log.
 //!
@@ -49,6 +49,8 @@ struct Pending {
     update: Option<Update>,
     /// Write what is pending, release the lease, stop.
     settle: bool,
+    /// The run's lease, released once the end is written.
+    lease: Option<weir_bus::Lease>,
 }
 
 impl Recorder {
@@ -73,21 +75,26 @@ impl Recorder {
         }
     }
 
-    /// Queues the last change; then the lease is released and the writer stops.
-    pub fn settle(&self, last: Option<Update>) {
+    /// Queues the last change; then `lease` is released and the writer stops.
+    pub fn settle(&self, last: Option<Update>, lease: Option<weir_bus::Lease>) {
         if let Some(update) = last {
             self.shared.merge(update);
         }
-        self.shared.lock().settle = true;
+        let mut p = self.shared.lock();
+        p.settle = true;
+        if lease.is_some() {
+            p.lease = lease;
+        }
+        drop(p);
         self.shared.wake.notify_one();
     }
 }
 
-/// A run that stops without settling (its task was aborted) still gives its
-/// lease up.
+/// A run that stops without settling (its task was aborted) still stops its
+/// writer; its lease, never handed over, lapses and is reaped.
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.settle(None);
+        self.settle(None, None);
     }
 }
 
@@ -144,8 +151,13 @@ async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
         }
         if settle {
             let since = *settling_since.get_or_insert_with(Instant::now);
+            let lease = shared.lock().lease.clone();
             if ok && shared.lock().update.is_none() {
-                match ctx.store.release_lease(&id, &ctx.node).await {
+                let released = match &lease {
+                    Some(lease) => ctx.bus.leases.release(lease).await,
+                    None => Ok(()),
+                };
+                match released {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::debug!(session = %id, error = %e, "lease not released yet");

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weir_bus::{BusError, Fence, RunTicket};
+use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunTicket};
 use weir_protocol::{ControlOp, EndReason, Event, EventParts, RunRequest, SessionId, Status};
 use weir_store::{SessionState, StoreError, Update};
 use weir_telemetry::names;
@@ -53,19 +53,19 @@ pub async fn execute(ctx: Arc<Ctx>, ticket: RunTicket, hard_stop: CancellationTo
 }
 
 struct Claimed {
-    id: SessionId,
     agent: String,
     input: serde_json::Value,
     control: Option<ControlOp>,
     /// The session's control ops, subscribed to before its state was read.
     subscribed: Result<BoxStream<'static, ControlOp>, BusError>,
     publisher: Publisher,
+    lease: Lease,
 }
 
 /// Whether this producer runs a session it was asked to.
 enum Admission {
-    /// Run it, obeying the control op asked for before it started.
-    Run(Option<ControlOp>),
+    /// Run it, holding its lease, obeying the control op asked for before it started.
+    Run(Lease, Option<ControlOp>),
     /// Not here: the reason, for the log.
     Skip(&'static str),
 }
@@ -83,8 +83,8 @@ async fn claim(
     let req = ticket.request;
     let id = req.session.clone();
     let (subscribed, last) = tokio::join!(ctx.bus.control.subscribe(&id), ctx.bus.log.last(&id));
-    let control = match admit(ctx, &req).await? {
-        Admission::Run(control) => control,
+    let (lease, control) = match admit(ctx, &req).await? {
+        Admission::Run(lease, control) => (lease, control),
         Admission::Skip(why) => {
             tracing::info!("{why}; run dropped");
             ticket.ack.ack().await?;
@@ -94,7 +94,7 @@ async fn claim(
     let last = match last {
         Ok(last) => last,
         Err(e) => {
-            let _ = ctx.store.release_lease(&id, &ctx.node).await;
+            let _ = ctx.bus.leases.release(&lease).await;
             return Err(e.into());
         }
     };
@@ -118,45 +118,42 @@ async fn claim(
             ended: last.is_some_and(|l| l.event.end),
             recorder: Recorder::start(ctx.clone(), id.clone()),
         },
-        id,
         agent: req.agent,
         input: req.input,
         control,
         subscribed,
+        lease,
     }))
 }
 
-/// Decides from the session's state and lease whether to run it. While the
-/// store cannot be reached the run starts anyway, from the log: the request
-/// is taken only once, the log's fence refuses a second writer, and
-/// [`keep_lease`] takes the lease when the store is back.
-async fn admit(ctx: &Ctx, req: &RunRequest) -> Result<Admission, StoreError> {
+/// Decides from the session's state and lease whether to run it. The lease
+/// is on the bus; while the store cannot be reached the run starts anyway,
+/// from the log (the request is taken only once, and the lease and the
+/// log's fence refuse a second writer).
+async fn admit(
+    ctx: &Ctx,
+    req: &RunRequest,
+) -> Result<Admission, Box<dyn std::error::Error + Send + Sync>> {
     let id = &req.session;
     let state = match ctx.store.get(id).await {
-        Ok(Some(state)) => Ok(state),
-        Ok(None) => recreate(ctx, req).await,
+        Ok(Some(state)) => Ok(Some(state)),
+        Ok(None) => recreate(ctx, req).await.map(Some),
         Err(e) => Err(e),
     };
-    let state = match state {
-        Ok(state) => state,
+    let control = match state {
+        Ok(Some(state)) if state.status.is_ended() => return Ok(Admission::Skip("session ended")),
+        Ok(state) => state.and_then(|s| s.control),
         Err(e) if e.is_unavailable() => {
             tracing::debug!(error = %e, "store unreachable; running from the log");
-            return Ok(Admission::Run(None));
+            None
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    if state.status.is_ended() {
-        return Ok(Admission::Skip("session ended"));
-    }
-    match ctx
-        .store
-        .acquire_lease(id, &ctx.node, ctx.config.lease_ttl)
-        .await
-    {
-        Ok(true) => Ok(Admission::Run(state.control)),
-        Ok(false) => Ok(Admission::Skip("session owned elsewhere")),
-        Err(e) if e.is_unavailable() => Ok(Admission::Run(state.control)),
-        Err(e) => Err(e),
+    let ttl = ctx.config.cluster.lease_ttl;
+    let entry = LeaseEntry::new(&ctx.node, ttl, true);
+    match ctx.bus.leases.acquire(id, entry).await? {
+        Some(lease) => Ok(Admission::Run(lease, control)),
+        None => Ok(Admission::Skip("session owned elsewhere")),
     }
 }
 
@@ -165,21 +162,22 @@ impl Claimed {
         metrics::gauge!(names::RUNS_ACTIVE).increment(1.0);
         ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_lease(ctx.clone(), self.id.clone(), lost.clone()));
+        let keeper = tokio::spawn(keep_lease(ctx.clone(), self.lease.clone(), lost.clone()));
         let outcome = if self.publisher.ended {
             tracing::info!("the log already holds this session's end");
             None
         } else {
             Some(self.drive(ctx, &hard_stop, &lost).await)
         };
-        keeper.abort();
         let (label, end) = match &outcome {
             None => ("already_ended", None),
             Some(o) => self.finish(o).await,
         };
+        lost.cancel();
+        let lease = keeper.await.ok().flatten();
         // The end is recorded and the lease released after the run, by the
         // recorder (later, if the store is unreachable now).
-        self.publisher.recorder.settle(end);
+        self.publisher.recorder.settle(end, lease);
         metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
         ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(names::RUNS, "outcome" => label).increment(1);
@@ -465,22 +463,19 @@ async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreErro
     Ok(state)
 }
 
-/// Renews the run's lease every third of its time; cancels `lost` only when
-/// another owner holds it. While the store cannot be reached the run goes
-/// on: nobody can take the lease then, and should a reaper that still
-/// reaches the store take it over, the log's fence stops this run at its
-/// next append. A lease the store lost (Redis came back empty) is taken back.
-pub(crate) async fn keep_lease(ctx: Arc<Ctx>, id: SessionId, lost: CancellationToken) {
-    let ttl = ctx.config.lease_ttl;
-    loop {
-        tokio::time::sleep(ttl / 3).await;
-        match ctx.store.renew_lease(&id, &ctx.node, ttl).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => tracing::debug!(error = %e, "lease not renewed; the run goes on"),
-        }
+/// Renews the run's lease until the run is over, which cancels `lost`;
+/// cancels `lost` itself when another node took the lease over (the run
+/// stops publishing). Returns the lease, still held, when the run is over.
+pub(crate) async fn keep_lease(
+    ctx: Arc<Ctx>,
+    lease: Lease,
+    lost: CancellationToken,
+) -> Option<Lease> {
+    let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost).await;
+    if kept.is_none() {
+        lost.cancel();
     }
-    lost.cancel();
+    kept
 }
 
 #[cfg(test)]
@@ -519,7 +514,12 @@ mod tests {
             input: json!({}),
         };
         ctx.bus.runs.enqueue(&req).await.unwrap();
-        let ticket = ctx.bus.runs.take(1, Duration::from_secs(5)).await.unwrap();
+        let ticket = ctx
+            .bus
+            .runs
+            .take("panics", 1, Duration::from_secs(5))
+            .await
+            .unwrap();
         let ticket = ticket.into_iter().next().expect("the queued run");
         let run = execute(ctx.clone(), ticket, CancellationToken::new());
         tokio::time::timeout(Duration::from_secs(10), run)

@@ -32,6 +32,7 @@ pub async fn status(State(ctx): State<Arc<Ctx>>) -> Json<serde_json::Value> {
         "role": "producer",
         "version": VERSION,
         "uptime_s": ctx.started.elapsed().as_secs(),
+        "agents": ctx.agents.names(),
         "runs": ACTIVE.load(Ordering::Relaxed),
         "concurrency": ctx.config.concurrency,
         "bus": health(&bus),
@@ -50,8 +51,10 @@ pub async fn announce(ctx: Arc<Ctx>, stop: CancellationToken) {
         load: serde_json::Map::new(),
     };
     let concurrency = ctx.config.concurrency;
+    let agents = ctx.agents.names();
     let load = || {
         let mut load = serde_json::Map::new();
+        load.insert("agents".into(), agents.clone().into());
         load.insert("runs".into(), ACTIVE.load(Ordering::Relaxed).into());
         load.insert("concurrency".into(), concurrency.into());
         load

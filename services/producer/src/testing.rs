@@ -22,7 +22,7 @@ pub enum Mode {
 }
 
 /// A memory store whose reachability a test controls; its state survives
-/// the outage (use `forget_lease` to lose a lease as an empty Redis would).
+/// the outage.
 pub struct Flaky {
     inner: MemoryStore,
     mode: watch::Sender<Mode>,
@@ -99,31 +99,6 @@ impl SessionStore for Flaky {
         self.check().await?;
         self.inner.request_control(id, op).await
     }
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        o: &str,
-        t: Duration,
-    ) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.acquire_lease(id, o, t).await
-    }
-    async fn renew_lease(&self, id: &SessionId, o: &str, t: Duration) -> Result<bool, StoreError> {
-        self.check().await?;
-        self.inner.renew_lease(id, o, t).await
-    }
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.release_lease(id, owner).await
-    }
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        self.check().await?;
-        self.inner.expired_leases(limit).await
-    }
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.forget_lease(id).await
-    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check().await
     }
@@ -135,8 +110,8 @@ impl SessionStore for Flaky {
 /// A worker `node` over `bus` and `store`, with short leases.
 pub fn ctx(node: &str, bus: &Bus, store: Arc<Flaky>, lease_ttl: Duration) -> Arc<Ctx> {
     let mut config = ProducerConfig::local();
-    config.lease_ttl = lease_ttl;
-    config.reap_interval = Duration::from_millis(50);
+    config.cluster.lease_ttl = lease_ttl;
+    config.cluster.reap_interval = Duration::from_millis(50);
     config.cluster.node_id = Some(node.into());
     Arc::new(Ctx {
         bus: bus.clone(),

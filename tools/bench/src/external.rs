@@ -1,6 +1,7 @@
-//! The load tool as an outside producer (protocol.md §2): JetStream
-//! publishes to `weir.ev.<session>`, one event or a batch per message, with
-//! `Nats-Msg-Id` and `Weir-Seq`, the mock agent's texts and a final `end`.
+//! The load tool as an outside producer (protocol.md §2): it claims the
+//! session's lease (`WEIR_LEASES`) and renews it while it publishes to
+//! `weir.ev.<session>`, one event or a batch per message, with `Nats-Msg-Id`
+//! and `Weir-Seq`, the mock agent's texts and a final `end`, then releases it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -53,12 +54,65 @@ pub fn event_json(seed: u64, seq: u64, tokens: u64) -> String {
     format!(r#"{{"seq":{seq},"kind":"token","ts":{ts},"source":"mock","data":{{"text":{text}}}}}"#)
 }
 
-/// Publishes the whole session: `tokens` tokens, then `end`.
+/// The lease time the tool claims its sessions with.
+const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// Claims the session's lease (the edge made it unclaimed) and renews it
+/// until the returned task is aborted; `None` on a NATS without the bucket.
+async fn hold_lease(
+    js: &jetstream::Context,
+    id: &str,
+) -> anyhow::Result<Option<(jetstream::kv::Store, tokio::task::JoinHandle<u64>)>> {
+    let Ok(kv) = js.get_key_value("WEIR_LEASES").await else {
+        return Ok(None);
+    };
+    let value = Bytes::from(serde_json::to_vec(&weir_bus::LeaseEntry::new(
+        &format!("weir-bench-{}", std::process::id()),
+        LEASE_TTL,
+        false,
+    ))?);
+    let mut revision = match kv.create(id, value.clone()).await {
+        Ok(r) => r,
+        Err(_) => {
+            let entry = kv
+                .entry(id)
+                .await?
+                .context("the session's lease vanished")?;
+            kv.update(id, value.clone(), entry.revision)
+                .await
+                .context("claim the lease")?
+        }
+    };
+    let (renewing, key) = (kv.clone(), id.to_owned());
+    let renewer = async move {
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            match renewing.update(&key, value.clone(), revision).await {
+                Ok(r) => revision = r,
+                Err(_) => return revision,
+            }
+        }
+    };
+    Ok(Some((kv, tokio::spawn(renewer))))
+}
+
+/// Publishes the whole session: `tokens` tokens, then `end`, holding its lease.
 pub async fn publish_session(
     js: &jetstream::Context,
     s: &Session,
     p: Publishing,
 ) -> anyhow::Result<()> {
+    let lease = hold_lease(js, &s.id).await?;
+    publish_events(js, s, p).await?;
+    if let Some((kv, renewer)) = lease {
+        renewer.abort();
+        // Deleted whatever its revision: the end is stored, the run is over.
+        kv.delete(&s.id).await.context("release the lease")?;
+    }
+    Ok(())
+}
+
+async fn publish_events(js: &jetstream::Context, s: &Session, p: Publishing) -> anyhow::Result<()> {
     let subject = format!("weir.ev.{}", s.id);
     let last = p.tokens + 1;
     let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();

@@ -35,3 +35,12 @@ class PublishError(WeirError):
 
 class EventTooLargeError(WeirError, ValueError):
     """One event does not fit in a NATS message (the server's max_payload)."""
+
+
+class LeaseHeldError(WeirError):
+    """Another producer holds the session's lease: it runs the session, this one must not."""
+
+    def __init__(self, session: str, owner: str) -> None:
+        self.session = session
+        self.owner = owner
+        super().__init__(f"session {session!r} is run by {owner!r}")

@@ -16,7 +16,11 @@ Delivery rules kept here:
   headers, with exponential backoff;
 * at most ``max_in_flight`` events are queued or unacknowledged; :meth:`Publisher.emit` waits
   when the window is full;
-* the sender batches only what is already waiting: an event is never held back to fill a batch.
+* the sender batches only what is already waiting: an event is never held back to fill a batch;
+* it holds the session's lease (``WEIR_LEASES``, see :mod:`weir._lease`) from :meth:`start` until
+  its end is stored, renewing it every third of ``lease_ttl``: if the process dies, a weir node
+  ends the session ``failed`` within the lease time; if another took the lease over, this
+  publisher stops (:class:`FencedError`) without publishing more.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ._errors import (
     SessionEndedError,
     WeirError,
 )
+from ._lease import Lease, default_node_id
 
 log = logging.getLogger("weir")
 
@@ -150,9 +155,16 @@ class Publisher:
         on_resume: Optional[Callback] = None,
         on_cancel: Optional[Callback] = None,
         connect_options: Optional[Dict[str, Any]] = None,
+        node_id: Optional[str] = None,
+        lease_ttl: float = 5.0,
     ) -> None:
         if max_in_flight < 1 or max_batch < 1:
             raise ValueError("max_in_flight and max_batch must be >= 1")
+        if lease_ttl <= 0:
+            raise ValueError("lease_ttl must be > 0")
+        self._node_id = node_id or default_node_id("publisher")
+        self._lease_ttl = lease_ttl
+        self._lease: Optional[Lease] = None
         self._sid = session_id_of(session)
         self._subject = EVENTS_PREFIX + self._sid
         self._ctl_subject = CONTROL_PREFIX + self._sid
@@ -254,6 +266,11 @@ class Publisher:
     def nc(self) -> Optional[NATS]:
         return self._nc
 
+    @property
+    def node_id(self) -> str:
+        """The id this publisher holds the session's lease as (the session's ``producer``)."""
+        return self._node_id
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> "Publisher":
@@ -295,6 +312,7 @@ class Publisher:
             self._next_seq = last_seq + 1
             self._acked_seq = last_seq
             self._fence = fence
+            self._lease = await Lease.acquire(self._js, self._sid, self._node_id, self._lease_ttl)
             self._ctl_sub = await self._nc.subscribe(self._ctl_subject, cb=self._on_control)
             # Make sure the server has the subscription before anyone relies on it. Twice: nats-py
             # (2.16) writes a flush's PING straight to the socket, possibly ahead of the SUB still
@@ -306,6 +324,10 @@ class Publisher:
                 await self._nc.close()
             raise
         self._sender_task = asyncio.create_task(self._sender(), name=f"weir-sender-{self._sid}")
+        if self._lease is not None:
+            keeper = asyncio.create_task(self._lease.keep(self._lease_lost), name=f"weir-lease-{self._sid}")
+            self._bg.add(keeper)
+            keeper.add_done_callback(self._bg_done)
         self._started = True
         log.debug("publisher %s starts after seq %d (fence %d)", self._sid, self._acked_seq, self._fence)
         return self
@@ -333,6 +355,13 @@ class Publisher:
                     await self._ctl_sub.unsubscribe()
                 except Exception:  # noqa: BLE001
                     pass
+            # Released only once the end is stored; otherwise it lapses and a weir node ends
+            # the session `failed`.
+            if self._lease is not None and self._end_seq is not None and self._acked_seq >= self._end_seq:
+                try:
+                    await self._lease.release()
+                except Exception as e:  # noqa: BLE001 - it lapses instead
+                    log.warning("lease of session %s not released (it will lapse): %s", self._sid, e)
             if self._own_nc and self._nc is not None and not self._nc.is_closed:
                 await self._nc.close()
             self._halt_ev.set()
@@ -473,6 +502,11 @@ class Publisher:
     def _release(self, n: int) -> None:
         self._in_flight -= n
         self._space_ev.set()
+
+    def _lease_lost(self, owner: str) -> None:
+        self._fail(FencedError(self._sid, self._fence, f"its lease was taken over by {owner!r}"))
+        if self._sender_task is not None:
+            self._sender_task.cancel()
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:

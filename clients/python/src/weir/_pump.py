@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import sys
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from ._errors import WeirError
 from ._publisher import Publisher
@@ -182,3 +183,22 @@ async def pump(
     finally:
         halt_task.cancel()
         remove()
+
+
+def task_of(run_input: Mapping[str, Any]) -> Any:
+    """The task of a run: ``input["task"]``, or the content of the last message of a thread's
+    conversation (``input["messages"]``)."""
+    if run_input.get("task") is not None:
+        return run_input["task"]
+    messages = run_input.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], Mapping):
+        return messages[-1].get("content")
+    return None
+
+
+def takes_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)

@@ -45,7 +45,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any, AsyncIterator, Dict, List, Optional
+import inspect
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 try:
     from agent_framework import AgentResponse, AgentResponseUpdate, ChatResponseUpdate, WorkflowEvent
@@ -55,7 +56,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     ) from e
 
 from ._publisher import Publisher
-from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump
+from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump, takes_argument, task_of
 
 __all__ = ["stream_to_weir", "AgentFrameworkMapping", "RunOutcome"]
 
@@ -343,3 +344,22 @@ async def stream_to_weir(
         end=end,
         name="weir-agent-framework",
     )
+
+
+def handler(make_agent: Callable[..., Any], **stream_options: Any) -> Callable[[Any], Awaitable[RunOutcome]]:
+    """A :class:`weir.Worker` handler that runs an Agent Framework agent (or workflow) per run.
+
+    ``make_agent`` builds the agent for each run: called with the run (a :class:`weir.Run`) if
+    it takes an argument, else with none; it may be async. The agent runs streaming on the
+    run's task (``input["task"]``, or the last message of ``input["messages"]``) through
+    :func:`stream_to_weir`, which publishes its updates and ends the session::
+
+        worker = weir.Worker({"writer": weir.agent_framework.handler(make_agent)})
+    """
+    async def run_agent(run: Any) -> RunOutcome:
+        agent = make_agent(run) if takes_argument(make_agent) else make_agent()
+        if inspect.isawaitable(agent):
+            agent = await agent
+        return await stream_to_weir(run, agent, task_of(run.input), **stream_options)
+
+    return run_agent

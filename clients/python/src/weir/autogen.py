@@ -34,7 +34,8 @@ import datetime
 import enum
 import math
 import re
-from typing import Any, AsyncIterator, Dict, List, Optional
+import inspect
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, Optional
 
 try:
     from autogen_agentchat.base import Response, TaskResult
@@ -55,7 +56,7 @@ from autogen_core import CancellationToken, Image
 from pydantic import BaseModel
 
 from ._publisher import Publisher
-from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump
+from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump, takes_argument, task_of
 
 
 __all__ = ["stream_to_weir", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec", "RESERVED_KINDS"]
@@ -302,3 +303,25 @@ async def stream_to_weir(
         end=end,
         name="weir-autogen",
     )
+
+
+def handler(make_team: Callable[..., Any], *, usage: bool = True, **stream_options: Any) -> Callable[[Any], Awaitable[RunOutcome]]:
+    """A :class:`weir.Worker` handler that runs an AutoGen team (or agent) per run.
+
+    ``make_team`` builds a fresh team for each run: called with the run (a :class:`weir.Run`,
+    whose ``input`` the session was created with) if it takes an argument, else with none; it
+    may be async. The team runs on :func:`task_of` the run's input through
+    :func:`stream_to_weir`, which publishes its stream and ends the session (``failed`` with the
+    error when the team raises, ``cancelled`` on a cancel)::
+
+        worker = weir.Worker({"support-team": weir.autogen.handler(make_team)})
+    """
+
+    async def run_team(run: Any) -> RunOutcome:
+        team = make_team(run) if takes_argument(make_team) else make_team()
+        if inspect.isawaitable(team):
+            team = await team
+        return await stream_to_weir(run, team, task_of(run.input), usage=usage, **stream_options)
+
+    return run_team
+

@@ -1,7 +1,7 @@
 //! The bus on NATS: JetStream stream `WEIR_EVENTS` (subjects `weir.ev.*`,
-//! retention by age) holds every session's log; `WEIR_RUNS` is a work queue
-//! read through one durable consumer shared by all producer workers; control
-//! goes over core NATS on `weir.ctl.<session>`.
+//! retention by age) holds every session's log; control
+//! goes over core NATS on `weir.ctl.<session>`; run requests are in
+//! `WEIR_RUNS`, one subject and durable consumer per agent ([`runs`]).
 //!
 //! Appends carry `Nats-Msg-Id` (retries are stored once) and
 //! `Nats-Expected-Last-Subject-Sequence` (the fence: a writer that lost the
@@ -20,32 +20,36 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
-use tokio::sync::OnceCell;
-use weir_protocol::{ControlOp, RawEvent, RunRequest, SessionId};
+use weir_protocol::{ControlOp, RawEvent, SessionId};
 
+mod leases;
 mod operators;
 mod reader;
+mod runs;
 mod setup;
 
+pub use leases::LEASES_BUCKET;
 pub use operators::{NODES_BUCKET, NOTICE_SUBJECT};
 
+pub use runs::{
+    consumer_config, runs_config, runs_subject, LEGACY_RUNS_CONSUMER, LEGACY_RUNS_SUBJECT,
+    RUNS_CONSUMER_PREFIX, RUNS_SUBJECTS,
+};
 pub use setup::{check_version, server_addrs, MIN_SERVER};
 
 use crate::{
     msg_id, Appended, BusConfig, BusError, ControlChannel, EventLog, EventStream, Fence, LastEvent,
-    LogReader, RunAck, RunQueue, RunTicket,
+    LogReader,
 };
 
 pub const EVENTS_STREAM: &str = "WEIR_EVENTS";
 pub const RUNS_STREAM: &str = "WEIR_RUNS";
 /// `WEIR_EVENTS` republishes every stored message to `weir.live.<session>`.
 pub const LIVE_PREFIX: &str = "weir.live.";
-pub const RUNS_SUBJECT: &str = "weir.runs";
-pub const RUNS_CONSUMER: &str = "weir-producers";
 /// Header with the last seq carried by a message.
 pub const SEQ_HEADER: &str = "Weir-Seq";
 /// The fence header of every append: the stream sequence of the subject's last message.
@@ -56,8 +60,9 @@ pub struct NatsBus {
     js: jetstream::Context,
     events: stream::Stream,
     runs: stream::Stream,
-    runs_consumer: OnceCell<consumer::PullConsumer>,
+    runs_consumers: runs::Consumers,
     nodes: jetstream::kv::Store,
+    leases: jetstream::kv::Store,
     config: BusConfig,
     /// Counts reconnections to the server. Ordered consumers are ephemeral
     /// and die with a restarted server, so follows end on a reconnect and
@@ -76,15 +81,18 @@ impl NatsBus {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.request_timeout);
         let events = setup::ensure_stream(&js, setup::events_config(&config)).await?;
-        let runs = setup::ensure_stream(&js, setup::runs_config(&config)).await?;
+        let runs = setup::ensure_stream(&js, runs::runs_config(&config)).await?;
+        let runs = runs::migrate_legacy(&js, runs).await?;
         let nodes = operators::nodes_bucket(&js, &config).await?;
+        let leases = leases::leases_bucket(&js, &config).await?;
         Ok(NatsBus {
             client,
             js,
             events,
             runs,
-            runs_consumer: OnceCell::new(),
+            runs_consumers: runs::Consumers::default(),
             nodes,
+            leases,
             config,
             reconnects,
         })
@@ -134,25 +142,6 @@ impl NatsBus {
         tokio::time::timeout(self.config.request_timeout, sent)
             .await
             .map_err(|_| BusError::Unavailable("NATS did not answer in time".into()))?
-    }
-
-    async fn runs_consumer(&self) -> Result<&consumer::PullConsumer, BusError> {
-        self.runs_consumer
-            .get_or_try_init(|| async {
-                self.runs
-                    .get_or_create_consumer(
-                        RUNS_CONSUMER,
-                        consumer::pull::Config {
-                            durable_name: Some(RUNS_CONSUMER.into()),
-                            ack_policy: consumer::AckPolicy::Explicit,
-                            ack_wait: self.config.run_ack_wait,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(BusError::unavailable)
-            })
-            .await
     }
 }
 
@@ -313,73 +302,6 @@ impl ControlChannel for NatsBus {
             })
             .boxed())
     }
-}
-
-struct NatsAck(jetstream::Message);
-
-#[async_trait]
-impl RunAck for NatsAck {
-    async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.0.double_ack().await.map_err(BusError::unavailable)
-    }
-}
-
-#[async_trait]
-impl RunQueue for NatsBus {
-    async fn enqueue(&self, run: &RunRequest) -> Result<(), BusError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("run:{}", run.session).as_str());
-        let payload = serde_json::to_vec(run).expect("run requests serialise");
-        self.js
-            .publish_with_headers(RUNS_SUBJECT, headers, payload.into())
-            .await
-            .map_err(BusError::unavailable)?
-            .await
-            .map_err(BusError::unavailable)?;
-        Ok(())
-    }
-
-    async fn take(&self, max: usize, wait: Duration) -> Result<Vec<RunTicket>, BusError> {
-        let consumer = self.runs_consumer().await?;
-        // What is waiting now, in one request; else wait for the first.
-        let waiting = consumer
-            .fetch()
-            .max_messages(max.max(1))
-            .messages()
-            .await
-            .map_err(BusError::unavailable)?;
-        let taken = tickets(waiting).await?;
-        if !taken.is_empty() {
-            return Ok(taken);
-        }
-        let first = consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(BusError::unavailable)?;
-        tickets(first).await
-    }
-}
-
-/// The run requests of a pull; malformed ones are terminated.
-async fn tickets(mut messages: consumer::pull::Batch) -> Result<Vec<RunTicket>, BusError> {
-    let mut out = Vec::new();
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(BusError::unavailable)?;
-        match serde_json::from_slice::<RunRequest>(&msg.payload) {
-            Ok(request) => out.push(RunTicket {
-                request,
-                ack: Box::new(NatsAck(msg)),
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "dropped malformed run request");
-                let _ = msg.ack_with(jetstream::AckKind::Term).await;
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The events of the session's last stored message in `events`, for a

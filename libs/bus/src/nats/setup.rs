@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::CreateStreamErrorKind, stream};
 use async_nats::{Client, ServerAddr};
 
-use super::{EVENTS_STREAM, LIVE_PREFIX, RUNS_STREAM, RUNS_SUBJECT};
+use super::{EVENTS_STREAM, LIVE_PREFIX};
 use crate::{BusConfig, BusError};
 
 /// The oldest nats-server release weir runs on. Older ones have clustered
@@ -150,20 +150,6 @@ pub fn events_config(config: &BusConfig) -> stream::Config {
             destination: format!("{LIVE_PREFIX}{{{{wildcard(1)}}}}"),
             headers_only: false,
         }),
-        ..Default::default()
-    }
-}
-
-/// `WEIR_RUNS`: the work queue of run requests.
-pub fn runs_config(config: &BusConfig) -> stream::Config {
-    stream::Config {
-        name: RUNS_STREAM.into(),
-        subjects: vec![RUNS_SUBJECT.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        max_age: config.retention,
-        duplicate_window: config.duplicate_window.min(config.retention),
-        storage: stream::StorageType::File,
-        num_replicas: config.replicas.into(),
         ..Default::default()
     }
 }

@@ -1,9 +1,8 @@
 //! The key layout: every session belongs to one of [`BUCKETS`] buckets,
 //! and each bucket's keys share a hash tag (`weir:{b07}:…`), hence a Redis
-//! Cluster slot. A session's state, its lease and the bucket's indexes are
-//! in one slot, so every script touches one slot and stays atomic; what
-//! spans sessions (the index, the lease deadlines) is read bucket by bucket
-//! and merged.
+//! Cluster slot. A session's state and the bucket's indexes are in one
+//! slot, so every script touches one slot and stays atomic; what spans
+//! sessions (the index) is read bucket by bucket and merged.
 
 use weir_protocol::{SessionId, Status};
 
@@ -59,19 +58,10 @@ impl Bucket {
             .chain(STATUSES.iter().map(|s| self.index(Some(*s))))
             .collect()
     }
-
-    /// Session ids of the bucket scored by lease deadline.
-    pub fn leases(self) -> String {
-        format!("{}:leases", self.prefix())
-    }
 }
 
 pub fn state(id: &SessionId) -> String {
     format!("{}:s:{id}", Bucket::of(id).prefix())
-}
-
-pub fn lease(id: &SessionId) -> String {
-    format!("{}:lease:{id}", Bucket::of(id).prefix())
 }
 
 #[cfg(test)]
@@ -103,7 +93,7 @@ mod tests {
         for n in 0..200 {
             let id = SessionId::parse(&format!("s-{n}")).unwrap();
             let b = Bucket::of(&id);
-            let mut keys = vec![state(&id), lease(&id), b.leases()];
+            let mut keys = vec![state(&id)];
             keys.extend(b.index_keys());
             let slots: Vec<u16> = keys.iter().map(|k| slot(k)).collect();
             assert!(slots.iter().all(|s| *s == slots[0]), "{keys:?} {slots:?}");
@@ -118,7 +108,7 @@ mod tests {
         }
         assert_eq!(used.len(), BUCKETS as usize);
         let slots: std::collections::BTreeSet<u16> =
-            Bucket::all().map(|b| slot(&b.leases())).collect();
+            Bucket::all().map(|b| slot(&b.index(None))).collect();
         assert_eq!(slots.len(), BUCKETS as usize, "two buckets share a slot");
     }
 

@@ -11,8 +11,6 @@
 //! | `weir:{bNN}:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`, `pace`, `ix` (its index entry); `unknown` (comma-separated field names) in a state rebuilt from the log |
 //! | `weir:{bNN}:idx` | sorted set | the index entry `<created ms, 13 digits>:<id>` of every session of the bucket, all at score 0 (ordered as strings: by creation) |
 //! | `weir:{bNN}:idx:<status>` | sorted set | the same, per status; the update script moves an entry when the status changes |
-//! | `weir:{bNN}:lease:<id>` | string | node id of the producer that owns the run; `PX` = lease time |
-//! | `weir:{bNN}:leases` | sorted set | the bucket's session ids scored by lease deadline (ms, Redis clock): what a reaper scans |
 //!
 //! Every change that reads before it writes is one Lua script (`lua/`),
 //! and every script touches one bucket, so one slot: it is atomic on every
@@ -20,12 +18,12 @@
 //! its state. What spans sessions is read bucket by bucket and merged:
 //! `GET /v1/sessions` reads the newest `limit` entries before the cursor
 //! from each bucket's index and keeps the newest `limit` of them (an entry
-//! orders the same in every bucket, so the cursor pages exactly); a reaper
-//! reads every bucket's lapsed leases. That costs [`keys::BUCKETS`] small
+//! orders the same in every bucket, so the cursor pages exactly). That
+//! costs [`keys::BUCKETS`] small
 //! reads per listing — an operator's request — and nothing per event,
 //! where an index of its own slot would need a second, non-atomic write
-//! per status change and a repair for when it is lost. Deadlines use the
-//! Redis server's clock, not the nodes'.
+//! per status change and a repair for when it is lost. (Leases are on the
+//! bus: `weir_bus::lease`.)
 //!
 //! While Redis cannot be reached, operations fail at once (see
 //! [`crate::health`]) and a probe tries it every [`PROBE_EVERY`] until it
@@ -64,10 +62,6 @@ struct Scripts {
     update: Script,
     ack: Script,
     control: Script,
-    acquire: Script,
-    renew: Script,
-    release: Script,
-    expired: Script,
 }
 
 impl Scripts {
@@ -77,10 +71,6 @@ impl Scripts {
             update: Script::new(include_str!("lua/update.lua")),
             ack: Script::new(include_str!("lua/ack.lua")),
             control: Script::new(include_str!("lua/control.lua")),
-            acquire: Script::new(include_str!("lua/acquire.lua")),
-            renew: Script::new(include_str!("lua/renew.lua")),
-            release: Script::new(include_str!("lua/release.lua")),
-            expired: Script::new(include_str!("lua/expired.lua")),
         }
     }
 }
@@ -106,25 +96,6 @@ impl RedisStore {
     /// An operation's result, noting an outage.
     fn outcome<T>(&self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
         self.shared.outcome(r)
-    }
-
-    /// Runs a lease script (take or extend); true if it succeeded.
-    async fn lease_script(
-        &self,
-        script: &Script,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let got: redis::RedisResult<i64> = script
-            .key(keys::lease(id))
-            .key(Bucket::of(id).leases())
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn()?)
-            .await;
-        Ok(self.outcome(got)? == 1)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -354,72 +325,6 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.conn()?)
             .await;
         self.outcome(done).map(drop)
-    }
-
-    async fn acquire_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.lease_script(&self.scripts.acquire, id, owner, ttl)
-            .await
-    }
-
-    async fn renew_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.lease_script(&self.scripts.renew, id, owner, ttl).await
-    }
-
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        let done: redis::RedisResult<i64> = self
-            .scripts
-            .release
-            .key(keys::lease(id))
-            .key(Bucket::of(id).leases())
-            .arg(owner)
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn()?)
-            .await;
-        self.outcome(done).map(drop)
-    }
-
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        let conn = self.conn()?;
-        let reads = Bucket::all().map(|b| {
-            let mut conn = conn.clone();
-            async move {
-                self.scripts
-                    .expired
-                    .key(b.leases())
-                    .arg(limit)
-                    .invoke_async::<Vec<String>>(&mut conn)
-                    .await
-            }
-        });
-        let mut ids = Vec::new();
-        for read in futures::future::join_all(reads).await {
-            ids.extend(
-                self.outcome(read)?
-                    .iter()
-                    .filter_map(|s| SessionId::parse(s).ok()),
-            );
-        }
-        ids.truncate(limit);
-        Ok(ids)
-    }
-
-    async fn forget_lease(&self, id: &SessionId) -> Result<(), StoreError> {
-        let done = redis::pipe()
-            .zrem(Bucket::of(id).leases(), id.as_str())
-            .del(keys::lease(id))
-            .query_async::<()>(&mut self.conn()?)
-            .await;
-        self.outcome(done)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
