@@ -20,7 +20,9 @@ use serde_json::Value;
 
 const SESSIONS: u64 = 20;
 
-/// One cluster at a time: each is ten processes on a 2-core machine.
+/// One cluster at a time: each is ten processes on a 2-core machine (under
+/// `cargo test`; cargo-nextest runs this binary's tests alone, see
+/// `.config/nextest.toml`).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Ha {

@@ -13,6 +13,9 @@ use std::time::Duration;
 use weir_bus::{Bus, BusConfig, BusError};
 
 pub mod reaper;
+mod watch;
+
+pub use watch::watch_store;
 use weir_store::{RedisStore, SessionStore, StoreError};
 
 /// Where the cluster is and how a node talks to it.

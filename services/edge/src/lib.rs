@@ -245,6 +245,11 @@ pub async fn run(
         .cluster
         .reaper(&state.bus, &state.store, &state.node);
     tokio::spawn(reaper.run(background.clone()));
+    tokio::spawn(weir_cluster::watch_store(
+        state.store.clone(),
+        state.config.cluster.reap_interval,
+        background.clone(),
+    ));
     let app = router(state.clone());
     let timeouts = serve::Timeouts {
         header: state.config.header_timeout,

@@ -74,6 +74,11 @@ pub async fn run(
     }
     let reaper = ctx.config.cluster.reaper(&ctx.bus, &ctx.store, &node);
     tasks.spawn(reaper.run(shutdown.clone()));
+    tasks.spawn(weir_cluster::watch_store(
+        ctx.store.clone(),
+        ctx.config.cluster.reap_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(status::announce(ctx.clone(), hard_stop.clone()));
     tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
 
