@@ -22,7 +22,9 @@ pub mod token;
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
 pub use jwks::{JwksError, PublicKeys};
-pub use session::{ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status};
+pub use session::{
+    ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,
+};
 pub use token::{KeyError, TokenError, TokenKey, MIN_SECRET_BYTES};
 
 /// Milliseconds since the Unix epoch, with microsecond fraction, as events carry in `ts`.

@@ -174,7 +174,11 @@ impl EndReason {
     }
 }
 
-/// A run request on `weir.runs`.
+/// The agent of a session that an outside producer fills (protocol.md §4):
+/// no run request is queued for it.
+pub const EXTERNAL_AGENT: &str = "external";
+
+/// A run request on `weir.runs.<agent>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRequest {
     pub session: SessionId,

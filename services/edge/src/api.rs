@@ -1,26 +1,22 @@
 //! The HTTP API (protocol.md §4), except the streams (`ws`, `sse`).
 
-use std::collections::HashMap;
-
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use weir_bus::LeaseEntry;
 use weir_protocol::mock::MockInput;
-use weir_protocol::{ControlOp, RunRequest, SessionId};
+use weir_protocol::{ControlOp, RunRequest, SessionId, EXTERNAL_AGENT};
 use weir_store::SessionState;
 use weir_telemetry::names;
 
+use crate::access::{ApiKey, SessionAuth, SessionOrOperator};
 use crate::error::ApiError;
-use crate::sessions::{self, bearer};
+use crate::request::{JsonObject, Params};
+use crate::sessions;
 use crate::AppState;
-
-pub const EXTERNAL_AGENT: &str = "external";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,47 +42,15 @@ pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
 /// The highest `pace` a session may ask for.
 pub const MAX_PACE: u32 = 10_000;
 
-pub fn json_error(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::TooLarge;
-    }
-    ApiError::BadRequest(rejection.body_text())
-}
-
-/// A JSON body that must be an object, read as `T`. `Json<T>` alone also
-/// takes an array for a struct (serde's sequence form: `["mock"]` would
-/// create a session), which no client means and the OpenAPI document does
-/// not allow. Handlers take `Result<JsonObject<T>, ApiError>` so that their
-/// own checks (auth) come first.
-pub struct JsonObject<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonObject<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(object) =
-            Json::<serde_json::Map<String, serde_json::Value>>::from_request(req, state)
-                .await
-                .map_err(json_error)?;
-        serde_json::from_value(serde_json::Value::Object(object))
-            .map(JsonObject)
-            .map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "Failed to deserialize the JSON body into the target type: {e}"
-                ))
-            })
-    }
-}
-
 /// `POST /v1/sessions`
 pub async fn create(
     State(state): State<AppState>,
+    _: ApiKey,
     // The client's address, when the server was started with connect info.
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<JsonObject<CreateBody>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    crate::operators::require_api_key(&state, &headers)?;
     if let Some(limits) = &state.create_limits {
         let key = state.config.api_key.as_deref();
         limits.check(key, peer.map(|p| p.0 .0.ip()))?;
@@ -215,30 +179,16 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-#[derive(Debug, Deserialize)]
-pub struct TokenQuery {
-    token: Option<String>,
-}
-
-fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::BadRequest(e.body_text())
-}
-
 /// `GET /v1/sessions/{id}`
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+    SessionAuth(id): SessionAuth,
 ) -> Result<Json<SessionState>, ApiError> {
-    let Query(q) = query.map_err(query_error)?;
-    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?;
     Ok(Json(sessions::describe(&state, &id).await?))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
-    token: Option<String>,
     after: Option<u64>,
     limit: Option<usize>,
 }
@@ -248,12 +198,9 @@ pub const MAX_HISTORY_PAGE: usize = 1000;
 /// `GET /v1/sessions/{id}/history?after=N&limit=M`
 pub async fn history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Params(q): Params<HistoryQuery>,
+    SessionAuth(id): SessionAuth,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(query_error)?;
-    let id = sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?;
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100));
     if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -290,20 +237,13 @@ pub async fn history(
 }
 
 /// `POST /v1/sessions/{id}/{pause|resume|cancel}`
+/// (`op` is the route's: one route per op).
 pub async fn control(
     State(state): State<AppState>,
-    Path((id, op)): Path<(String, String)>,
-    headers: HeaderMap,
-    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Query(q) = query.map_err(query_error)?;
-    let op = ControlOp::parse(&op).ok_or(ApiError::NotFound)?;
     // An operator (the API key) may control any session; others need its token.
-    let id = if crate::operators::is_operator(&state, &headers) {
-        SessionId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?
-    } else {
-        sessions::authorize(&state, &id, bearer(&headers, q.token.as_deref())).await?
-    };
+    SessionOrOperator(id): SessionOrOperator,
+    op: ControlOp,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     sessions::control(&state, &id, op).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -387,20 +327,6 @@ pub async fn count_requests(matched: Option<MatchedPath>, req: Request, next: Ne
     metrics::counter!(names::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
     response
 }
-
-/// Parses `?after=` and `Last-Event-ID`-style cursors.
-pub fn parse_after(raw: Option<&str>) -> Result<u64, ApiError> {
-    match raw {
-        None | Some("") => Ok(0),
-        Some(s) => s
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("after must be a seq (u64), not {s:?}"))),
-    }
-}
-
-/// Query parameters of the stream endpoints, parsed by hand so that a bad
-/// value becomes a protocol error rather than a bare 400.
-pub type RawQuery = Query<HashMap<String, String>>;
 
 #[cfg(test)]
 mod tests {

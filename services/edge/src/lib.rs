@@ -37,6 +37,7 @@ use weir_protocol::ControlOp;
 use weir_store::SessionStore;
 use weir_telemetry::names;
 
+mod access;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -52,6 +53,7 @@ pub mod limits;
 pub mod operators;
 pub mod pages;
 pub mod rebuild;
+mod request;
 pub mod ring;
 pub mod serve;
 pub mod sessions;
@@ -168,11 +170,7 @@ impl Drop for ConnectionGuard {
 /// these and nothing else, and tests/openapi.rs checks them against the
 /// OpenAPI document (`GET /openapi.json`).
 pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    let control = |op: ControlOp| {
-        move |s, p: axum::extract::Path<String>, h, q| {
-            api::control(s, axum::extract::Path((p.0, op.as_str().to_owned())), h, q)
-        }
-    };
+    let control = |op: ControlOp| move |s, who| api::control(s, who, op);
     let mut routes = vec![
         ("/", get(api::demo_page)),
         ("/ops", get(api::ops_page)),

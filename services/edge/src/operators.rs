@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use weir_bus::{NodeEntry, Notice};
 use weir_protocol::{ServerFrame, SessionId, Status};
 
+use crate::access::ApiKey;
 use crate::error::ApiError;
-use crate::sessions::bearer;
+use crate::request::{JsonObject, RawQuery};
 use crate::AppState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -26,27 +27,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Notices waiting for a connection that is not reading them; beyond
 /// this, a connection misses the oldest (notices are at most once).
 pub const NOTICE_BACKLOG: usize = 64;
-
-/// Constant-time comparison, so the API key cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Checks `Authorization: Bearer <api key>` when the edge has a key.
-pub fn require_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(key) = &state.config.api_key {
-        let given = bearer(headers, None).unwrap_or_default();
-        if !same(given.as_bytes(), key.as_bytes()) {
-            return Err(ApiError::Unauthorized("missing or wrong API key".into()));
-        }
-    }
-    Ok(())
-}
-
-/// True when the request carries the configured API key (an operator).
-pub fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.api_key.is_some() && require_api_key(state, headers).is_ok()
-}
 
 fn health<E>(r: &Result<(), E>) -> &'static str {
     if r.is_ok() {
@@ -59,9 +39,8 @@ fn health<E>(r: &Result<(), E>) -> &'static str {
 /// `GET /v1/status`
 pub async fn status(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: ApiKey,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_api_key(&state, &headers)?;
     let (bus, store) = tokio::join!(state.bus.log.ping(), state.store.ping());
     Ok(Json(serde_json::json!({
         "node": state.node,
@@ -84,9 +63,8 @@ fn connections(state: &AppState) -> usize {
 /// `GET /v1/nodes`
 pub async fn nodes(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: ApiKey,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_api_key(&state, &headers)?;
     let nodes = state.bus.nodes.list().await?;
     Ok(Json(serde_json::json!({ "nodes": nodes })))
 }
@@ -97,10 +75,9 @@ pub const MAX_PAGE: usize = 1000;
 /// `GET /v1/sessions?status=S&limit=N&cursor=C`
 pub async fn list_sessions(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: crate::api::RawQuery,
+    _: ApiKey,
+    query: RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_api_key(&state, &headers)?;
     if let Some(k) = query
         .keys()
         .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
@@ -198,11 +175,10 @@ pub struct BroadcastBody {
 /// `POST /v1/broadcast`
 pub async fn broadcast(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<crate::api::JsonObject<BroadcastBody>, ApiError>,
+    _: ApiKey,
+    body: Result<JsonObject<BroadcastBody>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    require_api_key(&state, &headers)?;
-    let crate::api::JsonObject(body) = body?;
+    let JsonObject(body) = body?;
     if !body.data.is_object() {
         return Err(ApiError::BadRequest("data must be a JSON object".into()));
     }

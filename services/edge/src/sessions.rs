@@ -1,8 +1,7 @@
-//! Session operations shared by the HTTP API, WebSocket and SSE: auth,
-//! the session's view (store reconciled with the log), resume checks and
+//! Session operations shared by the HTTP API, WebSocket and SSE: the
+//! session's view (store reconciled with the log), resume checks and
 //! control.
 
-use axum::http::HeaderMap;
 use weir_bus::LastEvent;
 use weir_protocol::{ControlOp, EndReason, Event, SessionId};
 use weir_store::{SessionState, StoreError, Update};
@@ -11,28 +10,6 @@ use crate::error::ApiError;
 pub use crate::expiry::Resume;
 use crate::expiry::{self, Known};
 use crate::{rebuild, AppState};
-
-/// The bearer token of a request: `Authorization: Bearer` or `?token=`.
-pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| query_token.map(str::to_owned))
-}
-
-/// Parses the session id and checks the session token for it.
-pub async fn authorize(
-    state: &AppState,
-    id: &str,
-    token: Option<String>,
-) -> Result<SessionId, ApiError> {
-    let id = SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let token = token.ok_or(weir_protocol::TokenError::Missing)?;
-    state.auth.session(&token, &id).await?;
-    Ok(id)
-}
 
 /// The session's state, reconciled with its log (the truth): outside
 /// producers publish events without writing state, and a producer may die
@@ -249,7 +226,8 @@ pub async fn control(state: &AppState, id: &SessionId, op: ControlOp) -> Result<
     // Outside producers (an `external` session's, or a worker of an agent
     // this edge does not host itself) read no state: a cancel before they
     // publish is put in the log, where they find it.
-    let outside = s.agent == crate::api::EXTERNAL_AGENT || !state.config.agents.contains(&s.agent);
+    let outside =
+        s.agent == weir_protocol::EXTERNAL_AGENT || !state.config.agents.contains(&s.agent);
     if op == ControlOp::Cancel && outside && s.last_seq == 0 {
         return cancel_unstarted(state, id).await;
     }

@@ -7,18 +7,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use weir_protocol::{RawEvent, ServerFrame};
 
-use crate::api::{parse_after, RawQuery};
+use crate::access::SessionAuth;
 use crate::delivery;
 use crate::delivery::body::{self, Encoder};
 use crate::error::ApiError;
 use crate::frames::{frame_room, Encoding, Frames};
-use crate::sessions::{self, bearer};
+use crate::request::{parse_after, RawQuery};
 use crate::subscription::DeliveryError;
 use crate::AppState;
 
@@ -62,16 +62,10 @@ fn other(event: &str, data: &str) -> Bytes {
 
 pub async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionAuth(id): SessionAuth,
     headers: HeaderMap,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = sessions::authorize(
-        &state,
-        &id,
-        bearer(&headers, query.get("token").map(String::as_str)),
-    )
-    .await?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| {

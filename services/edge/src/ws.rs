@@ -2,7 +2,6 @@
 //! halves ([`crate::websocket`]) handed to [`crate::connection::serve`].
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use tracing::Instrument;
@@ -10,11 +9,11 @@ use weir_protocol::frame::close;
 use weir_protocol::{ControlOp, ServerFrame, SessionId};
 use weir_telemetry::names;
 
-use crate::api::{parse_after, RawQuery};
+use crate::access::SessionAuth;
 use crate::connection::{self, ClientActions, Outgoing};
 use crate::delivery::{self, Opened};
 use crate::error::ApiError;
-use crate::sessions::{self, bearer};
+use crate::request::{parse_after, RawQuery};
 use crate::websocket::{self, FrameSink, Socket, Upgrade};
 use crate::{AppState, ConnectionGuard};
 
@@ -29,22 +28,19 @@ fn refusal(e: &ApiError) -> (u16, &'static str) {
     }
 }
 
-/// Checks the token and `after`, and opens the session in `guard`'s slot.
+/// Checks `after` and opens the session the token opened (`auth`) in
+/// `guard`'s slot.
 async fn check(
     state: &AppState,
     guard: ConnectionGuard,
-    id: &str,
-    headers: &HeaderMap,
+    auth: Result<SessionAuth, ApiError>,
     query: &RawQuery,
 ) -> Result<Opened, ApiError> {
-    let token = bearer(headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(state, id, token)
-        .await
-        .map_err(|e| match e {
-            // An id that cannot exist is a session that does not.
-            ApiError::BadRequest(_) => ApiError::NotFound,
-            e => e,
-        })?;
+    let SessionAuth(id) = auth.map_err(|e| match e {
+        // An id that cannot exist is a session that does not.
+        ApiError::BadRequest(_) => ApiError::NotFound,
+        e => e,
+    })?;
     let after = parse_after(query.get("after").map(String::as_str))?;
     delivery::subscribe(state, guard, "ws", id, after).await
 }
@@ -52,7 +48,8 @@ async fn check(
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    // Refusals are close codes after the upgrade, not HTTP statuses.
+    auth: Result<SessionAuth, ApiError>,
     query: RawQuery,
     // Not a WebSocket request: a JSON error like every other.
     ws: Upgrade,
@@ -62,7 +59,7 @@ pub async fn upgrade(
         Ok(guard) => guard,
         Err(e) => return e.into_response(),
     };
-    let checked = check(&state, guard, &id, &headers, &query).await;
+    let checked = check(&state, guard, auth, &query).await;
     ws.on_upgrade(move |socket| {
         let span = tracing::info_span!("ws", session = %id, node = %state.node);
         async move {
@@ -147,7 +144,7 @@ impl ClientActions for EdgeActions {
     }
 
     async fn control(&self, op: ControlOp) -> Result<(), (String, String)> {
-        sessions::control(&self.state, &self.id, op)
+        crate::sessions::control(&self.state, &self.id, op)
             .await
             .map_err(|e| (e.code().to_owned(), e.to_string()))
     }

@@ -26,8 +26,7 @@
 //! sends back what it holds, this route's body limit is `--max-body` plus
 //! twice that.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -35,9 +34,9 @@ use weir_protocol::{EndReason, RawEvent};
 
 use super::stream::{self, Encoder};
 use super::{Op, Reader};
-use crate::api::{JsonObject, RawQuery};
+use crate::access::SessionAuth;
 use crate::error::ApiError;
-use crate::sessions::{self, bearer};
+use crate::request::JsonObject;
 use crate::subscription::DeliveryError;
 use crate::AppState;
 
@@ -413,13 +412,9 @@ pub fn body_limit(config: &crate::EdgeConfig) -> axum::extract::DefaultBodyLimit
 
 pub async fn handler(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: RawQuery,
+    SessionAuth(id): SessionAuth,
     body: Result<JsonObject<RunAgentInput>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(&state, &id, token).await?;
     let JsonObject(input) = body?;
     if input.thread_id.as_deref().is_some_and(|t| t != id.as_str()) {
         return Err(ApiError::BadRequest(

@@ -17,8 +17,7 @@
 
 use std::collections::HashSet;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -26,9 +25,8 @@ use weir_protocol::{EndReason, RawEvent};
 
 use super::stream::{self, Encoder};
 use super::{Op, Reader};
-use crate::api::RawQuery;
+use crate::access::SessionAuth;
 use crate::error::ApiError;
-use crate::sessions::{self, bearer};
 use crate::subscription::DeliveryError;
 use crate::AppState;
 
@@ -267,12 +265,8 @@ impl Encoder for UiStream {
 /// what `useChat` sends, and the session is already running).
 pub async fn handler(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: RawQuery,
+    SessionAuth(id): SessionAuth,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers, query.get("token").map(String::as_str));
-    let id = sessions::authorize(&state, &id, token).await?;
     let encoder = UiStream::new(id.as_str());
     let req = stream::Request {
         id,
