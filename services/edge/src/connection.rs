@@ -30,18 +30,9 @@ use weir_telemetry::names;
 
 use crate::frames::{frame_len, frame_room, Batch, Encoding, Frames};
 use crate::subscription::{DeliveryError, Source};
+pub use crate::writer::Outgoing;
 use crate::writer::{Frame, WriteError, Writer};
 pub use tungstenite::Utf8Bytes;
-
-/// What the connection writes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outgoing {
-    /// A text frame; its bytes may be shared with other connections.
-    Text(Utf8Bytes),
-    /// The answer to a client's ping, with its payload.
-    Pong(Bytes),
-    Close(u16, String),
-}
 
 /// What the client sent, as the connection needs to know it.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,10 +9,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 use weir_bus::{NodeEntry, Notice};
 use weir_protocol::{ServerFrame, SessionId, Status};
@@ -198,21 +197,6 @@ pub async fn broadcast(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "session": session })),
     ))
-}
-
-/// The notice frames for one connection of `session`, encoded once per
-/// notice and node. A connection that lags behind the backlog skips the
-/// oldest.
-pub fn notices_for(state: &AppState, session: &SessionId) -> impl Stream<Item = String> + Unpin {
-    let session = session.clone();
-    BroadcastStream::new(state.notices.subscribe())
-        .filter_map(move |n| {
-            let keep = n
-                .ok()
-                .filter(|n| n.0.as_ref().is_none_or(|s| *s == session));
-            futures::future::ready(keep.map(|n| n.1.clone()))
-        })
-        .boxed()
 }
 
 /// A notice as this node delivers it: for whom, and its frame.

@@ -16,8 +16,17 @@ use futures::{Sink, SinkExt};
 use tokio::time::Instant;
 use weir_protocol::frame::close;
 
-use crate::connection::Outgoing;
 use crate::delivery::metrics::DeliveryMetrics;
+
+/// What the connection writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A text frame; its bytes may be shared with other connections.
+    Text(tungstenite::Utf8Bytes),
+    /// The answer to a client's ping, with its payload.
+    Pong(bytes::Bytes),
+    Close(u16, String),
+}
 
 /// A frame to write, with the `ts` of each event in it (for the delivery
 /// latency once it is written).

@@ -12,7 +12,8 @@
 pub mod body;
 pub mod metrics;
 
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
 use weir_protocol::SessionId;
 use weir_store::SessionState;
 
@@ -65,7 +66,7 @@ pub async fn subscribe(
             Some(sub.paced(sessions::pace(state, &s)))
         }
     };
-    let notices = Box::pin(crate::operators::notices_for(state, &id));
+    let notices = notices_for(state, &id);
     Ok(Opened {
         id,
         after,
@@ -75,4 +76,19 @@ pub async fn subscribe(
         guard,
         transport,
     })
+}
+
+/// The notice frames for one connection of `session`, encoded once per
+/// notice and node. A connection that lags behind the backlog skips the
+/// oldest.
+fn notices_for(state: &AppState, session: &SessionId) -> BoxStream<'static, String> {
+    let session = session.clone();
+    BroadcastStream::new(state.notices.subscribe())
+        .filter_map(move |n| {
+            let keep = n
+                .ok()
+                .filter(|n| n.0.as_ref().is_none_or(|s| *s == session));
+            futures::future::ready(keep.map(|n| n.1.clone()))
+        })
+        .boxed()
 }
