@@ -234,7 +234,7 @@ impl EdgeConfig {
         }
     }
 
-    /// This node's id, sent in `hello` frames (default: edge-<host>-<pid>).
+    /// This node's id, sent in `hello` frames (default: `edge-<host>-<pid>`).
     pub fn node_id(&self) -> String {
         self.cluster.node_id("edge")
     }

@@ -23,6 +23,9 @@
 //!
 //! [`run`] is what the binary and the tests call.
 
+// The crate's docs describe its private modules (its layout) too.
+#![allow(rustdoc::private_intra_doc_links)]
+
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -39,29 +42,29 @@ use weir_telemetry::names;
 
 mod access;
 pub mod api;
-pub mod auth;
+pub(crate) mod auth;
 pub mod config;
 pub mod connection;
 mod delivery;
-pub mod error;
+pub(crate) mod error;
 mod expiry;
 pub mod frames;
-pub mod frontends;
-pub mod hub;
-pub mod jwks;
-pub mod limits;
-pub mod operators;
+pub(crate) mod frontends;
+pub(crate) mod hub;
+pub(crate) mod jwks;
+pub(crate) mod limits;
+pub(crate) mod operators;
 pub mod pages;
-pub mod rebuild;
+pub(crate) mod rebuild;
 mod request;
 pub mod ring;
-pub mod serve;
-pub mod sessions;
-pub mod sse;
-pub mod subscription;
+pub(crate) mod serve;
+pub(crate) mod sessions;
+pub(crate) mod sse;
+pub(crate) mod subscription;
 pub mod websocket;
-pub mod writer;
-pub mod ws;
+pub(crate) mod writer;
+pub(crate) mod ws;
 
 pub use config::EdgeConfig;
 
