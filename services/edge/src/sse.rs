@@ -19,7 +19,7 @@ use crate::delivery::body::{self, Encoder};
 use crate::error::ApiError;
 use crate::frames::{frame_room, Encoding, Frames};
 use crate::request::{parse_after, RawQuery};
-use crate::subscription::DeliveryError;
+use crate::subscription::{DeliveryError, Subscription};
 use crate::AppState;
 
 /// The SSE text of a batch of events, one SSE event each.
@@ -76,9 +76,8 @@ pub async fn events(
     let after = parse_after(last_event_id.or(query.get("after").map(String::as_str)))?;
     let guard = delivery::admit(&state, "sse")?;
     let opened = delivery::subscribe(&state, guard, "sse", id, after).await?;
-    let frames = opened.sub.as_ref().map(|s| s.frames());
-    let encoder = Sse {
-        frames,
+    let encoder = |sub: &Subscription| Sse {
+        frames: sub.frames(),
         done: false,
     };
     Ok(body::respond(&state, opened, encoder, &[]))
@@ -87,8 +86,8 @@ pub async fn events(
 /// SSE's encoder: batches of events as the session's shared SSE text,
 /// operators' notices, and `reconnect` when the node drains.
 struct Sse {
-    /// The session's shared frames (`None`: nothing will be streamed).
-    frames: Option<Arc<Frames>>,
+    /// The session's shared frames.
+    frames: Arc<Frames>,
     done: bool,
 }
 
@@ -101,10 +100,7 @@ impl Encoder for Sse {
 
     fn events(&mut self, events: &[RawEvent]) -> Bytes {
         self.done = events.last().is_some_and(|e| e.end);
-        match &self.frames {
-            Some(frames) => Bytes::from(frames.get(Encoding::Sse, events, encode)),
-            None => Bytes::from(encode(events)),
-        }
+        Bytes::from(self.frames.get(Encoding::Sse, events, encode))
     }
 
     fn expired(&mut self, e: &DeliveryError) -> Bytes {

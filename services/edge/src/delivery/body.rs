@@ -52,21 +52,21 @@ pub trait Encoder: Send + 'static {
     fn done(&self) -> bool;
 }
 
-/// The `text/event-stream` response streaming `opened` through `encoder`
-/// (empty when the client already holds the whole session), with `headers`
-/// added to the common ones.
-pub fn respond(
+/// The `text/event-stream` response streaming `opened` through the encoder
+/// `encoder` makes for its subscription (empty when the client already holds
+/// the whole session), with `headers` added to the common ones.
+pub fn respond<E: Encoder>(
     state: &AppState,
     opened: Opened,
-    encoder: impl Encoder,
+    encoder: impl FnOnce(&Subscription) -> E,
     headers: &'static [(&'static str, &'static str)],
 ) -> Response {
     let body = match opened.sub {
         Some(sub) => {
             let metrics = DeliveryMetrics::new(opened.transport);
             let pump = Pump {
+                encoder: encoder(&sub),
                 sub,
-                encoder,
                 notices: opened.notices,
                 opened: false,
                 finished: false,

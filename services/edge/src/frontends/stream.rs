@@ -45,7 +45,8 @@ pub async fn serve(
 ) -> Result<Response, ApiError> {
     let guard = delivery::admit(state, req.transport)?;
     let opened = delivery::subscribe(state, guard, req.transport, req.id, 0).await?;
-    Ok(body::respond(state, opened, Payloads(encoder), req.headers))
+    let encoder = |_: &_| Payloads(encoder);
+    Ok(body::respond(state, opened, encoder, req.headers))
 }
 
 /// A payload encoder as an event-stream encoder: one `data:` line each.
