@@ -7,6 +7,8 @@
 //!
 //! - [`load`]: steady, burst, saturation, fan-out and failover (one runner,
 //!   presets).
+//! - [`chat`]: time to first token of chats started at once, by one
+//!   request (`POST /v1/chat`), by create-then-connect and by a baseline.
 //! - [`connections`]: idle subscribed connections and the edge's RSS;
 //!   [`memory`]: the edge's RSS over a streaming run, per subscriber.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
@@ -21,6 +23,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod api;
+pub mod chat;
 pub mod client;
 pub mod connections;
 pub mod external;
@@ -55,6 +58,10 @@ pub enum Scenario {
     Fanout(LoadArgs),
     /// Steady load over two or more edges while one is killed (--kill-pid, --kill-after).
     Failover(LoadArgs),
+    /// Chats sending at once (default 200 over the edges given): time from
+    /// the user's request to the first token, by `POST /v1/chat`, by
+    /// create-then-connect, and by a resumable-stream server (--baseline).
+    Chat(chat::ChatArgs),
     /// Idle subscribed connections on one edge: the edge's RSS per connection.
     Connections(connections::ConnArgs),
     /// Raw NATS core pub→sub and JetStream publish throughput and latency.
@@ -115,6 +122,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(a.edges.len() >= 2, "failover needs two or more --edge");
             anyhow::ensure!(a.kill_pid.is_some(), "failover needs --kill-pid");
             load::run(a, preset("failover", 200, 50.0, secs(30), 0, 1, false)).await?;
+        }
+        Scenario::Chat(a) => {
+            chat::run(a).await?;
         }
         Scenario::Connections(a) => {
             connections::run(a).await?;
