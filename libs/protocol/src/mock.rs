@@ -22,6 +22,13 @@ pub struct MockInput {
     pub rate: f64,
     #[serde(default)]
     pub seed: u64,
+    /// A thread run's conversation (protocol.md §9): the mock answers its
+    /// last message instead of saying `tokens` tokens.
+    #[serde(default)]
+    pub messages: Option<Vec<serde_json::Value>>,
+    /// A thread run's front-end tools (protocol.md §9).
+    #[serde(default)]
+    pub tools: Option<Vec<serde_json::Value>>,
 }
 
 fn default_tokens() -> u64 {

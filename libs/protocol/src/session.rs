@@ -16,11 +16,7 @@ pub struct SessionIdError;
 
 impl SessionId {
     pub fn parse(s: &str) -> Result<SessionId, SessionIdError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
+        if valid_id(s) {
             Ok(SessionId(s.to_owned()))
         } else {
             Err(SessionIdError)
@@ -54,6 +50,14 @@ impl SessionId {
     pub fn control_subject(&self) -> String {
         format!("weir.ctl.{}", self.0)
     }
+}
+
+/// The rule of session and thread ids: `[A-Za-z0-9_-]{1,64}`.
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// 128 random bits from the standard library's per-process random hasher
@@ -104,6 +108,8 @@ pub enum Status {
     Queued,
     Streaming,
     Paused,
+    /// Waiting for a person's answer to an `input_request` (protocol.md §9).
+    InputRequired,
     Completed,
     Cancelled,
     Failed,
@@ -115,6 +121,7 @@ impl Status {
             Status::Queued => "queued",
             Status::Streaming => "streaming",
             Status::Paused => "paused",
+            Status::InputRequired => "input_required",
             Status::Completed => "completed",
             Status::Cancelled => "cancelled",
             Status::Failed => "failed",
@@ -126,6 +133,7 @@ impl Status {
             "queued" => Status::Queued,
             "streaming" => Status::Streaming,
             "paused" => Status::Paused,
+            "input_required" => Status::InputRequired,
             "completed" => Status::Completed,
             "cancelled" => Status::Cancelled,
             "failed" => Status::Failed,
