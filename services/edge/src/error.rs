@@ -17,6 +17,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("no such session")]
     NotFound,
+    /// Something the request names that the session does not have (an
+    /// input request).
+    #[error("{0}")]
+    Missing(String),
     /// A path this API does not have.
     #[error("{0}")]
     NoRoute(String),
@@ -44,7 +48,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Expired(_) => StatusCode::GONE,
@@ -58,7 +64,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound | ApiError::NoRoute(_) => "not_found",
+            ApiError::NotFound | ApiError::Missing(_) | ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Expired(_) => "history_expired",
