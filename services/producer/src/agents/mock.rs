@@ -11,6 +11,7 @@ use weir_protocol::mock::{token_text, MockInput};
 
 use super::{Agent, AgentError, Emitter, Finish};
 
+mod ask;
 pub mod thread;
 
 pub struct MockAgent;
