@@ -46,6 +46,13 @@ impl Endpoint for Node {
     }
 }
 
+/// A reference to an endpoint is one (a test iterating over `&[&Node]`).
+impl<T: Endpoint + ?Sized> Endpoint for &T {
+    fn http(&self) -> String {
+        (**self).http()
+    }
+}
+
 /// NATS + Redis + edges + producers for one test.
 pub struct Cluster {
     pub dir: PathBuf,
