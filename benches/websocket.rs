@@ -14,8 +14,7 @@ use tokio::io::{Empty, Join, Sink};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
-use weir_edge::connection::Outgoing;
-use weir_edge::websocket::FrameSink;
+use weir_edge::websocket::{FrameSink, Outgoing};
 
 type Socket = Join<Empty, Sink>;
 

@@ -65,13 +65,18 @@ fn steady_load_over_two_edges_is_checked_against_the_log() {
     assert_eq!(v["clients"], 6, "{r:#}");
     assert_eq!(v["clients_ok"], 6, "{r:#}");
     assert_eq!(
-        (&v["lost"], &v["duplicates"], &v["mismatched"]),
-        (&0.into(), &0.into(), &0.into())
+        (
+            &v["lost"],
+            &v["duplicates"],
+            &v["mismatched"],
+            &v["unfinished"]
+        ),
+        (&0.into(), &0.into(), &0.into(), &0.into()),
+        "{r:#}"
     );
     // 100 tokens and `end` per session, each with its latency measured.
     assert_eq!(r["events"], 6 * 101, "{r:#}");
     assert_eq!(r["latency_ms"]["count"], 6 * 101, "{r:#}");
-    assert!(r["events_per_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -98,9 +103,20 @@ fn the_tool_as_an_outside_producer_claims_its_sessions_leases() {
         "--json",
     ]);
     let v = &r["verify"];
+    assert_eq!(v["against"], "history", "{r:#}");
     assert_eq!(
         (&v["clients"], &v["clients_ok"]),
         (&4.into(), &4.into()),
+        "{r:#}"
+    );
+    assert_eq!(
+        (
+            &v["lost"],
+            &v["duplicates"],
+            &v["mismatched"],
+            &v["unfinished"]
+        ),
+        (&0.into(), &0.into(), &0.into(), &0.into()),
         "{r:#}"
     );
     assert_eq!(r["events"], 4 * 151, "{r:#}");
@@ -185,11 +201,13 @@ fn limit_measures_core_nats_jetstream_and_the_republish_floor() {
     let floor = row("jetstream paced 2000/s over 20 subjects");
     // Every publish is stored and republished; the republish is core NATS,
     // at most once, and a starved subscriber can miss a few (weir's edges
-    // fill such gaps from the log): the floor row counts them.
+    // fill such gaps from the log): the floor row counts them, at most 1 %
+    // of what was sent (how many were sent in the half second is the
+    // machine's speed, not checked here).
     let received = floor["latency_ms"]["count"].as_u64().unwrap();
     let lost = floor["lost"].as_u64().unwrap();
-    assert!(lost * 100 <= received, "{floor:#}");
-    assert!(received >= 500, "{floor:#}");
+    assert!(received > 0, "{floor:#}");
+    assert!(lost * 100 <= received + lost, "{floor:#}");
     assert!(floor["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     // What the server and the thinnest client spent an event: JetStream
     // stores, acknowledges and republishes each one, so neither is free.

@@ -6,21 +6,21 @@
 //! token is opened or refused over WebSocket, SSE and a plain GET.
 
 mod common;
+#[path = "keys/outcome.rs"]
+mod outcome;
+#[path = "keys/provider.rs"]
+mod provider;
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use outcome::{mismatches, over_get, Outcome};
+use provider::{mint, Provider};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, BusConfig};
 use weir_edge::config::KeysConfig;
 use weir_edge::EdgeConfig;
-use weir_producer::{ProducerConfig, Registry};
-use weir_store::MemoryStore;
 
 const NEW: &str = "the-new-secret-of-this-rotation-0123456789";
 const OLD: &str = "the-old-secret-of-this-rotation-0123456789";
@@ -30,113 +30,6 @@ const AUDIENCE: &str = "weir-keys-test";
 const SESSION: &str = "keys-a";
 const OTHER: &str = "keys-b";
 const WAIT: Duration = Duration::from_secs(15);
-
-/// The Python that has PyJWT and cryptography: `WEIR_PYTHON`, or the venv
-/// that scripts/setup.sh makes.
-fn python() -> String {
-    if let Ok(p) = std::env::var("WEIR_PYTHON") {
-        return p;
-    }
-    let venv = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/clients/python/.venv/bin/python"
-    );
-    assert!(
-        std::path::Path::new(venv).exists(),
-        "no {venv}: run scripts/setup.sh (or set WEIR_PYTHON)"
-    );
-    venv.to_owned()
-}
-
-/// Fresh keys, their JWK sets and every token of the table (mint.py).
-struct Minted {
-    jwks: Value,
-    jwks_later: Value,
-    tokens: Value,
-}
-
-impl Minted {
-    fn token(&self, name: &str) -> String {
-        self.tokens[name]
-            .as_str()
-            .unwrap_or_else(|| panic!("mint.py made no token {name:?}"))
-            .to_owned()
-    }
-}
-
-fn mint() -> Minted {
-    let spec = json!({"session": SESSION, "other": OTHER, "issuer": ISSUER, "audience": AUDIENCE,
-                      "secrets": {"new": NEW, "old": OLD, "stranger": STRANGER}});
-    let mut child = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/mint.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    serde_json::to_writer(child.stdin.take().unwrap(), &spec).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mint.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Minted {
-        jwks: v["jwks"].clone(),
-        jwks_later: v["jwks_later"].clone(),
-        tokens: v["tokens"].clone(),
-    }
-}
-
-/// An identity provider's JWK set endpoint on loopback: serves the set it
-/// is given and counts the fetches.
-#[derive(Clone)]
-struct Provider {
-    set: Arc<Mutex<Value>>,
-    fetches: Arc<AtomicUsize>,
-    url: String,
-}
-
-impl Provider {
-    fn new(port: u16, set: &Value) -> Provider {
-        Provider {
-            set: Arc::new(Mutex::new(set.clone())),
-            fetches: Arc::new(AtomicUsize::new(0)),
-            url: format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
-        }
-    }
-
-    async fn start(set: &Value) -> Provider {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let p = Provider::new(listener.local_addr().unwrap().port(), set);
-        p.serve(listener);
-        p
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let me = self.clone();
-        let app = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let me = me.clone();
-                async move {
-                    me.fetches.fetch_add(1, Ordering::SeqCst);
-                    axum::Json(me.set.lock().unwrap().clone())
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-    }
-
-    fn publish(&self, set: &Value) {
-        *self.set.lock().unwrap() = set.clone();
-    }
-
-    fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
-}
 
 fn keys(provider: &str, min_refresh: Duration) -> KeysConfig {
     KeysConfig {
@@ -150,39 +43,12 @@ fn keys(provider: &str, min_refresh: Duration) -> KeysConfig {
     }
 }
 
-/// An edge and a producer on the memory bus, as `weir dev` runs them.
-struct Embedded {
-    base: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
+/// An edge and a producer on the memory bus, as `weir dev` runs them,
+/// taking the tokens `keys` says.
 async fn embedded(keys: KeysConfig) -> Embedded {
-    let bus = Bus::memory(BusConfig::default());
-    let store = Arc::new(MemoryStore::new(Duration::from_secs(3600)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let mut edge = EdgeConfig::local(SECRET);
     edge.keys = keys;
-    let producer = ProducerConfig::local();
-    let stop = CancellationToken::new();
-    let agents = Registry::standard(&producer);
-    tokio::spawn(weir_producer::run(
-        producer,
-        bus.clone(),
-        store.clone(),
-        agents,
-        None,
-        stop.clone(),
-    ));
-    tokio::spawn(weir_edge::run(edge, bus, store, listener, stop.clone()));
-    wait_http_ok(&format!("{base}/healthz"));
-    Embedded { base, stop }
+    Embedded::start(edge).await
 }
 
 /// A finished mock session with the id asked for.
@@ -222,97 +88,6 @@ async fn wait_jwks(base: &str, state: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// What a transport made of a token: opened, or refused as §4 says.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Opened,
-    Refused,
-    Other(String),
-}
-
-async fn over_websocket(base: &str, token: Option<&str>) -> Outcome {
-    let ws = base.replacen("http", "ws", 1);
-    let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
-    let url = format!("{ws}/v1/sessions/{SESSION}/ws{query}");
-    let (mut ws, _) = match tokio_tungstenite::connect_async(url).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::Other(format!("connect: {e}")),
-    };
-    let got = read(&mut ws, Stop::Close, WAIT).await;
-    let ended = got.events.last().is_some_and(|e| e["kind"] == "end");
-    let code = got.errors.first().map(|e| e["code"].clone());
-    match (&got.hello, got.close, code) {
-        (Some(_), Some(1000), None) if ended && got.events.len() == 4 => Outcome::Opened,
-        (None, Some(4001), Some(code)) if got.events.is_empty() && code == "unauthorized" => {
-            Outcome::Refused
-        }
-        _ => Outcome::Other(format!("{got:?}")),
-    }
-}
-
-async fn over_sse(base: &str, token: Option<&str>) -> Outcome {
-    let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
-    let r = http()
-        .get(format!("{base}/v1/sessions/{SESSION}/events{query}"))
-        .send()
-        .await
-        .unwrap();
-    let kind = r.headers().get("content-type").cloned();
-    match r.status().as_u16() {
-        200 if kind.is_some_and(|k| k.to_str().unwrap().starts_with("text/event-stream")) => {
-            let body = r.text().await.unwrap();
-            if body.contains("event: end") {
-                Outcome::Opened
-            } else {
-                Outcome::Other(body)
-            }
-        }
-        status => refused(status, r.text().await.unwrap()),
-    }
-}
-
-async fn over_get(base: &str, token: Option<&str>) -> Outcome {
-    let mut request = http().get(format!("{base}/v1/sessions/{SESSION}"));
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    let r = request.send().await.unwrap();
-    match r.status().as_u16() {
-        200 => {
-            let body: Value = r.json().await.unwrap();
-            if body["id"] == SESSION {
-                Outcome::Opened
-            } else {
-                Outcome::Other(body.to_string())
-            }
-        }
-        status => refused(status, r.text().await.unwrap()),
-    }
-}
-
-fn refused(status: u16, body: String) -> Outcome {
-    let code = serde_json::from_str::<Value>(&body).map(|v| v["error"]["code"].clone());
-    if status == 401 && code.is_ok_and(|c| c == "unauthorized") {
-        Outcome::Refused
-    } else {
-        Outcome::Other(format!("{status} {body}"))
-    }
-}
-
-/// Every transport's outcome for `token`, with the ones that are not `want`.
-async fn mismatches(base: &str, name: &str, token: Option<&str>, want: Outcome) -> Vec<String> {
-    let outcomes = [
-        ("websocket", over_websocket(base, token).await),
-        ("sse", over_sse(base, token).await),
-        ("get", over_get(base, token).await),
-    ];
-    outcomes
-        .into_iter()
-        .filter(|(_, got)| *got != want)
-        .map(|(transport, got)| format!("{name} over {transport}: {got:?}, wanted {want:?}"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,3 +133,72 @@ pub fn accepted_env(args: &[&str]) -> BTreeSet<String> {
     assert!(env.len() > 5, "weir {args:?} --help shows no env: {help}");
     env
 }
+
+/// `docker-compose.yml`'s services and its named volumes.
+pub fn compose_services() -> (serde_norway::Mapping, BTreeSet<String>) {
+    let compose = super::files::yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().expect("services").clone();
+    let named = compose["volumes"]
+        .as_mapping()
+        .map(|m| m.keys().map(scalar).collect())
+        .unwrap_or_default();
+    (services, named)
+}
+
+/// What a service built from this repository runs: `edge` or `producer`
+/// (from its command); `None` for a service that runs someone's image.
+pub fn weir_role(name: &str, svc: &Yaml) -> Option<&'static str> {
+    if svc["build"].is_null() {
+        return None;
+    }
+    let cmd = words(&svc["command"]);
+    match (
+        cmd.first().map(String::as_str),
+        cmd.get(1).map(String::as_str),
+    ) {
+        (Some("weir-edge"), None) | (Some("weir"), Some("edge")) => Some("edge"),
+        (Some("weir-producer"), None) | (Some("weir"), Some("producer")) => Some("producer"),
+        other => panic!("{name}: unexpected command {other:?}"),
+    }
+}
+
+/// The variable a weir node's HTTP port is set by: the edge's API, the
+/// producer's metrics.
+pub fn listen_key(role: &str) -> &'static str {
+    if role == "edge" {
+        "WEIR_LISTEN"
+    } else {
+        "WEIR_METRICS_LISTEN"
+    }
+}
+
+/// A weir node's setting: its service's environment, else the image's.
+pub fn setting(name: &str, svc: &Yaml, image_env: &BTreeMap<String, String>, k: &str) -> String {
+    service_env(svc)
+        .get(k)
+        .or(image_env.get(k))
+        .unwrap_or_else(|| panic!("{name}: {k} is not set"))
+        .clone()
+}
+
+/// The edges and the producers of the stack: service → the port it listens
+/// on (`image_env`: the runtime image's environment, which a service's own
+/// overrides).
+pub fn weir_nodes(
+    services: &serde_norway::Mapping,
+    image_env: &BTreeMap<String, String>,
+) -> (BTreeMap<String, u16>, BTreeMap<String, u16>) {
+    let (mut edges, mut producers) = (BTreeMap::new(), BTreeMap::new());
+    for (name, svc) in services {
+        let name = scalar(name);
+        let Some(role) = weir_role(&name, svc) else {
+            continue;
+        };
+        let port = host_port(&setting(&name, svc, image_env, listen_key(role))).1;
+        match role {
+            "edge" => edges.insert(name, port),
+            _ => producers.insert(name, port),
+        };
+    }
+    (edges, producers)
+}

@@ -1,7 +1,7 @@
 //! The `Dockerfile` split into stages and instructions, `.dockerignore`
 //! matching, and the workspace's binary targets (from `cargo metadata`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -124,4 +124,19 @@ pub fn docker_ignored(rel: &str, patterns: &[String]) -> bool {
         }
     }
     ignored
+}
+
+/// The runtime image's environment: the `ENV K=V` steps of the last stage.
+pub fn runtime_env() -> BTreeMap<String, String> {
+    let stages = dockerfile();
+    let mut env = BTreeMap::new();
+    for (op, args) in &stages.last().expect("a stage").steps {
+        if op == "ENV" {
+            for kv in args.split_whitespace() {
+                let (k, v) = kv.split_once('=').expect("ENV K=V");
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    env
 }

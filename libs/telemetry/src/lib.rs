@@ -1,11 +1,12 @@
 //! Telemetry shared by every weir service: tracing set-up (human or JSON
-//! logs), the Prometheus exporter, and the name of every metric in one place
-//! ([`names`]) with explicit histogram buckets ([`buckets`]).
+//! logs), the Prometheus exporter, the name of every metric ([`names`]) and
+//! one table of what each one is, histogram buckets included ([`catalog`]).
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod catalog;
 pub mod names;
 
 /// Log output format.

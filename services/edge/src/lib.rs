@@ -3,7 +3,7 @@
 //! that loses its node reconnects to another with its last seq.
 //!
 //! - [`config`]: flags and environment.
-//! - [`api`], [`ws`], [`sse`]: the endpoints; [`error`]: their error type.
+//! - [`api`], [`sse`]: the endpoints; [`error`]: their error type.
 //! - [`auth`]: session tokens, checked with the secrets and [`jwks`], the
 //!   identity provider's cached key set.
 //! - [`sessions`]: auth, session view, resume checks and control;
@@ -12,10 +12,9 @@
 //! - [`hub`]: one upstream feed per session per node, fanned out.
 //! - [`pages`]: a session's shared, byte-bounded cache of log pages.
 //! - [`subscription`]: a subscriber's cursor over ring, cache and log.
-//! - [`websocket`]: the upgrade and the frame codec, writing shared frames
-//!   without a copy.
-//! - [`connection`]: a WebSocket connection: buffer, watermarks, coalescing,
-//!   heartbeats, write timeout, drain.
+//! - [`websocket`]: the WebSocket endpoint; a connection (buffer,
+//!   watermarks, coalescing, heartbeats, write timeout, drain); the upgrade
+//!   and the frame codec, writing shared frames without a copy.
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
 //!   the same subscription.
 //! - [`threads`]: threads of runs (protocol.md §9) and what the front ends
@@ -48,7 +47,6 @@ mod access;
 pub mod api;
 pub(crate) mod auth;
 pub mod config;
-pub mod connection;
 mod delivery;
 pub(crate) mod error;
 mod expiry;
@@ -70,8 +68,6 @@ pub(crate) mod sse;
 pub(crate) mod subscription;
 pub(crate) mod threads;
 pub mod websocket;
-pub(crate) mod writer;
-pub(crate) mod ws;
 
 pub use config::EdgeConfig;
 
@@ -129,9 +125,9 @@ impl AppState {
         })))
     }
 
-    pub fn limits(&self) -> connection::Limits {
+    pub(crate) fn limits(&self) -> websocket::connection::Limits {
         let (high, low) = self.config.watermarks();
-        connection::Limits {
+        websocket::connection::Limits {
             buffer: self.config.conn_buffer,
             high,
             low,
@@ -193,7 +189,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
         ("/v1/sessions/{id}", get(api::get)),
         ("/v1/sessions/{id}/history", get(api::history)),
         ("/v1/sessions/{id}/events", get(sse::events)),
-        ("/v1/sessions/{id}/ws", get(ws::upgrade)),
+        ("/v1/sessions/{id}/ws", get(websocket::endpoint::upgrade)),
         ("/v1/sessions/{id}/pause", post(control(ControlOp::Pause))),
         ("/v1/sessions/{id}/resume", post(control(ControlOp::Resume))),
         ("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel))),

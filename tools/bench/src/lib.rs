@@ -15,6 +15,7 @@
 //! - [`soak`]: long steady load with churn; [`soak_series`]: its samples and verdict.
 //! - [`client`]: one resuming WebSocket client; [`api`]: the HTTP API;
 //!   [`external`]: publishing as an outside producer.
+//! - [`verify`]: every client checked against its session's log.
 //! - [`stats`], [`report`], [`procinfo`]: measuring and reporting.
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub mod report;
 pub mod soak;
 pub mod soak_series;
 pub mod stats;
+pub mod verify;
 
 use load::{LoadArgs, Preset};
 

@@ -6,8 +6,8 @@
 //! [`Subscription`] from `after` at the session's pace, and the operator
 //! notices for it. Streams that answer as a `text/event-stream` body share
 //! [`body`]'s pump, headers, heartbeats and drain; the WebSocket writes
-//! through [`crate::connection`]. What reached a client is counted by
-//! [`metrics::DeliveryMetrics`], the same for all.
+//! through [`crate::websocket::connection`]. What reached a client is
+//! counted by [`metrics::DeliveryMetrics`], the same for all.
 
 pub mod body;
 pub mod metrics;

@@ -20,7 +20,7 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use weir_protocol::frame::close::{INVALID_DATA, PROTOCOL_ERROR};
 
-use crate::connection::Incoming;
+use crate::websocket::connection::Incoming;
 
 /// How much one read takes from the socket.
 const READ_CHUNK: usize = 4096;

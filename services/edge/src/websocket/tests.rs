@@ -13,8 +13,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{FrameSink, FrameStream};
-use crate::connection::{Incoming, Outgoing};
+use super::connection::Incoming;
+use super::read::FrameStream;
+use super::write::FrameSink;
+use super::writer::Outgoing;
 
 type Server = (
     FrameSink<tokio::io::WriteHalf<DuplexStream>>,

@@ -21,7 +21,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 use weir_protocol::frame::close;
 
-use crate::connection::Outgoing;
+use crate::websocket::writer::Outgoing;
 
 /// Longest server frame header: 2 bytes, then a 64-bit length.
 const MAX_HEAD: usize = 10;

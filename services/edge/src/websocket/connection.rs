@@ -1,9 +1,10 @@
 //! A WebSocket client's connection, generic over its sink and stream so that
 //! unit tests drive it with channels (the socket's codec is in
-//! [`crate::websocket`], the endpoint in [`crate::ws`]).
+//! [`crate::websocket::read`] and [`crate::websocket::write`], the endpoint in
+//! [`crate::websocket::endpoint`]).
 //!
 //! Events flow subscription → bounded buffer → socket, all in the
-//! connection's one task (the write half is [`crate::writer`]). Pulling stops when
+//! connection's one task (the write half is [`crate::websocket::writer`]). Pulling stops when
 //! the buffer reaches its high watermark and starts again at the low one;
 //! the writer coalesces what is buffered into one frame (up to the next
 //! multiple of `max_frame_events` in seqs and `max_frame_bytes` of JSON), so
@@ -30,9 +31,8 @@ use weir_telemetry::names;
 
 use crate::frames::{frame_len, frame_room, Batch, Encoding, Frames};
 use crate::subscription::{DeliveryError, Source};
-pub use crate::writer::Outgoing;
-use crate::writer::{Frame, WriteError, Writer};
-pub use tungstenite::Utf8Bytes;
+pub use crate::websocket::writer::Outgoing;
+use crate::websocket::writer::{Frame, WriteError, Writer};
 
 /// What the client sent, as the connection needs to know it.
 #[derive(Debug, Clone, PartialEq)]

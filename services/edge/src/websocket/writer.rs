@@ -178,7 +178,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::{protocol::Role, Message};
 
     use super::*;
-    use crate::websocket::FrameSink;
+    use crate::websocket::write::FrameSink;
 
     /// A client that stops reading for longer than the write timeout and
     /// the close frame's second, then reads again: it finds the frames that

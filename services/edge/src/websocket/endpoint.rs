@@ -1,5 +1,6 @@
 //! `GET /v1/sessions/{id}/ws`: checks, then the upgraded socket's two
-//! halves ([`crate::websocket`]) handed to [`crate::connection::serve`].
+//! halves ([`crate::websocket::upgrade`]) handed to
+//! [`crate::websocket::connection::serve`].
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -10,11 +11,13 @@ use weir_protocol::{ControlOp, ServerFrame, SessionId};
 use weir_telemetry::names;
 
 use crate::access::SessionAuth;
-use crate::connection::{self, ClientActions, Outgoing};
 use crate::delivery::{self, Opened};
 use crate::error::ApiError;
 use crate::request::{parse_after, RawQuery};
-use crate::websocket::{self, FrameSink, Socket, Upgrade};
+use crate::websocket::connection::{self, ClientActions};
+use crate::websocket::upgrade::{self, Socket, Upgrade};
+use crate::websocket::write::FrameSink;
+use crate::websocket::writer::Outgoing;
 use crate::{AppState, ConnectionGuard};
 
 /// Close code and error frame for a failed check.
@@ -102,7 +105,7 @@ async fn connected(state: AppState, socket: Socket, opened: Opened) {
         after,
         status: session.status.as_str().to_owned(),
     };
-    let (mut sink, incoming) = websocket::split(socket, state.config.max_client_frame);
+    let (mut sink, incoming) = upgrade::split(socket, state.config.max_client_frame);
     let Some(sub) = sub else {
         // The client already holds the whole session.
         let _ = sink.send(Outgoing::Text(hello.to_json().into())).await;
