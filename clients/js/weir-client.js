@@ -218,8 +218,19 @@ export async function fetchHistory(baseUrl, session, opts = {}) {
   }
 }
 
-/** @param {Response} res @param {string} what */
-async function readJson(res, what) {
+/**
+ * The error code a session endpoint's HTTP status stands for (createSession, fetchHistory);
+ * any other status takes the edge's own code.
+ * @type {Record<number, string>}
+ */
+const SESSION_CODES = { 401: 'unauthorized', 404: 'no_such_session', 410: 'history_expired' };
+
+/**
+ * The body of a 2xx answer, or a WeirError: its code is `codes[status]` when given, else the
+ * edge's own code (`{"error": {"code", "message"}}`), else `http_error`.
+ * @param {Response} res @param {string} what @param {Record<number, string>} [codes]
+ */
+async function readJson(res, what, codes = SESSION_CODES) {
   const text = await res.text();
   /** @type {any} */
   let body = text;
@@ -232,14 +243,66 @@ async function readJson(res, what) {
     // Edges answer errors as {"error": {"code", "message"}}.
     const e = body && typeof body === 'object' ? (typeof body.error === 'object' && body.error ? body.error : body) : null;
     const msg = (e && (e.message || (typeof e.error === 'string' && e.error))) || text || res.statusText;
-    const code =
-      res.status === 401 ? 'unauthorized'
-      : res.status === 404 ? 'no_such_session'
-      : res.status === 410 ? 'history_expired'
-      : (e && typeof e.code === 'string' && e.code) || 'http_error';
+    const code = codes[res.status] ?? ((e && typeof e.code === 'string' && e.code) || 'http_error');
     throw new WeirError(code, `${what}: HTTP ${res.status}: ${msg}`, { status: res.status, body });
   }
   return body;
+}
+
+/**
+ * One HTTP call to the first edge of `urls` (from `start` on, in rotation) that answers: an edge
+ * that cannot be reached is skipped, an edge's answer stands (an error status throws its
+ * WeirError). Every edge unreachable ⇒ WeirError `unreachable`.
+ * @param {{urls: string[], start?: number, path: string, query?: Record<string, string>, method?: string,
+ *   body?: any, token?: string, what: string, codes?: Record<number, string>, fetch?: typeof fetch,
+ *   signal?: AbortSignal}} req
+ * @returns {Promise<{body: any, index: number}>} the answer and the index of the edge that gave it
+ */
+async function callEdges(req) {
+  const f = req.fetch ?? globalThis.fetch;
+  /** @type {Record<string, string>} */
+  const headers = { accept: 'application/json' };
+  if (req.body !== undefined) headers['content-type'] = 'application/json';
+  if (req.token) headers.authorization = `Bearer ${req.token}`;
+  const start = req.start ?? 0;
+  /** @type {unknown} */
+  let lastError;
+  for (let i = 0; i < req.urls.length; i++) {
+    const index = (start + i) % req.urls.length;
+    /** @type {Response} */
+    let res;
+    const url = httpUrl(req.urls[index], req.path);
+    for (const [k, v] of Object.entries(req.query ?? {})) url.searchParams.set(k, v);
+    try {
+      res = await f(url.toString(), {
+        method: req.method ?? 'GET',
+        headers,
+        body: req.body === undefined ? undefined : JSON.stringify(req.body),
+        signal: req.signal,
+      });
+    } catch (e) {
+      if (/** @type {any} */ (e)?.name === 'AbortError') throw e;
+      lastError = e; // no answer from this edge: try the next one
+      continue;
+    }
+    return { body: await readJson(res, req.what, req.codes), index };
+  }
+  const why = /** @type {any} */ (lastError)?.message ?? String(lastError);
+  throw new WeirError('unreachable', `${req.what}: no edge answered (${why})`, { cause: lastError });
+}
+
+/**
+ * Edge base URLs from an option: an array or a comma-separated string; default `[location.origin]`.
+ * @param {string|string[]|undefined} option
+ * @returns {string[]}
+ */
+function edgeUrls(option) {
+  const loc = /** @type {any} */ (globalThis).location;
+  let urls = option ?? (loc && loc.origin ? [loc.origin] : []);
+  if (typeof urls === 'string') urls = urls.split(',');
+  const list = urls.map((u) => u.trim()).filter(Boolean);
+  if (list.length === 0) throw new TypeError('weir: options.urls needs at least one edge URL');
+  return list;
 }
 
 /**
@@ -267,6 +330,8 @@ async function readJson(res, what) {
  * @property {(state: WeirState, info: StateInfo) => void} [onState]
  * @property {(err: WeirError) => void} [onError]
  * @property {(data: WeirNotice) => void} [onNotice]  operator broadcasts (`notice` frames); no seq, no cursor
+ * @property {(req: WeirInputRequest) => void} [onInputRequest]  the agent asks a person: answer with answer(req, data)
+ * @property {typeof fetch} [fetch]                  fetch implementation for answers over HTTP and request checks
  * @property {() => number} [random]                randomness for jitter (tests)
  */
 
@@ -286,12 +351,8 @@ export class WeirSession {
     this.session = opts.session;
     /** @type {string|undefined} */
     this.token = opts.token;
-    const loc = /** @type {any} */ (globalThis).location;
-    let urls = opts.urls ?? (loc && loc.origin ? [loc.origin] : []);
-    if (typeof urls === 'string') urls = urls.split(',');
     /** @type {string[]} */
-    this.urls = urls.map((u) => u.trim()).filter(Boolean);
-    if (this.urls.length === 0) throw new TypeError('weir: options.urls needs at least one edge URL');
+    this.urls = edgeUrls(opts.urls);
     this._WS = opts.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
     if (typeof this._WS !== 'function') {
       throw new TypeError('weir: no WebSocket implementation; pass options.WebSocket (e.g. the "ws" package)');
@@ -303,6 +364,7 @@ export class WeirSession {
     this._maxAttempts = opts.maxAttempts ?? Infinity;
     this._autoAck = opts.autoAck === true ? 1000 : typeof opts.autoAck === 'number' ? opts.autoAck : 0;
     this._random = opts.random ?? Math.random;
+    this._fetch = opts.fetch;
     this._storage = resolveStorage(opts.persist ?? false);
     this._storageKey = `weir:${this.session}`;
 
@@ -314,6 +376,8 @@ export class WeirSession {
     this.onError = opts.onError;
     /** @type {((data: WeirNotice) => void) | undefined} called for each operator notice; never touches lastSeq */
     this.onNotice = opts.onNotice;
+    /** @type {((req: WeirInputRequest) => void) | undefined} called once per open input request */
+    this.onInputRequest = opts.onInputRequest;
 
     let after = Math.max(0, Math.floor(Number(opts.after ?? 0)) || 0);
     const stored = this._readPersisted();
@@ -370,6 +434,7 @@ export class WeirSession {
     this._rejectFinished = rej;
     /** @type {Array<{resolve: Function, reject: Function}>} */
     this._openWaiters = [];
+    this._inputs = new InputRequests(this);
   }
 
   /** True once the session can no longer deliver events (`ended`, `failed` or `closed`). */
@@ -453,8 +518,32 @@ export class WeirSession {
   }
 
   /**
-   * Subscribes to `event`, `state`, `error` or `notice`. Returns a function that unsubscribes.
-   * @param {'event'|'state'|'error'|'notice'} type
+   * The input request the agent waits on, once announced to onInputRequest; undefined when
+   * none is open.
+   * @returns {WeirInputRequest|undefined}
+   */
+  get inputRequest() {
+    return this._inputs.current();
+  }
+
+  /**
+   * Answers an input request (protocol.md §9): the WebSocket `input` frame while connected,
+   * else `POST /v1/sessions/{id}/input`. Resolves once weir has the answer (202, or over the
+   * WebSocket, where acceptance has no reply, when the session's `input` event for it arrives);
+   * rejects with a WeirError: `bad_request` (data not an object or not matching the schema),
+   * `not_found` (no such open request), `conflict` (already answered, or the session ended).
+   * @param {WeirInputRequest|string} request the request (from onInputRequest) or its id
+   * @param {Record<string, any>} data
+   * @returns {Promise<void>}
+   */
+  answer(request, data) {
+    return this._inputs.answer(request, data);
+  }
+
+  /**
+   * Subscribes to `event`, `state`, `error`, `notice` or `input_request`. Returns a function
+   * that unsubscribes.
+   * @param {'event'|'state'|'error'|'notice'|'input_request'} type
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -629,6 +718,7 @@ export class WeirSession {
       if (!mine()) return;
       this._ws = null;
       this._clearTimer();
+      this._inputs.socketLost();
       this._onClose(Number(ev?.code ?? 1006), String(ev?.reason ?? ''));
     };
     this._armTimer(this._connectTimeout, 'connect timeout');
@@ -673,6 +763,7 @@ export class WeirSession {
       } catch {
         /* already closing */
       }
+      this._inputs.socketLost();
     }
   }
 
@@ -701,6 +792,7 @@ export class WeirSession {
       case 'events':
         if (!this._helloSeen) this._onHello({});
         this._onEvents(Array.isArray(frame.events) ? frame.events : []);
+        this._inputs.frameDone();
         break;
       case 'heartbeat':
         break;
@@ -708,6 +800,7 @@ export class WeirSession {
         this._onNotice(frame.data);
         break;
       case 'error':
+        if (this._inputs.refused(String(frame.code), String(frame.message ?? ''))) break;
         this._lastServerError = { code: String(frame.code ?? 'error'), message: String(frame.message ?? '') };
         this._emitError(new WeirError(this._lastServerError.code, this._lastServerError.message || this._lastServerError.code));
         break;
@@ -799,6 +892,7 @@ export class WeirSession {
 
   /** @param {WeirEvent} ev */
   _deliver(ev) {
+    this._inputs.seen(ev);
     this._call(this.onEvent, ev);
     this._callAll('event', ev);
     for (const it of this._iterators) it.push(ev);
@@ -933,6 +1027,7 @@ export class WeirSession {
     this._timer = null;
     this._clearTimer();
     this._writePersisted();
+    this._inputs.finish(state);
     this._setState(state, { url: this.url, node: this.node, ...info });
     const waiters = this._openWaiters.splice(0);
     if (state === 'failed') {
@@ -1005,6 +1100,385 @@ export class WeirSession {
     } catch {
       /* quota or privacy mode: persistence is best effort */
     }
+  }
+}
+
+// ---------------------------------------------------------------- asking a person (§9)
+
+/**
+ * What an agent asks a person: an `input_request` event (protocol.md §9).
+ * @typedef {Object} WeirInputRequest
+ * @property {string} id       the request id, which an answer names
+ * @property {string} prompt   what to ask
+ * @property {any} [schema]    JSON Schema that the answer's data must match
+ * @property {string} session  the session that asks
+ * @property {number} seq      the seq of its `input_request` event
+ */
+
+/** Codes with which an edge refuses an answer (protocol.md §5, the `input` frame). */
+const REFUSALS = new Set(['bad_request', 'not_found', 'conflict']);
+
+/**
+ * @typedef {Object} PendingAnswer
+ * @property {string} id
+ * @property {Record<string, any>} data
+ * @property {() => void} resolve
+ * @property {(e: WeirError) => void} reject
+ * @property {WeirError} [error] the edge's 409 to a resent answer
+ */
+
+/**
+ * Answers an input request over HTTP: `POST <edge>/v1/sessions/{id}/input` (protocol.md §9),
+ * on the first edge of `urls` that answers. Rejects with the edge's code: `bad_request`,
+ * `not_found`, `conflict`, `unauthorized`.
+ * @param {{urls: string[], start?: number, session: string, request: string, data: any, token?: string, fetch?: typeof fetch}} a
+ */
+async function postInput(a) {
+  await callEdges({
+    urls: a.urls,
+    start: a.start,
+    path: `v1/sessions/${encodeURIComponent(a.session)}/input`,
+    method: 'POST',
+    body: { request: a.request, data: a.data },
+    token: a.token,
+    what: `answer ${a.request}`,
+    codes: {},
+    fetch: a.fetch,
+  });
+}
+
+/**
+ * The input requests of one session: which are open, which to announce, the answers in flight.
+ * A request is announced (onInputRequest) once the session's log shows it open: replaying a
+ * request that was answered, or whose session ended, announces nothing.
+ */
+class InputRequests {
+  /** @param {WeirSession} session */
+  constructor(session) {
+    this.s = session;
+    /** @type {Map<string, WeirInputRequest>} requests with no `input` and no `end` after them */
+    this.open = new Map();
+    /** @type {Set<string>} requests whose `input` event was delivered */
+    this.answered = new Set();
+    /** @type {WeirInputRequest[]} delivered in the frame being read, not checked yet */
+    this.unchecked = [];
+    /** @type {WeirInputRequest|undefined} the open request announced last */
+    this.announced = undefined;
+    /** @type {PendingAnswer[]} sent as WebSocket frames: settled by their `input` event or a refusal */
+    this.sent = [];
+    /** @type {PendingAnswer[]} resent after a lost socket and refused as answered: settled by an `input` event */
+    this.unsure = [];
+  }
+
+  /** @returns {WeirInputRequest|undefined} */
+  current() {
+    return this.announced;
+  }
+
+  /** Every delivered event, before the callbacks see it. @param {WeirEvent} ev */
+  seen(ev) {
+    const d = ev.data ?? {};
+    if (ev.kind === 'input_request' && typeof d.id === 'string') {
+      if (this.answered.has(d.id)) return;
+      /** @type {WeirInputRequest} */
+      const req = { id: d.id, prompt: String(d.prompt ?? ''), session: this.s.session, seq: ev.seq };
+      if (d.schema !== undefined) req.schema = d.schema;
+      this.open.set(req.id, req);
+      this.unchecked.push(req);
+    } else if (ev.kind === 'input' && typeof d.request === 'string') {
+      this.answered.add(d.request);
+      this.close(d.request);
+      for (const list of [this.sent, this.unsure]) {
+        for (const a of list.filter((x) => x.id === d.request)) {
+          list.splice(list.indexOf(a), 1);
+          a.resolve();
+        }
+      }
+    } else if (ev.kind === 'end') {
+      for (const id of [...this.open.keys()]) this.close(id);
+      const ended = new WeirError('conflict', 'the session ended before the agent took the answer');
+      for (const a of [...this.sent.splice(0), ...this.unsure.splice(0)]) a.reject(a.error ?? ended);
+    }
+  }
+
+  /** @param {string} id */
+  close(id) {
+    this.open.delete(id);
+    if (this.announced?.id === id) this.announced = undefined;
+  }
+
+  /** After each events frame: check the requests it opened against the log. */
+  frameDone() {
+    for (const req of this.unchecked.splice(0)) {
+      if (this.open.get(req.id) === req) void this.announce(req);
+    }
+  }
+
+  /** @param {WeirInputRequest} req */
+  async announce(req) {
+    let open = true;
+    try {
+      open = await this.stillOpen(req);
+    } catch {
+      /* the log cannot be read now: the request may be open, so it is announced */
+    }
+    if (!open || this.open.get(req.id) !== req || this.s.done) return;
+    this.announced = req;
+    this.s._call(this.s.onInputRequest, req);
+    this.s._callAll('input_request', req);
+  }
+
+  /**
+   * True when the log holds neither an `input` for the request nor the session's `end` after it.
+   * Live, the page after the request is empty; in a replay, the answer follows within a page.
+   * @param {WeirInputRequest} req
+   */
+  async stillOpen(req) {
+    let after = req.seq;
+    for (;;) {
+      const { body } = await callEdges({
+        urls: this.s.urls,
+        start: this.s._urlIndex,
+        path: `v1/sessions/${encodeURIComponent(this.s.session)}/history`,
+        query: { after: String(after), limit: '1000' },
+        token: this.s.token,
+        what: 'read history',
+        fetch: this.s._fetch,
+      });
+      /** @type {WeirEvent[]} */
+      const events = Array.isArray(body?.events) ? body.events : [];
+      if (events.some((e) => e.kind === 'end' || (e.kind === 'input' && e.data?.request === req.id))) return false;
+      const next = Number(body?.next_after ?? after);
+      if (events.length === 0 || next <= after) return true;
+      after = next;
+    }
+  }
+
+  /** @param {WeirInputRequest|string} request @param {Record<string, any>} data @returns {Promise<void>} */
+  answer(request, data) {
+    const id = typeof request === 'string' ? request : request?.id;
+    if (typeof id !== 'string' || !id) {
+      return Promise.reject(new WeirError('bad_request', 'answer: name the request (from onInputRequest, or its id)'));
+    }
+    if (!data || typeof data !== 'object' || Array.isArray(data)) {
+      return Promise.reject(new WeirError('bad_request', `answer to ${id}: data must be a JSON object`));
+    }
+    if (this.answered.has(id)) {
+      return Promise.reject(new WeirError('conflict', `input request ${id} is already answered`));
+    }
+    return new Promise((resolve, reject) => {
+      /** @type {PendingAnswer} */
+      const a = { id, data, resolve, reject };
+      if (this.s._sendNow(JSON.stringify({ type: 'input', request: id, data }))) this.sent.push(a);
+      else void this.post(a, false);
+    });
+  }
+
+  /**
+   * An answer over HTTP. A resent one (its frame went out on a socket that was then lost) that
+   * the edge calls answered may be this very answer: it waits for the `input` event.
+   * @param {PendingAnswer} a @param {boolean} resent
+   */
+  async post(a, resent) {
+    try {
+      await postInput({ urls: this.s.urls, start: this.s._urlIndex, session: this.s.session, request: a.id, data: a.data, token: this.s.token, fetch: this.s._fetch });
+      a.resolve();
+    } catch (e) {
+      const err = /** @type {WeirError} */ (e);
+      if (resent && err.code === 'conflict' && !this.s.done) {
+        if (this.answered.has(a.id)) return a.resolve();
+        a.error = err;
+        this.unsure.push(a);
+        return;
+      }
+      a.reject(err);
+    }
+  }
+
+  /** An `error` frame: the refusal of the oldest answer in flight, if one is. @param {string} code @param {string} message */
+  refused(code, message) {
+    const a = REFUSALS.has(code) ? this.sent.shift() : undefined;
+    if (!a) return false;
+    a.reject(new WeirError(code, `answer ${a.id}: ${message || code}`));
+    return true;
+  }
+
+  /** The socket is gone: an answer sent on it may not have arrived, so it goes again over HTTP. */
+  socketLost() {
+    for (const a of this.sent.splice(0)) void this.post(a, true);
+  }
+
+  /** The session is over: answers that only an `input` event could settle never will be. @param {string} state */
+  finish(state) {
+    const why = new WeirError('conflict', `the session is ${state}`);
+    for (const a of this.unsure.splice(0)) a.reject(a.error ?? why);
+  }
+}
+
+// ---------------------------------------------------------------- threads (§9)
+
+/**
+ * Creates a thread, one conversation with one agent: `POST <baseUrl>/v1/threads` with
+ * `{agent, input, id}` (the API key when the cluster has one). Usually your back end's step: it
+ * hands the page `{id, token}`. `input` holds the defaults of every run.
+ * @param {string} baseUrl
+ * @param {{agent?: string, input?: any, id?: string, apiKey?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * @returns {Promise<{id: string, token: string}>}
+ */
+export async function createThread(baseUrl, opts = {}) {
+  /** @type {any} */
+  const body = { agent: opts.agent ?? 'mock' };
+  if (opts.input !== undefined) body.input = opts.input;
+  if (opts.id !== undefined) body.id = opts.id;
+  const { body: created } = await callEdges({
+    urls: [baseUrl],
+    path: 'v1/threads',
+    method: 'POST',
+    body,
+    token: opts.apiKey,
+    what: 'create thread',
+    codes: {},
+    fetch: opts.fetch,
+    signal: opts.signal,
+  });
+  return created;
+}
+
+/**
+ * @typedef {Object} WeirRunInput
+ * @property {any[]} messages  the conversation so far: OpenAI chat messages `{role, content, …}`
+ * @property {any[]} [tools]   tools the front end runs itself: `{name, description?, parameters?}`
+ * @property {Record<string, any>} [input]  this run's input (wins over the thread's, key by key)
+ */
+
+/**
+ * @typedef {Omit<WeirSessionOptions, 'session'|'token'|'urls'|'getToken'|'onInputRequest'> & {
+ *   thread: string,
+ *   token?: string,
+ *   apiKey?: string,
+ *   urls?: string|string[],
+ *   getToken?: () => (string|null|undefined|Promise<string|null|undefined>),
+ *   onInputRequest?: (req: WeirInputRequest, run: WeirSession) => void,
+ * }} WeirThreadOptions
+ */
+
+/**
+ * One conversation: its runs, each a WeirSession started by startRun(). Options other than the
+ * thread's own (`thread`, `token`, `apiKey`, `urls`, `getToken`, `onInputRequest`) are every
+ * run's WeirSession options (`WebSocket`, `backoff`, `onEvent`, …).
+ */
+export class WeirThread {
+  /** @param {WeirThreadOptions} opts */
+  constructor(opts) {
+    if (!opts || typeof opts.thread !== 'string' || !opts.thread) {
+      throw new TypeError('weir: options.thread (the thread id) is required');
+    }
+    const { thread, token, apiKey, urls, getToken, onInputRequest, ...runOptions } = opts;
+    this.thread = thread;
+    /** @type {string|undefined} the thread token */
+    this.token = token;
+    this._apiKey = apiKey;
+    this.urls = edgeUrls(urls);
+    this._getToken = getToken;
+    /** @type {((req: WeirInputRequest, run: WeirSession) => void) | undefined} an input request of any run */
+    this.onInputRequest = onInputRequest;
+    this._runOptions = runOptions;
+    this._urlIndex = 0;
+    /** @type {WeirSession|undefined} the latest run */
+    this.run = undefined;
+  }
+
+  /**
+   * Starts the thread's next run with the conversation so far: `POST /v1/threads/{t}/runs`, then
+   * streams it (a WeirSession, already connecting, that resumes on any edge). Rejects with a
+   * WeirError with the edge's code: `run_active` (the previous run has not ended),
+   * `bad_request` (naming the malformed field), `not_found`, `unauthorized`, or `unreachable`.
+   * @param {WeirRunInput} run
+   * @param {Partial<WeirSessionOptions>} [options] this run's WeirSession options
+   * @returns {Promise<WeirSession>}
+   */
+  async startRun(run, options = {}) {
+    if (!run || !Array.isArray(run.messages)) throw new TypeError('weir: startRun({messages}) needs the messages');
+    /** @type {any} */
+    const body = { messages: run.messages };
+    if (run.tools !== undefined) body.tools = run.tools;
+    if (run.input !== undefined) body.input = run.input;
+    const { body: created, index } = await this._call({ path: `v1/threads/${encodeURIComponent(this.thread)}/runs`, method: 'POST', body, what: 'start run' });
+    this._urlIndex = index;
+    const s = new WeirSession({
+      fetch: this._fetch,
+      ...this._runOptions,
+      ...options,
+      session: created.id,
+      token: created.token,
+      urls: this.urls,
+      // The thread token opens every run of the thread (§9).
+      getToken: () => this._freshToken(),
+    });
+    s._urlIndex = index; // stream from the edge that started the run
+    s.on('input_request', (/** @type {WeirInputRequest} */ req) => {
+      const fn = this.onInputRequest;
+      if (typeof fn === 'function') s._call(() => fn.call(this, req, s));
+    });
+    this.run = s;
+    s.connect();
+    return s;
+  }
+
+  /**
+   * Answers an input request of one of the thread's runs (protocol.md §9): through the run's
+   * WeirSession when it is the latest run, else over HTTP with the thread token.
+   * @param {WeirInputRequest} request
+   * @param {Record<string, any>} data
+   * @returns {Promise<void>}
+   */
+  answer(request, data) {
+    const run = this.run;
+    if (run && request?.session === run.session) return run.answer(request, data);
+    if (typeof request?.session !== 'string') {
+      return Promise.reject(new WeirError('bad_request', 'answer: the request (from onInputRequest) names no session'));
+    }
+    return postInput({ urls: this.urls, start: this._urlIndex, session: request.session, request: request.id, data, token: this.token ?? this._apiKey, fetch: this._fetch });
+  }
+
+  /**
+   * The thread and its runs: `GET /v1/threads/{t}` → `{id, agent, created, runs: [{id, status,
+   * created}], active}`.
+   * @returns {Promise<{id: string, agent: string, created: number, runs: Array<{id: string, status: string, created: number}>, active: string|null}>}
+   */
+  async get() {
+    const { body } = await this._call({ path: `v1/threads/${encodeURIComponent(this.thread)}`, what: 'get thread' });
+    return body;
+  }
+
+  get _fetch() {
+    return this._runOptions.fetch;
+  }
+
+  /**
+   * One call with the thread token (or the API key); after a 401, getToken() once and again.
+   * @param {{path: string, method?: string, body?: any, what: string}} req
+   */
+  async _call(req) {
+    const call = () => callEdges({ ...req, urls: this.urls, start: this._urlIndex, token: this.token ?? this._apiKey, codes: {}, fetch: this._fetch });
+    try {
+      return await call();
+    } catch (e) {
+      if (/** @type {any} */ (e)?.code !== 'unauthorized' || !this._getToken) throw e;
+      const fresh = await this._getToken();
+      if (typeof fresh !== 'string' || !fresh) throw e;
+      this.token = fresh;
+      return call();
+    }
+  }
+
+  /** The thread token, fresh from getToken() when there is one. */
+  async _freshToken() {
+    if (this._getToken) {
+      const fresh = await this._getToken();
+      if (typeof fresh === 'string' && fresh) this.token = fresh;
+    }
+    return this.token;
   }
 }
 
