@@ -196,12 +196,13 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     const y = await follow(s2, B);
     await c.create({ agent: 'external' }, A.url, AUTH); // waits for an outside producer: queued
 
-    // The demo page on edge B, streaming a session of its own.
+    // The demo page on edge B, in a chat whose reply waits for the user's answer (connected).
     const demo = await newPage();
-    await demo.goto(`${B.url}/?tokens=2000&rate=20`);
+    await demo.goto(`${B.url}/`);
     await demo.getByTestId('api-key').fill(KEY);
-    await demo.getByTestId('start').click();
-    await demo.waitForFunction(() => (window.weirDemo?.tokens ?? 0) >= 3, null, { timeout: 15000 });
+    await demo.getByTestId('say').fill('/ask Still there?');
+    await demo.getByTestId('send').click();
+    await demo.getByTestId('ask').waitFor({ state: 'visible', timeout: 15000 });
 
     const page = await openOps(A);
     await row(page, s1.id).waitFor({ timeout: 10000 });
