@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { startCluster, missingPrerequisite, skipUnless, tokenText, REPO } from './harness.mjs';
+import { clientFiles, startCluster, missingPrerequisite, skipUnless, tokenText, REPO } from './harness.mjs';
 
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
 const why = skipUnless(
@@ -44,7 +44,7 @@ describe('demo page in Chromium', { skip: why, timeout: 150000 }, () => {
     page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
     page.on('console', (msg) => msg.type() === 'error' && page.problems.push(`console: ${msg.text()}`));
     if (process.env.WEIR_DEMO_FROM_SOURCE === '1') {
-      const files = { '/': 'services/edge/static/index.html', '/weir-client.js': 'clients/js/weir-client.js' };
+      const files = { '/': 'services/edge/static/index.html', ...clientFiles() };
       await page.route(
         (url) => url.pathname in files && c.edges.some((e) => url.origin === e.url),
         (route) => {

@@ -14,7 +14,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 
 import { WeirSession } from '../weir-client.js';
-import { startCluster, missingPrerequisite, skipUnless, REPO } from './harness.mjs';
+import { clientFiles, startCluster, missingPrerequisite, skipUnless, REPO } from './harness.mjs';
 import { waitFor, sleep } from './fake-ws.mjs';
 
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
@@ -57,7 +57,7 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
     page.on('console', (msg) => msg.type() === 'error' && page.problems.push(`console: ${msg.text()}`));
     if (process.env.WEIR_DEMO_FROM_SOURCE === '1') {
-      const files = { '/ops': 'services/edge/static/ops.html', '/': 'services/edge/static/index.html', '/weir-client.js': 'clients/js/weir-client.js' };
+      const files = { '/ops': 'services/edge/static/ops.html', '/': 'services/edge/static/index.html', ...clientFiles() };
       await page.route(
         (url) => url.pathname in files && c.edges.some((e) => url.origin === e.url),
         (route) => {
