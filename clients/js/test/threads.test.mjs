@@ -303,6 +303,48 @@ describe('onInputRequest', { timeout: 10000 }, () => {
     s.close();
   });
 
+  /** A Storage stand-in shared by a page and its reload. */
+  function memoryStorage() {
+    const m = new Map();
+    return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, String(v)), removeItem: (k) => m.delete(k), m };
+  }
+
+  test('with persist, a reload that resumes after an open request announces it again', async () => {
+    const storage = memoryStorage();
+    const first = setup(historyOf([tok(1), ask(2)]), { persist: storage });
+    first.s.connect();
+    first.sock(0).accept().events(1, ask(2));
+    await waitFor(() => first.log.asked.length === 1, { what: 'the request announced' });
+    first.s.close();
+
+    const reload = setup(historyOf([tok(1), ask(2)]), { persist: storage });
+    assert.equal(reload.s.lastSeq, 2);
+    reload.s.connect();
+    const ws = await reload.nth(0);
+    assert.equal(ws.after, 2, 'the reload resumes after the request');
+    ws.accept();
+    await waitFor(() => reload.log.asked.length === 1, { what: 'the request announced after the reload' });
+    assert.deepEqual(reload.log.asked[0], first.log.asked[0]);
+    reload.s.close();
+  });
+
+  test('with persist, a reload after the request was answered announces nothing', async () => {
+    const storage = memoryStorage();
+    const first = setup(historyOf([ask(1)]), { persist: storage });
+    first.s.connect();
+    first.sock(0).accept().events(ask(1));
+    await waitFor(() => first.log.asked.length === 1, { what: 'the request announced' });
+    first.s.close();
+
+    const reload = setup(historyOf([ask(1), input(2, 'ask_1')]), { persist: storage });
+    reload.s.connect();
+    (await reload.nth(0)).accept().events(input(2, 'ask_1'));
+    await settle();
+    assert.deepEqual(reload.log.asked, []);
+    assert.equal(storage.m.has('weir:s1:input'), false, 'the answered request is forgotten');
+    reload.s.close();
+  });
+
   test('the input event closes the announced request', async () => {
     const { s, sock, log } = setup(historyOf([ask(1)]));
     s.connect();

@@ -53,6 +53,47 @@ export class InputRequests {
     this.sent = [];
     /** @type {PendingAnswer[]} resent after a lost socket and refused as answered: settled by an `input` event */
     this.unsure = [];
+    /** @type {string|undefined} the id of the request kept in storage (`persist`) */
+    this.kept = undefined;
+  }
+
+  /**
+   * With `persist`, the announced request is kept under `weir:<session>:input`: a reload resumes
+   * after it, so it is checked against the log again at the first hello and announced if open.
+   */
+  restore() {
+    const stored = this.persisted('get');
+    if (!stored) return;
+    try {
+      const req = JSON.parse(stored);
+      if (req && typeof req.id === 'string' && req.session === this.s.session && Number.isInteger(req.seq) && req.seq <= this.s.lastSeq) {
+        this.open.set(req.id, req);
+        this.unchecked.push(req);
+        this.kept = req.id;
+      }
+    } catch {
+      /* not ours: ignored */
+    }
+  }
+
+  /**
+   * The persisted request: read, written or removed (best effort, like the cursor).
+   * @param {'get'|'set'|'remove'} op @param {WeirInputRequest} [req]
+   * @returns {string|null|undefined}
+   */
+  persisted(op, req) {
+    const storage = this.s._storage;
+    if (!storage) return undefined;
+    const key = `${this.s._storageKey}:input`;
+    this.kept = op === 'set' ? req?.id : op === 'remove' ? undefined : this.kept;
+    try {
+      if (op === 'get') return storage.getItem(key);
+      if (op === 'set') storage.setItem(key, JSON.stringify(req));
+      else storage.removeItem(key);
+    } catch {
+      /* quota or privacy mode */
+    }
+    return undefined;
   }
 
   /** @returns {WeirInputRequest|undefined} */
@@ -81,6 +122,7 @@ export class InputRequests {
       }
     } else if (ev.kind === 'end') {
       for (const id of [...this.open.keys()]) this.close(id);
+      this.persisted('remove');
       const ended = new WeirError('conflict', 'the session ended before the agent took the answer');
       for (const a of [...this.sent.splice(0), ...this.unsure.splice(0)]) a.reject(a.error ?? ended);
     }
@@ -90,9 +132,10 @@ export class InputRequests {
   close(id) {
     this.open.delete(id);
     if (this.announced?.id === id) this.announced = undefined;
+    if (this.kept === id) this.persisted('remove');
   }
 
-  /** After each events frame: check the requests it opened against the log. */
+  /** After each events frame, and a hello: check the requests not checked yet against the log. */
   frameDone() {
     for (const req of this.unchecked.splice(0)) {
       if (this.open.get(req.id) === req) void this.announce(req);
@@ -109,6 +152,7 @@ export class InputRequests {
     }
     if (!open || this.open.get(req.id) !== req || this.s.done) return;
     this.announced = req;
+    this.persisted('set', req);
     this.s._call(this.s.onInputRequest, req);
     this.s._callAll('input_request', req);
   }

@@ -232,6 +232,7 @@ export class WeirSession {
     /** @type {Array<{resolve: Function, reject: Function}>} */
     this._openWaiters = [];
     this._inputs = new InputRequests(this);
+    this._inputs.restore();
   }
 
   /** True once the session can no longer deliver events (`ended`, `failed` or `closed`). */
@@ -628,6 +629,7 @@ export class WeirSession {
       if (!this._sendNow(f)) this._pendingControl.push(f);
     }
     this._sendAck(); // an ack that could not be sent while disconnected
+    this._inputs.frameDone(); // a request restored from `persist`
   }
 
   /** @param {any[]} events */
