@@ -308,10 +308,22 @@ pub async fn client_js() -> Response {
 
 /// The client's modules by concept (clients/js/weir-client/), served at `/weir-client/{module}`.
 pub const CLIENT_MODULES: [(&str, &str); 4] = [
-    ("http.js", include_str!("../../../clients/js/weir-client/http.js")),
-    ("session.js", include_str!("../../../clients/js/weir-client/session.js")),
-    ("inputs.js", include_str!("../../../clients/js/weir-client/inputs.js")),
-    ("thread.js", include_str!("../../../clients/js/weir-client/thread.js")),
+    (
+        "http.js",
+        include_str!("../../../clients/js/weir-client/http.js"),
+    ),
+    (
+        "session.js",
+        include_str!("../../../clients/js/weir-client/session.js"),
+    ),
+    (
+        "inputs.js",
+        include_str!("../../../clients/js/weir-client/inputs.js"),
+    ),
+    (
+        "thread.js",
+        include_str!("../../../clients/js/weir-client/thread.js"),
+    ),
 ];
 
 /// `GET /weir-client/{module}`: one module of the client; any other name is a 404.
