@@ -38,6 +38,21 @@ async fn weir_dev_streams_and_serves_the_demo_page() {
         js.text().await.unwrap(),
         include_str!("../clients/js/weir-client.js")
     );
+    for (module, source) in weir_edge::api::CLIENT_MODULES {
+        let served = http()
+            .get(format!("{}/weir-client/{module}", node.http()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{module}");
+        assert_eq!(served.text().await.unwrap(), source, "{module}");
+    }
+    let missing = http()
+        .get(format!("{}/weir-client/nope.js", node.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 
     let s = create_mock(&node, 150, 300.0, 4).await;
     let mut ws = ws_connect(&node, &s.id, &s.token, 0).await;

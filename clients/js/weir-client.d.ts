@@ -4,8 +4,10 @@
 export interface WeirEvent<D = any> {
   /** 1, 2, 3, … contiguous per session; the resume cursor. */
   seq: number;
-  /** `token`, `message`, `tool_call`, `tool_result`, `usage`, `status`, `error`, `end`, or a newer kind. */
-  kind: 'token' | 'message' | 'tool_call' | 'tool_result' | 'usage' | 'status' | 'error' | 'end' | (string & {});
+  /** `token`, `message`, `tool_call`, `tool_result`, `usage`, `status`, `input_request`, `input`, `error`, `end`, or a newer kind. */
+  kind:
+    | 'token' | 'message' | 'tool_call' | 'tool_result' | 'usage' | 'status'
+    | 'input_request' | 'input' | 'error' | 'end' | (string & {});
   /** Producer wall clock in Unix milliseconds (a fraction allowed). */
   ts: number;
   /** Agent name, when known. */
@@ -23,6 +25,23 @@ export interface WeirNotice {
   /** The message, when the operator sent one as text. */
   text?: string;
   [key: string]: any;
+}
+
+/**
+ * What an agent asks a person: an `input_request` event (protocol.md §9). Answer it with
+ * `session.answer(req, data)` (or `thread.answer`).
+ */
+export interface WeirInputRequest {
+  /** The request id, which an answer names. */
+  id: string;
+  /** What to ask. */
+  prompt: string;
+  /** JSON Schema that the answer's data must match. */
+  schema?: any;
+  /** The session that asks. */
+  session: string;
+  /** The seq of its `input_request` event. */
+  seq: number;
 }
 
 /**
@@ -65,6 +84,9 @@ export type WeirErrorCode =
   | 'handler'
   | 'bad_url'
   | 'bad_request'
+  | 'not_found'
+  | 'conflict'
+  | 'run_active'
   | (string & {});
 
 export class WeirError extends Error {
@@ -141,6 +163,10 @@ export interface WeirSessionOptions {
   onError?: (err: WeirError) => void;
   /** Called for each operator notice (broadcast); never changes lastSeq, acks or the persisted cursor. */
   onNotice?: (data: WeirNotice) => void;
+  /** Called once for each input request that is open (not for one a replay shows answered). */
+  onInputRequest?: (req: WeirInputRequest) => void;
+  /** fetch implementation (default globalThis.fetch): answers over HTTP and checking a request against the log. */
+  fetch?: typeof fetch;
   /** Source of randomness for jitter, [0, 1) (tests). */
   random?: () => number;
 }
@@ -178,6 +204,9 @@ export class WeirSession implements AsyncIterable<WeirEvent> {
   onState?: (state: WeirState, info: StateInfo) => void;
   onError?: (err: WeirError) => void;
   onNotice?: (data: WeirNotice) => void;
+  onInputRequest?: (req: WeirInputRequest) => void;
+  /** The input request the agent waits on, once announced; undefined when none is open. */
+  readonly inputRequest: WeirInputRequest | undefined;
 
   /** Starts streaming; resolves on the first open (or end), rejects if the session fails first. */
   connect(): Promise<void>;
@@ -191,10 +220,18 @@ export class WeirSession implements AsyncIterable<WeirEvent> {
   resume(): void;
   /** The session then ends with `end` reason `cancelled`. */
   cancel(): void;
+  /**
+   * Answers an input request: the WebSocket `input` frame while connected, else
+   * `POST /v1/sessions/{id}/input`. Resolves once weir has the answer; rejects with a WeirError
+   * `bad_request` (data not an object or not matching the schema), `not_found` (no such open
+   * request) or `conflict` (already answered, or the session ended).
+   */
+  answer(request: WeirInputRequest | string, data: Record<string, any>): Promise<void>;
   on(type: 'event', fn: (ev: WeirEvent) => void): () => void;
   on(type: 'state', fn: (state: WeirState, info: StateInfo) => void): () => void;
   on(type: 'error', fn: (err: WeirError) => void): () => void;
   on(type: 'notice', fn: (data: WeirNotice) => void): () => void;
+  on(type: 'input_request', fn: (req: WeirInputRequest) => void): () => void;
   /** Events from now on; connects if idle; ends after `end`; throws on failure; break closes. */
   events(): AsyncIterableIterator<WeirEvent>;
   [Symbol.asyncIterator](): AsyncIterableIterator<WeirEvent>;
@@ -227,3 +264,60 @@ export function wsUrl(base: string, session: string, q?: { after?: number; token
 
 /** Full-jitter exponential backoff: uniform in [0, min(max, initial·factor^attempt)]. */
 export function backoffDelay(attempt: number, opts?: BackoffOptions, random?: () => number): number;
+
+/** `POST <baseUrl>/v1/threads` with `{agent, input, id}` (and `Authorization: Bearer <apiKey>`). */
+export function createThread(
+  baseUrl: string,
+  opts?: { agent?: string; input?: unknown; id?: string; apiKey?: string; fetch?: typeof fetch; signal?: AbortSignal },
+): Promise<{ id: string; token: string }>;
+
+/** A run's input (protocol.md §9): the conversation so far, the front end's tools, the run's own input. */
+export interface WeirRunInput {
+  /** OpenAI chat messages: `{role: 'system'|'user'|'assistant'|'tool', content, tool_calls?, tool_call_id?, id?}`. */
+  messages: Array<{ role: string; content: string; [key: string]: any }>;
+  /** Tools the front end runs itself. */
+  tools?: Array<{ name: string; description?: string; parameters?: any }>;
+  /** This run's input; wins over the thread's, key by key. */
+  input?: Record<string, any>;
+}
+
+export interface WeirThreadOptions extends Omit<WeirSessionOptions, 'session' | 'token' | 'urls' | 'getToken' | 'onInputRequest'> {
+  /** Thread id. */
+  thread: string;
+  /** Thread token (JWT with `sub` = `thread:<id>`); it also opens every run of the thread. */
+  token?: string;
+  /** Or the API key (back ends). */
+  apiKey?: string;
+  /** Edge base URLs (array or comma-separated). Default: `[location.origin]`. */
+  urls?: string | string[];
+  /** A fresh thread token after a 401 / 4001. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** An input request of any run of the thread. */
+  onInputRequest?: (req: WeirInputRequest, run: WeirSession) => void;
+}
+
+/** One conversation with one agent: runs started with the conversation so far, each a WeirSession. */
+export class WeirThread {
+  constructor(opts: WeirThreadOptions);
+  readonly thread: string;
+  token: string | undefined;
+  readonly urls: string[];
+  /** The latest run. */
+  run: WeirSession | undefined;
+  onInputRequest?: (req: WeirInputRequest, run: WeirSession) => void;
+  /**
+   * `POST /v1/threads/{t}/runs`, then the run's stream (connecting already). Rejects with the
+   * edge's code: `run_active`, `bad_request`, `not_found`, `unauthorized`, or `unreachable`.
+   */
+  startRun(run: WeirRunInput, options?: Partial<WeirSessionOptions>): Promise<WeirSession>;
+  /** Answers an input request of one of the thread's runs. */
+  answer(request: WeirInputRequest, data: Record<string, any>): Promise<void>;
+  /** `GET /v1/threads/{t}`: the thread and its runs. */
+  get(): Promise<{
+    id: string;
+    agent: string;
+    created: number;
+    runs: Array<{ id: string; status: string; created: number }>;
+    active: string | null;
+  }>;
+}

@@ -60,9 +60,12 @@ describe('against a real cluster', { skip: why, timeout: 180000 }, () => {
   }
 
   test('the edges serve this demo page and this client module', async () => {
+    const modules = fs.readdirSync(path.join(REPO, 'clients/js/weir-client')).map((f) => [`/weir-client/${f}`, `clients/js/weir-client/${f}`]);
+    assert.ok(modules.length >= 4);
     for (const [route, file] of [
       ['/', 'services/edge/static/index.html'],
       ['/weir-client.js', 'clients/js/weir-client.js'],
+      ...modules,
     ]) {
       const r = await fetch(c.edges[0].url + route);
       assert.equal(r.status, 200);

@@ -316,6 +316,13 @@ export function randomId() {
   return 'nx' + randomBytes(8).toString('hex');
 }
 
+/** The client's files as the edges serve them: `{route: path in the checkout}` (WEIR_DEMO_FROM_SOURCE). */
+export function clientFiles() {
+  const files = { '/weir-client.js': 'clients/js/weir-client.js' };
+  for (const f of fs.readdirSync(path.join(REPO, 'clients/js/weir-client'))) files[`/weir-client/${f}`] = `clients/js/weir-client/${f}`;
+  return files;
+}
+
 /** The concatenated text of the token events. */
 export function tokenText(events) {
   return events.filter((e) => e.kind === 'token').map((e) => e.data.text).join('');

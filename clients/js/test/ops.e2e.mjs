@@ -14,7 +14,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 
 import { WeirSession } from '../weir-client.js';
-import { startCluster, missingPrerequisite, skipUnless, REPO } from './harness.mjs';
+import { clientFiles, startCluster, missingPrerequisite, skipUnless, REPO } from './harness.mjs';
 import { waitFor, sleep } from './fake-ws.mjs';
 
 const CHROMIUM = process.env.WEIR_CHROMIUM || '/usr/bin/chromium';
@@ -57,7 +57,7 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
     page.on('console', (msg) => msg.type() === 'error' && page.problems.push(`console: ${msg.text()}`));
     if (process.env.WEIR_DEMO_FROM_SOURCE === '1') {
-      const files = { '/ops': 'services/edge/static/ops.html', '/': 'services/edge/static/index.html', '/weir-client.js': 'clients/js/weir-client.js' };
+      const files = { '/ops': 'services/edge/static/ops.html', '/': 'services/edge/static/index.html', ...clientFiles() };
       await page.route(
         (url) => url.pathname in files && c.edges.some((e) => url.origin === e.url),
         (route) => {
@@ -196,12 +196,13 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     const y = await follow(s2, B);
     await c.create({ agent: 'external' }, A.url, AUTH); // waits for an outside producer: queued
 
-    // The demo page on edge B, streaming a session of its own.
+    // The demo page on edge B, in a chat whose reply waits for the user's answer (connected).
     const demo = await newPage();
-    await demo.goto(`${B.url}/?tokens=2000&rate=20`);
+    await demo.goto(`${B.url}/`);
     await demo.getByTestId('api-key').fill(KEY);
-    await demo.getByTestId('start').click();
-    await demo.waitForFunction(() => (window.weirDemo?.tokens ?? 0) >= 3, null, { timeout: 15000 });
+    await demo.getByTestId('say').fill('/ask Still there?');
+    await demo.getByTestId('send').click();
+    await demo.getByTestId('ask').waitFor({ state: 'visible', timeout: 15000 });
 
     const page = await openOps(A);
     await row(page, s1.id).waitFor({ timeout: 10000 });

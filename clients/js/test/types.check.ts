@@ -1,6 +1,6 @@
 // Compiled by `npm run typecheck` (tsc --noEmit), never run: the public types in use.
-import WeirSessionDefault, { WeirSession, WeirError, createSession, fetchHistory, backoffDelay, wsUrl, CloseCode } from '@weir/client';
-import type { WeirEvent, WeirState, StateInfo, WeirNotice } from '@weir/client';
+import WeirSessionDefault, { WeirSession, WeirError, WeirThread, createSession, createThread, fetchHistory, backoffDelay, wsUrl, CloseCode } from '@weir/client';
+import type { WeirEvent, WeirState, StateInfo, WeirNotice, WeirInputRequest } from '@weir/client';
 
 async function demo(): Promise<string> {
   const created = await createSession('http://127.0.0.1:8080', { agent: 'mock', input: { tokens: 10 }, apiKey: 'k' });
@@ -41,3 +41,21 @@ async function demo(): Promise<string> {
   return text + u + String(end?.seq) + (s.state satisfies WeirState) + new WeirError('x', 'y').code;
 }
 void demo;
+
+async function chat(): Promise<string> {
+  const { id, token } = await createThread('http://127.0.0.1:8080', { agent: 'mock', input: { rate: 20 }, apiKey: 'k' });
+  const thread = new WeirThread({
+    thread: id,
+    token,
+    urls: ['http://127.0.0.1:8080'],
+    backoff: { initial: 50 },
+    onInputRequest: (req: WeirInputRequest, run: WeirSession) => void run.answer(req, { text: req.prompt }),
+  });
+  const run = await thread.startRun({ messages: [{ role: 'user', content: '/ask name?' }], tools: [{ name: 't' }] }, { onEvent: (ev) => void ev.kind });
+  run.on('input_request', (req) => void thread.answer(req, { text: String(req.seq) }));
+  const open: WeirInputRequest | undefined = run.inputRequest;
+  await run.answer('ask_1', { text: 'x' });
+  const info = await thread.get();
+  return info.runs.map((r) => r.status).join() + (info.active ?? '') + (open?.schema ? 's' : '') + (thread.run?.session ?? '');
+}
+void chat;

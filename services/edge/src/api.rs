@@ -300,13 +300,50 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// `GET /weir-client.js`: the browser client's entry module, which imports the
+/// modules of [`CLIENT_MODULES`] from `/weir-client/`.
 pub async fn client_js() -> Response {
+    javascript(include_str!("../../../clients/js/weir-client.js"))
+}
+
+/// The client's modules by concept (clients/js/weir-client/), served at `/weir-client/{module}`.
+pub const CLIENT_MODULES: [(&str, &str); 4] = [
+    (
+        "http.js",
+        include_str!("../../../clients/js/weir-client/http.js"),
+    ),
+    (
+        "session.js",
+        include_str!("../../../clients/js/weir-client/session.js"),
+    ),
+    (
+        "inputs.js",
+        include_str!("../../../clients/js/weir-client/inputs.js"),
+    ),
+    (
+        "thread.js",
+        include_str!("../../../clients/js/weir-client/thread.js"),
+    ),
+];
+
+/// `GET /weir-client/{module}`: one module of the client; any other name is a 404.
+pub async fn client_module(
+    axum::extract::Path(module): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    CLIENT_MODULES
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, source)| javascript(source))
+        .ok_or_else(|| ApiError::NoRoute(format!("no client module {module}")))
+}
+
+fn javascript(source: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../../clients/js/weir-client.js"),
+        source,
     )
         .into_response()
 }

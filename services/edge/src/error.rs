@@ -57,9 +57,7 @@ impl ApiError {
             ApiError::NotFound
             | ApiError::NoSuchThread
             | ApiError::Missing(_)
-            | ApiError::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::RunActive(_) => StatusCode::CONFLICT,
             ApiError::Expired(_) => StatusCode::GONE,

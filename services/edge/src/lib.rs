@@ -181,6 +181,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
         ("/", get(api::demo_page)),
         ("/ops", get(api::ops_page)),
         ("/weir-client.js", get(api::client_js)),
+        ("/weir-client/{module}", get(api::client_module)),
         ("/openapi.json", get(api::openapi)),
         (
             "/v1/sessions",
