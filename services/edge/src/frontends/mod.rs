@@ -17,6 +17,7 @@ use weir_protocol::{EndReason, Event};
 
 pub mod ag_ui;
 pub mod stream;
+pub mod ui_messages;
 pub mod ui_stream;
 
 /// `…/ui-stream` (GET and POST) and `…/ag-ui` (POST).
@@ -55,6 +56,15 @@ pub enum Op {
         index: usize,
         result: ToolResult,
     },
+    /// The agent asks a person (`input_request`, protocol.md §9) and waits.
+    InputRequest {
+        seq: u64,
+        request: InputRequest,
+    },
+    /// The answer to request `request`, as the producer received it.
+    Input {
+        request: String,
+    },
     /// The session's usage so far (sums of every `usage` event).
     Usage(Map<String, Value>),
     Error {
@@ -82,9 +92,20 @@ pub struct ToolResult {
     pub is_error: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRequest {
+    pub id: String,
+    pub prompt: String,
+    /// The JSON Schema the answer must match, when the agent gave one.
+    pub schema: Option<Value>,
+}
+
 /// Usage fields that are summed across `usage` events (AutoGen's and the
 /// openai agent's names); others are left out.
 const USAGE_FIELDS: [&str; 3] = ["prompt_tokens", "completion_tokens", "total_tokens"];
+
+const INPUT_REQUEST: &str = "input_request";
+const INPUT: &str = "input";
 
 /// Reads a session's events in seq order and says what they mean ([`Op`]).
 /// Holds O(1) state: the open text run and the usage sums.
@@ -129,6 +150,27 @@ impl Reader {
                 out.extend(tool_results(&e));
             }
             kind::USAGE => self.add_usage(&e.data, out),
+            INPUT_REQUEST => {
+                self.close(out);
+                let Some(id) = e.data["id"].as_str() else {
+                    return;
+                };
+                out.push(Op::InputRequest {
+                    seq: e.seq,
+                    request: InputRequest {
+                        id: id.to_owned(),
+                        prompt: as_text(&e.data["prompt"]),
+                        schema: Some(e.data["schema"].clone()).filter(Value::is_object),
+                    },
+                });
+            }
+            INPUT => {
+                if let Some(request) = e.data["request"].as_str() {
+                    out.push(Op::Input {
+                        request: request.to_owned(),
+                    });
+                }
+            }
             kind::ERROR => {
                 self.close(out);
                 let field = |f: &str| e.data[f].as_str().unwrap_or_default().to_owned();
