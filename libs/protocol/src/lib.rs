@@ -14,6 +14,7 @@
 
 pub mod event;
 pub mod frame;
+pub mod frontend;
 pub mod jwks;
 pub mod mock;
 pub mod session;

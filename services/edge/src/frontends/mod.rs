@@ -30,6 +30,11 @@ pub fn routes(config: &crate::EdgeConfig) -> Vec<(&'static str, MethodRouter<cra
     ]
 }
 
+/// A 400 naming the field of a front end's request that is wrong.
+pub fn invalid(field: &str, what: &str) -> crate::error::ApiError {
+    crate::error::ApiError::BadRequest(format!("{field}: {what}"))
+}
+
 /// What an event means to a chat UI. Ids are seqs; encoders format them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

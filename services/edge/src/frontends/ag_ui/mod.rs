@@ -28,10 +28,9 @@
 //! twice that.
 //!
 //! [`encoder`] is the encoder, for this endpoint and for a thread's
-//! ([`thread`]); [`messages`] converts AG-UI's messages and tools.
+//! ([`thread`]).
 
 pub mod encoder;
-pub mod messages;
 
 use axum::extract::State;
 use axum::response::Response;

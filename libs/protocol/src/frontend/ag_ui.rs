@@ -1,5 +1,5 @@
-//! AG-UI's messages and tools (a `RunAgentInput`'s) as weir's chat messages
-//! and tools (protocol.md §9), and a run's input back as AG-UI messages for
+//! AG-UI's messages and tools (a `RunAgentInput`'s) as chat messages and
+//! tools (protocol.md §9), and a run's input back as AG-UI messages for
 //! a `MESSAGES_SNAPSHOT`.
 //!
 //! `user`, `system` and `developer` (as `system`) messages keep their text
@@ -13,11 +13,10 @@
 
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::frontends::ui_messages::{invalid, text_field};
+use super::{invalid, text_field, Invalid};
 
 /// The chat messages of a `RunAgentInput`'s `messages`.
-pub fn to_chat(messages: &Value) -> Result<Vec<Value>, ApiError> {
+pub fn ag_ui_to_chat(messages: &Value) -> Result<Vec<Value>, Invalid> {
     let items = messages
         .as_array()
         .ok_or_else(|| invalid("messages", "must be an array of AG-UI messages"))?;
@@ -66,7 +65,7 @@ pub fn to_chat(messages: &Value) -> Result<Vec<Value>, ApiError> {
 }
 
 /// A message's text: a string, or the text of its content parts.
-fn content(c: &Value, at: &str) -> Result<String, ApiError> {
+fn content(c: &Value, at: &str) -> Result<String, Invalid> {
     match c {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {
@@ -88,7 +87,7 @@ fn content(c: &Value, at: &str) -> Result<String, ApiError> {
     }
 }
 
-fn tool_calls(calls: &Value, at: &str) -> Result<Value, ApiError> {
+fn tool_calls(calls: &Value, at: &str) -> Result<Value, Invalid> {
     let items = calls
         .as_array()
         .ok_or_else(|| invalid(&format!("{at}.toolCalls"), "must be an array"))?;
@@ -110,7 +109,7 @@ fn tool_calls(calls: &Value, at: &str) -> Result<Value, ApiError> {
 
 /// The tools of a `RunAgentInput` (`{name, description, parameters?}`) as
 /// weir's (`{name, description?, parameters?}`).
-pub fn tools_to_chat(tools: &Value) -> Result<Vec<Value>, ApiError> {
+pub fn ag_ui_tools(tools: &Value) -> Result<Vec<Value>, Invalid> {
     let items = match tools {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
@@ -140,7 +139,7 @@ pub fn tools_to_chat(tools: &Value) -> Result<Vec<Value>, ApiError> {
 
 /// A run's input messages as AG-UI messages: the ids they came with (a
 /// message without one gets `<session>-i<index>`).
-pub fn from_chat(session: &str, messages: &[Value]) -> Vec<Value> {
+pub fn chat_to_ag_ui(session: &str, messages: &[Value]) -> Vec<Value> {
     messages
         .iter()
         .enumerate()
@@ -179,7 +178,7 @@ mod tests {
     use super::*;
 
     fn err(messages: Value) -> String {
-        to_chat(&messages).unwrap_err().to_string()
+        ag_ui_to_chat(&messages).unwrap_err()
     }
 
     #[test]
@@ -192,7 +191,7 @@ mod tests {
             {"id": "t1", "role": "tool", "toolCallId": "call_1", "content": "3"},
             {"id": "x", "role": "activity", "activityType": "plan", "content": {}},
         ]);
-        let chat = to_chat(&agui).unwrap();
+        let chat = ag_ui_to_chat(&agui).unwrap();
         assert_eq!(
             chat,
             [
@@ -203,7 +202,7 @@ mod tests {
                 json!({"role": "tool", "content": "3", "tool_call_id": "call_1", "id": "t1"}),
             ]
         );
-        let back = from_chat("sess", &chat);
+        let back = chat_to_ag_ui("sess", &chat);
         assert_eq!(back[2]["toolCalls"], agui[2]["toolCalls"]);
         assert_eq!(
             back[3],
@@ -217,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_message_without_an_id_gets_one_from_the_session_in_a_snapshot() {
-        let back = from_chat("sess", &[json!({"role": "user", "content": "hi"})]);
+        let back = chat_to_ag_ui("sess", &[json!({"role": "user", "content": "hi"})]);
         assert_eq!(
             back,
             [json!({"id": "sess-i0", "role": "user", "content": "hi"})]
@@ -226,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_tool_message_with_only_an_error_sends_the_error() {
-        let chat = to_chat(
+        let chat = ag_ui_to_chat(
             &json!([{"id": "t", "role": "tool", "toolCallId": "c", "content": "", "error": "no"}]),
         );
         assert_eq!(chat.unwrap()[0]["content"], "no");
@@ -264,7 +263,7 @@ mod tests {
             err(json!([{"id": "t", "role": "tool", "content": "x"}])),
             "messages[0].toolCallId: must be a string"
         );
-        let tools = |t: Value| tools_to_chat(&t).unwrap_err().to_string();
+        let tools = |t: Value| ag_ui_tools(&t).unwrap_err();
         assert_eq!(tools(json!({})), "tools: must be an array");
         assert_eq!(
             tools(json!([{"description": "d"}])),
@@ -275,7 +274,7 @@ mod tests {
             "tools[0].parameters: must be a JSON Schema object"
         );
         assert_eq!(
-            tools_to_chat(
+            ag_ui_tools(
                 &json!([{"name": "f", "description": "d", "parameters": {"type": "object"}}])
             )
             .unwrap(),
