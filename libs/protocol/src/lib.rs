@@ -9,6 +9,8 @@
 //!   JSON bytes so edges forward what producers wrote without re-encoding it.
 //! - [`frame`]: server → client and client → server WebSocket frames.
 //! - [`session`]: session ids, run requests, control ops, session status.
+//! - [`thread`]: thread ids, thread tokens' subject, messages and tools of a
+//!   thread's runs (protocol.md §9).
 //! - [`token`]: session tokens (`sub` = session id, `exp`): HS256 under the
 //!   cluster's secrets, or an identity provider's keys ([`jwks`]).
 
@@ -18,6 +20,7 @@ pub mod frontend;
 pub mod jwks;
 pub mod mock;
 pub mod session;
+pub mod thread;
 pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
@@ -26,6 +29,7 @@ pub use jwks::{JwksError, PublicKeys};
 pub use session::{
     ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,
 };
+pub use thread::{check_messages, check_tools, ThreadId, ThreadIdError};
 pub use token::{KeyError, TokenError, TokenKey, MIN_SECRET_BYTES};
 
 /// Milliseconds since the Unix epoch, with microsecond fraction, as events carry in `ts`.

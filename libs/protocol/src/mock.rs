@@ -1,7 +1,8 @@
 //! Input of the deterministic `mock` agent (protocol.md §4): `tokens` token
 //! events (default 100) at `rate` tokens/s (0 = as fast as possible); token
 //! n's text is a function of `seed` and n, so anyone can recompute a mock
-//! session's text.
+//! session's text. In a thread's run (`messages`, protocol.md §4 and §9)
+//! it answers the last message instead.
 
 use serde::Deserialize;
 
@@ -22,6 +23,13 @@ pub struct MockInput {
     pub rate: f64,
     #[serde(default)]
     pub seed: u64,
+    /// A thread's run (protocol.md §9): the conversation so far; the mock
+    /// answers its last message (§4) instead of counting tokens.
+    #[serde(default)]
+    pub messages: Option<Vec<serde_json::Value>>,
+    /// The run's front-end tools (`/tool NAME ARGS` calls one of them).
+    #[serde(default)]
+    pub tools: Vec<serde_json::Value>,
 }
 
 fn default_tokens() -> u64 {

@@ -16,11 +16,7 @@ pub struct SessionIdError;
 
 impl SessionId {
     pub fn parse(s: &str) -> Result<SessionId, SessionIdError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
+        if valid_id(s) {
             Ok(SessionId(s.to_owned()))
         } else {
             Err(SessionIdError)
@@ -54,6 +50,14 @@ impl SessionId {
     pub fn control_subject(&self) -> String {
         format!("weir.ctl.{}", self.0)
     }
+}
+
+/// The rule of session and thread ids: `[A-Za-z0-9_-]{1,64}`.
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// 128 random bits from the standard library's per-process random hasher
@@ -185,6 +189,10 @@ pub struct RunRequest {
     pub agent: String,
     #[serde(default)]
     pub input: serde_json::Value,
+    /// The thread the session is a run of (protocol.md §9), so that a
+    /// producer that rewrites lost state names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<crate::ThreadId>,
 }
 
 /// A control message on `weir.ctl.<session>`: `{"op": "pause"|"resume"|"cancel"}`.

@@ -17,6 +17,9 @@
 //!   heartbeats, write timeout, drain.
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
 //!   the same subscription.
+//! - [`threads`]: threads of runs (protocol.md §9) and what the front ends
+//!   call to start and find a thread's runs; [`launch`]: a new session's
+//!   state write, run request and warm feed, at once.
 //!
 //! - [`serve`]: the HTTP/1 server under the router: header and socket
 //!   write timeouts, client addresses, graceful shutdown.
@@ -52,6 +55,7 @@ pub mod frames;
 pub(crate) mod frontends;
 pub(crate) mod hub;
 pub(crate) mod jwks;
+pub(crate) mod launch;
 pub(crate) mod limits;
 pub(crate) mod operators;
 pub mod pages;
@@ -62,6 +66,7 @@ pub(crate) mod serve;
 pub(crate) mod sessions;
 pub(crate) mod sse;
 pub(crate) mod subscription;
+pub(crate) mod threads;
 pub mod websocket;
 pub(crate) mod writer;
 pub(crate) mod ws;
@@ -197,6 +202,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
         ("/readyz", get(api::readyz)),
         ("/metrics", get(api::metrics)),
     ];
+    routes.extend(threads::http::routes());
     routes.extend(frontends::routes(config));
     routes
 }

@@ -341,6 +341,7 @@ impl Claimed {
                 source: None,
                 data: serde_json::json!({"code": code, "message": message}),
                 ts: weir_protocol::now_ms(),
+                seq_id: None,
             });
         }
         let mut end = Event::end(0, reason, stop_reason.as_deref());
@@ -349,6 +350,7 @@ impl Claimed {
             source: None,
             data: std::mem::take(&mut end.data),
             ts: end.ts,
+            seq_id: None,
         });
         // The closing events are published even while shutting down, but not
         // after the session was lost.
@@ -373,6 +375,7 @@ fn status_output(state: &str) -> Output {
         source: None,
         data: serde_json::json!({ "state": state }),
         ts: weir_protocol::now_ms(),
+        seq_id: None,
     }
 }
 
@@ -391,12 +394,15 @@ struct Publisher {
 impl Publisher {
     async fn publish(
         &mut self,
-        outputs: Vec<Output>,
+        mut outputs: Vec<Output>,
         lost: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Result<(), Outcome> {
         if outputs.is_empty() {
             return Ok(());
+        }
+        for (seq, o) in (self.next_seq..).zip(outputs.iter_mut()) {
+            o.stamp(seq);
         }
         let events = weir_protocol::write_events(
             self.next_seq,
@@ -512,6 +518,7 @@ mod tests {
             session: id.clone(),
             agent: "panics".into(),
             input: json!({}),
+            thread: None,
         };
         ctx.bus.runs.enqueue(&req).await.unwrap();
         let ticket = ctx

@@ -1,7 +1,8 @@
 //! The deterministic `mock` agent, for tests, demos and load: `input.tokens`
 //! token events (default 100) at `input.rate` tokens/s (0 = as fast as
 //! possible); token n's text is derived from `input.seed` and n, so any two
-//! runs with the same input produce the same text.
+//! runs with the same input produce the same text. In a thread's run it
+//! answers the conversation's last message instead ([`thread`]).
 
 use std::time::Duration;
 
@@ -10,12 +11,17 @@ use weir_protocol::mock::{token_text, MockInput};
 
 use super::{Agent, AgentError, Emitter, Finish};
 
+pub mod thread;
+
 pub struct MockAgent;
 
 #[async_trait]
 impl Agent for MockAgent {
     async fn run(&self, input: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError> {
         let input = MockInput::parse(&input).map_err(AgentError::BadInput)?;
+        if let Some(messages) = &input.messages {
+            return thread::reply(&input, messages, out).await;
+        }
         let mut tick = (input.rate > 0.0).then(|| {
             let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / input.rate));
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
