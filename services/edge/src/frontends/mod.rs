@@ -16,17 +16,24 @@ use weir_protocol::event::kind;
 use weir_protocol::{EndReason, Event};
 
 pub mod ag_ui;
+pub mod chat;
 pub mod stream;
 pub mod ui_messages;
 pub mod ui_stream;
 
-/// `…/ui-stream` (GET and POST) and `…/ag-ui` (POST).
+/// A session's `…/ui-stream` (GET and POST) and `…/ag-ui` (POST); a
+/// thread's AI SDK chat (`/v1/chat`, `/v1/chat/{t}/stream`) and AG-UI
+/// endpoints. The bodies that carry a conversation (the chat's, AG-UI's)
+/// may be as large as [`ag_ui::body_limit`].
 pub fn routes(config: &crate::EdgeConfig) -> Vec<(&'static str, MethodRouter<crate::AppState>)> {
     let ui_stream = get(ui_stream::handler).post(ui_stream::handler);
     let ag_ui = post(ag_ui::handler).layer(ag_ui::body_limit(config));
+    let chat = post(chat::send).layer(ag_ui::body_limit(config));
     vec![
         ("/v1/sessions/{id}/ui-stream", ui_stream),
         ("/v1/sessions/{id}/ag-ui", ag_ui),
+        ("/v1/chat", chat),
+        ("/v1/chat/{t}/stream", get(chat::resume)),
     ]
 }
 
