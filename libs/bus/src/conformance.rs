@@ -50,6 +50,8 @@ pub async fn all(bus: &Bus, prefix: &str) {
     runs_are_taken_once_and_redelivered_until_acked(bus, prefix).await;
     runs_go_to_their_agents_workers_only(bus, prefix).await;
     leases_are_taken_once_and_written_by_compare_and_set(bus, prefix).await;
+    crate::input::conformance::answers_are_kept_once_and_delivered_to_a_later_wait(bus, prefix)
+        .await;
 }
 
 /// Each agent has its own queue: a worker of one never takes another's runs.

@@ -10,6 +10,8 @@
 //!   of that agent, each request taken by one.
 //! - [`LeaseTable`] ([`lease`]): who runs each session, renewed while it
 //!   runs; a lease that lapses is taken over by a reaper.
+//! - [`InputBox`] ([`input`]): answers to `input_request`s, recorded until
+//!   the producer that asked takes them.
 //! - [`NoticeChannel`] and [`NodeRegistry`] ([`operators`]): operators'
 //!   broadcast notices, and the live nodes of the cluster.
 //!
@@ -26,11 +28,13 @@ use futures::stream::BoxStream;
 use weir_protocol::{ControlOp, EventError, RawEvent, RunRequest, SessionId};
 
 pub mod conformance;
+pub mod input;
 pub mod lease;
 pub mod memory;
 pub mod nats;
 pub mod operators;
 
+pub use input::{InputBox, Put};
 pub use lease::{Lease, LeaseChange, LeaseEntry, LeaseTable};
 pub use operators::{NodeEntry, NodeRegistry, Notice, NoticeChannel};
 
@@ -202,6 +206,7 @@ pub struct Bus {
     pub notices: Arc<dyn NoticeChannel>,
     pub nodes: Arc<dyn NodeRegistry>,
     pub leases: Arc<dyn LeaseTable>,
+    pub inputs: Arc<dyn InputBox>,
 }
 
 /// Settings shared by both implementations.
@@ -240,6 +245,7 @@ impl Default for BusConfig {
 impl Bus {
     /// The in-process bus of the embedded mode.
     pub fn memory(config: BusConfig) -> Bus {
+        let inputs = Arc::new(input::memory::MemoryInputs::new(config.retention));
         let bus = Arc::new(memory::MemoryBus::new(config));
         Bus {
             log: bus.clone(),
@@ -248,6 +254,7 @@ impl Bus {
             notices: bus.clone(),
             nodes: bus,
             leases: Arc::new(lease::memory::MemoryLeases::default()),
+            inputs,
         }
     }
 
@@ -261,7 +268,8 @@ impl Bus {
             runs: bus.clone(),
             notices: bus.clone(),
             nodes: bus.clone(),
-            leases: bus,
+            leases: bus.clone(),
+            inputs: bus,
         })
     }
 }

@@ -78,10 +78,18 @@ pub fn events_frame<'a>(events: impl IntoIterator<Item = &'a RawEvent>) -> Strin
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     Pause,
     Resume,
     Cancel,
+    /// The answer to the session's open `input_request` (protocol.md §9);
+    /// checked like `POST /v1/sessions/{id}/input`'s body.
+    Input {
+        request: String,
+        data: serde_json::Value,
+    },
 }
 
 impl ClientFrame {
@@ -142,5 +150,17 @@ mod tests {
         assert!(ClientFrame::parse(r#"{"type":"dance"}"#).is_err());
         assert!(ClientFrame::parse(r#"{"type":"ack"}"#).is_err());
         assert!(ClientFrame::parse(r#"{"type":"ack","seq":-1}"#).is_err());
+    }
+
+    #[test]
+    fn an_input_frame_carries_the_request_and_its_data() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"input","request":"ask_3","data":{"text":"hi"}}"#),
+            Ok(ClientFrame::Input {
+                request: "ask_3".into(),
+                data: serde_json::json!({"text": "hi"}),
+            })
+        );
+        assert!(ClientFrame::parse(r#"{"type":"input","data":{}}"#).is_err());
     }
 }

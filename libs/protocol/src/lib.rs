@@ -8,6 +8,8 @@
 //! - [`event`]: the event object, and [`RawEvent`], an event kept as its exact
 //!   JSON bytes so edges forward what producers wrote without re-encoding it.
 //! - [`frame`]: server → client and client → server WebSocket frames.
+//! - [`input`]: asking a person mid-run: request ids, `input_request` and
+//!   `input` data.
 //! - [`session`]: session ids, run requests, control ops, session status.
 //! - [`thread`]: thread ids, thread tokens' subject, messages and tools of a
 //!   thread's runs (protocol.md §9).
@@ -17,6 +19,7 @@
 pub mod event;
 pub mod frame;
 pub mod frontend;
+pub mod input;
 pub mod jwks;
 pub mod mock;
 pub mod session;
@@ -25,6 +28,7 @@ pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
+pub use input::{Answer, InputRequest, RequestId, RequestIdError};
 pub use jwks::{JwksError, PublicKeys};
 pub use session::{
     ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,

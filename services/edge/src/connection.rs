@@ -51,13 +51,17 @@ pub enum Incoming {
     Closed,
 }
 
-/// Acts on client frames (acks and control); implemented by the edge over
+/// Acts on client frames (acks, control and answers); implemented by the edge over
 /// its store and bus, and by tests.
 #[async_trait::async_trait]
 pub trait ClientActions: Send + Sync {
     async fn ack(&self, seq: u64);
     /// Ok, or an error frame's `(code, message)`.
     async fn control(&self, op: ControlOp) -> Result<(), (String, String)>;
+    /// Answers the session's open input request, like
+    /// `POST /v1/sessions/{id}/input`: Ok, or an error frame's `(code, message)`.
+    async fn input(&self, request: String, data: serde_json::Value)
+        -> Result<(), (String, String)>;
 }
 
 /// Per-connection settings.
@@ -373,6 +377,10 @@ async fn on_client_frame(text: &str, actions: &dyn ClientActions) -> Result<(), 
         ClientFrame::Pause => control(actions, ControlOp::Pause).await,
         ClientFrame::Resume => control(actions, ControlOp::Resume).await,
         ClientFrame::Cancel => control(actions, ControlOp::Cancel).await,
+        ClientFrame::Input { request, data } => actions
+            .input(request, data)
+            .await
+            .map_err(|(code, message)| ServerFrame::Error { code, message }),
     }
 }
 

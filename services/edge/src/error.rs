@@ -23,6 +23,10 @@ pub enum ApiError {
     /// (protocol.md §9).
     #[error("the thread's run {0} has not ended")]
     RunActive(weir_protocol::SessionId),
+    /// Something the request names that the session does not have (an
+    /// input request).
+    #[error("{0}")]
+    Missing(String),
     /// A path this API does not have.
     #[error("{0}")]
     NoRoute(String),
@@ -50,9 +54,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::NoSuchThread | ApiError::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound
+            | ApiError::NoSuchThread
+            | ApiError::Missing(_)
+            | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::RunActive(_) => StatusCode::CONFLICT,
             ApiError::Expired(_) => StatusCode::GONE,
@@ -66,7 +71,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound | ApiError::NoSuchThread | ApiError::NoRoute(_) => "not_found",
+            ApiError::NotFound
+            | ApiError::NoSuchThread
+            | ApiError::Missing(_)
+            | ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::RunActive(_) => "run_active",

@@ -7,6 +7,7 @@
 //! - [`auth`]: session tokens, checked with the secrets and [`jwks`], the
 //!   identity provider's cached key set.
 //! - [`sessions`]: auth, session view, resume checks and control;
+//!   [`inputs`]: answers to a session's open `input_request`;
 //!   [`rebuild`]: a session's state from its log alone.
 //! - [`hub`]: one upstream feed per session per node, fanned out.
 //! - [`pages`]: a session's shared, byte-bounded cache of log pages.
@@ -54,6 +55,7 @@ mod expiry;
 pub mod frames;
 pub(crate) mod frontends;
 pub(crate) mod hub;
+pub(crate) mod inputs;
 pub(crate) mod jwks;
 pub(crate) mod launch;
 pub(crate) mod limits;
@@ -195,6 +197,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
         ("/v1/sessions/{id}/pause", post(control(ControlOp::Pause))),
         ("/v1/sessions/{id}/resume", post(control(ControlOp::Resume))),
         ("/v1/sessions/{id}/cancel", post(control(ControlOp::Cancel))),
+        ("/v1/sessions/{id}/input", post(inputs::post)),
         ("/v1/status", get(operators::status)),
         ("/v1/nodes", get(operators::nodes)),
         ("/v1/broadcast", post(operators::broadcast)),

@@ -2,7 +2,7 @@
 //! reached, and when it lost the state (Redis came back empty).
 //!
 //! The log knows the status (from its last event: `end` and its reason, a
-//! `paused` notice, or streaming), the last seq and the times of the events;
+//! `paused` notice, an `input_request`, or streaming), the last seq and the times of the events;
 //! it does not know the agent, the owner of a live run, the client's
 //! acknowledged seq or a control op asked for. Those are named in
 //! [`SessionState::unknown`], so that a reader sees the state is partial.
@@ -22,10 +22,13 @@ pub fn end_reason(end: &RawEvent) -> EndReason {
         .unwrap_or(EndReason::Completed)
 }
 
-/// The status the log's last event implies for a session not yet ended.
+/// The status the log's last event implies for a session not yet ended:
+/// `paused` after the `paused` notice, `input_required` after an
+/// `input_request` (protocol.md §9), else `streaming`.
 pub fn live_status(last: &RawEvent) -> Status {
     match serde_json::from_slice::<Event>(&last.json) {
         Ok(e) if e.kind == "status" && e.data["state"] == "paused" => Status::Paused,
+        Ok(e) if e.kind == weir_protocol::input::INPUT_REQUEST => Status::InputRequired,
         _ => Status::Streaming,
     }
 }

@@ -148,4 +148,14 @@ impl ClientActions for EdgeActions {
             .await
             .map_err(|e| (e.code().to_owned(), e.to_string()))
     }
+
+    async fn input(
+        &self,
+        request: String,
+        data: serde_json::Value,
+    ) -> Result<(), (String, String)> {
+        crate::inputs::answer(&self.state, &self.id, &request, data)
+            .await
+            .map_err(|e| (e.code().to_owned(), e.to_string()))
+    }
 }

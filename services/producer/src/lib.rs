@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`agents`]: the `Agent` trait and the agents (`mock`, `openai`).
-//! - [`run`]: one run — lease, seqs, batching, fenced publishing, control.
+//! - [`run`]: one run — lease, seqs, batching, fenced publishing, control;
+//!   [`ask`]: its questions for a person and their answers.
 //! - [`record`]: a run's session state, written off the publish path.
 //! - [`reaper`] (tests): the cluster's reaper (`weir_cluster::reaper`),
 //!   which every producer runs, with this worker's runs.
@@ -24,9 +25,11 @@ use weir_bus::Bus;
 use weir_store::SessionStore;
 
 pub mod agents;
+mod ask;
 pub mod config;
 #[cfg(test)]
 mod outage;
+mod publish;
 #[cfg(test)]
 mod reaper;
 pub mod record;

@@ -1,9 +1,10 @@
 //! One run: claim the session (lease), run its agent, give the agent's output
-//! seqs, publish it to the log (batched, retried, fenced), obey control ops,
-//! and end the session exactly once.
+//! seqs, publish it to the log (batched, retried, fenced; [`crate::publish`]),
+//! obey control ops, wait for a person's answers ([`crate::ask`]), and end
+//! the session exactly once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -11,17 +12,19 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunTicket};
-use weir_protocol::{ControlOp, EndReason, Event, EventParts, RunRequest, SessionId, Status};
+use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
 use weir_store::{SessionState, StoreError, Update};
 use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
+use crate::ask::Asking;
+use crate::publish::Publisher;
 use crate::record::Recorder;
 use crate::Ctx;
 
 /// How a run stopped.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Finished(Result<Finish, AgentError>),
     Cancelled,
     /// The producer is shutting down and the drain grace ran out.
@@ -241,8 +244,10 @@ impl Claimed {
         let (tx, mut rx) = mpsc::channel(ctx.config.run_buffer.max(1));
         let (gate_tx, gate_rx) = watch::channel(initial);
         let input = std::mem::take(&mut self.input);
+        let (ask_tx, mut asks) = mpsc::channel(1);
+        let mut asking = Asking::default();
         let mut agent_task = tokio::spawn(async move {
-            let mut emitter = Emitter::new(tx, gate_rx);
+            let mut emitter = Emitter::new(tx, gate_rx).with_asks(ask_tx);
             agent.run(input, &mut emitter).await
         });
         let started = Instant::now();
@@ -262,6 +267,7 @@ impl Claimed {
                     let (gate, status) = match (op, current) {
                         (ControlOp::Cancel, _) => break Outcome::Cancelled,
                         (ControlOp::Pause, Gate::Open) => (Gate::Paused, Status::Paused),
+                        (ControlOp::Resume, Gate::Paused) if asking.is_open() => (Gate::Open, Status::InputRequired),
                         (ControlOp::Resume, Gate::Paused) => (Gate::Open, Status::Streaming),
                         _ => continue,
                     };
@@ -276,6 +282,32 @@ impl Claimed {
                         break o;
                     }
                     self.publisher.recorder.record(Update { status: Some(status), last_seq: Some(self.publisher.next_seq - 1), ..Update::default() });
+                }
+                Some(ask) = asks.recv(), if !asking.is_open() => {
+                    // What the agent said before asking goes out before the question.
+                    let mut items = Vec::new();
+                    while let Ok(o) = rx.try_recv() {
+                        items.push(o);
+                    }
+                    let seq = self.publisher.next_seq + items.len() as u64;
+                    items.push(asking.open(ctx, &self.publisher.id, seq, ask));
+                    if let Err(o) = self.publisher.publish(items, lost, hard_stop).await {
+                        break o;
+                    }
+                    let status = if *gate_tx.borrow() == Gate::Paused { Status::Paused } else { Status::InputRequired };
+                    self.publisher.recorder.record(Update { status: Some(status), ..Update::default() });
+                }
+                // Held back while paused: the answer goes out once resumed.
+                answered = asking.answered(), if *gate_tx.borrow() == Gate::Open => {
+                    let (input, data) = match answered {
+                        Ok(answered) => answered,
+                        Err(e) => break Outcome::Finished(Err(AgentError::Failed { code: "bus_unavailable".into(), message: e.to_string() })),
+                    };
+                    if let Err(o) = self.publisher.publish(vec![input], lost, hard_stop).await {
+                        break o;
+                    }
+                    self.publisher.recorder.record(Update { status: Some(Status::Streaming), ..Update::default() });
+                    asking.deliver(data);
                 }
                 n = rx.recv_many(&mut batch, ctx.config.max_batch) => {
                     if n == 0 {
@@ -379,84 +411,6 @@ fn status_output(state: &str) -> Output {
     }
 }
 
-/// Gives outputs their seqs and appends them, fenced, retrying bus errors
-/// with the same message so that a retry is stored once. The store is not
-/// on this path: progress goes to the recorder, which never waits.
-struct Publisher {
-    ctx: Arc<Ctx>,
-    id: SessionId,
-    fence: Fence,
-    next_seq: u64,
-    ended: bool,
-    recorder: Recorder,
-}
-
-impl Publisher {
-    async fn publish(
-        &mut self,
-        mut outputs: Vec<Output>,
-        lost: &CancellationToken,
-        hard_stop: &CancellationToken,
-    ) -> Result<(), Outcome> {
-        if outputs.is_empty() {
-            return Ok(());
-        }
-        for (seq, o) in (self.next_seq..).zip(outputs.iter_mut()) {
-            o.stamp(seq);
-        }
-        let events = weir_protocol::write_events(
-            self.next_seq,
-            outputs.iter().map(|o| EventParts {
-                kind: &o.kind,
-                ts: o.ts,
-                source: o.source.as_deref(),
-                data: &o.data,
-            }),
-        );
-        let mut backoff = Duration::from_millis(25);
-        let started = Instant::now();
-        let mut retries = 0u32;
-        let appended = loop {
-            match self.ctx.bus.log.append(&self.id, &events, self.fence).await {
-                Ok(a) => break a,
-                Err(BusError::Fenced) => return Err(Outcome::Lost),
-                Err(e) => {
-                    metrics::counter!(names::PUBLISH_RETRIES).increment(1);
-                    metrics::counter!(names::BUS_ERRORS, "op" => "append").increment(1);
-                    // Logged once per publish (a leader election retries
-                    // for seconds), and again when it is stored.
-                    if retries == 0 {
-                        tracing::warn!(error = %e, "publish failed; retrying the same message until it is stored");
-                    } else {
-                        tracing::debug!(error = %e, retry_in = ?backoff, "publish failed again");
-                    }
-                    retries += 1;
-                    tokio::select! {
-                        _ = lost.cancelled() => return Err(Outcome::Lost),
-                        _ = hard_stop.cancelled() => return Err(Outcome::Shutdown),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        };
-        if retries > 0 {
-            tracing::info!(retries, after = ?started.elapsed(), duplicate = appended.duplicate, "publish stored");
-        }
-        metrics::histogram!(names::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(names::EVENTS_PER_PUBLISH).record(events.len() as f64);
-        metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
-        PUBLISHED.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.fence = appended.fence;
-        self.next_seq += events.len() as u64;
-        self.recorder.record(Update {
-            last_seq: Some(self.next_seq - 1),
-            ..Update::default()
-        });
-        Ok(())
-    }
-}
-
 /// Writes the state of a session the store lost (Redis came back empty)
 /// again from its run request. The request proves the session was created,
 /// and requests expire with the state's retention, so a request without
@@ -486,6 +440,8 @@ pub(crate) async fn keep_lease(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use async_trait::async_trait;
     use serde_json::json;
 

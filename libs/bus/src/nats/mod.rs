@@ -26,12 +26,14 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use weir_protocol::{ControlOp, RawEvent, SessionId};
 
+mod inputs;
 mod leases;
 mod operators;
 mod reader;
 mod runs;
 mod setup;
 
+pub use inputs::INPUTS_BUCKET;
 pub use leases::LEASES_BUCKET;
 pub use operators::{NODES_BUCKET, NOTICE_SUBJECT};
 
@@ -63,6 +65,7 @@ pub struct NatsBus {
     runs_consumers: runs::Consumers,
     nodes: jetstream::kv::Store,
     leases: jetstream::kv::Store,
+    inputs: jetstream::kv::Store,
     config: BusConfig,
     /// Counts reconnections to the server. Ordered consumers are ephemeral
     /// and die with a restarted server, so follows end on a reconnect and
@@ -85,6 +88,7 @@ impl NatsBus {
         let runs = runs::migrate_legacy(&js, runs).await?;
         let nodes = operators::nodes_bucket(&js, &config).await?;
         let leases = leases::leases_bucket(&js, &config).await?;
+        let inputs = inputs::inputs_bucket(&js, &config).await?;
         Ok(NatsBus {
             client,
             js,
@@ -93,6 +97,7 @@ impl NatsBus {
             runs_consumers: runs::Consumers::default(),
             nodes,
             leases,
+            inputs,
             config,
             reconnects,
         })

@@ -12,10 +12,11 @@ use weir_protocol::{SessionId, Status, ThreadId};
 pub const BUCKETS: u16 = 32;
 
 /// Every status, in the order the scripts receive their index keys.
-pub const STATUSES: [Status; 6] = [
+pub const STATUSES: [Status; 7] = [
     Status::Queued,
     Status::Streaming,
     Status::Paused,
+    Status::InputRequired,
     Status::Completed,
     Status::Cancelled,
     Status::Failed,
@@ -155,9 +156,10 @@ mod tests {
             Status::Queued => 0,
             Status::Streaming => 1,
             Status::Paused => 2,
-            Status::Completed => 3,
-            Status::Cancelled => 4,
-            Status::Failed => 5,
+            Status::InputRequired => 3,
+            Status::Completed => 4,
+            Status::Cancelled => 5,
+            Status::Failed => 6,
         };
         for (i, s) in STATUSES.iter().enumerate() {
             assert_eq!(place(*s), i, "{s:?}");

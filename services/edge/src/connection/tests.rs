@@ -14,6 +14,7 @@ use crate::subscription::Subscription;
 #[derive(Default)]
 struct Recorder {
     acks: Mutex<Vec<u64>>,
+    answers: Mutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
@@ -22,6 +23,14 @@ impl ClientActions for Recorder {
         self.acks.lock().unwrap().push(seq);
     }
     async fn control(&self, _op: ControlOp) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// Takes answers to `open`, refuses others as the edge does.
+    async fn input(&self, request: String, _: serde_json::Value) -> Result<(), (String, String)> {
+        if request != "open" {
+            return Err(("not_found".into(), format!("no open request {request}")));
+        }
+        self.answers.lock().unwrap().push(request);
         Ok(())
     }
 }
@@ -288,6 +297,66 @@ async fn idle_connections_get_heartbeats_acks_are_recorded_and_drain_says_reconn
     assert!(reconnect.contains(r#""type":"reconnect""#));
     assert!(matches!(rest.last(), Some(Outgoing::Close(1012, _))));
     assert_eq!(conn.await.unwrap().close_code, Some(close::DRAINING));
+}
+
+#[tokio::test]
+async fn an_input_frame_is_answered_and_a_refused_one_gets_an_error_frame_while_the_stream_goes_on()
+{
+    let bus = Bus::memory(BusConfig::default());
+    let hub = Hub::new(bus.log.clone(), 16, 4);
+    let id = SessionId::parse("answers").unwrap();
+    let sub = subscription(&bus, &hub, &id).await;
+    let (sink, mut frames) = fmpsc::channel::<Outgoing>(8);
+    let (mut client, incoming) = fmpsc::channel::<Incoming>(4);
+    let actions = Arc::new(Recorder::default());
+    let conn = {
+        let actions = actions.clone();
+        tokio::spawn(async move {
+            let l = limits(50, 40, 10);
+            let (notices, drain) = (futures::stream::pending(), CancellationToken::new());
+            serve(
+                sink,
+                incoming,
+                notices,
+                sub,
+                hello(),
+                l,
+                actions.as_ref(),
+                drain,
+            )
+            .await
+        })
+    };
+    // Frames are handled in order: once "closed" is refused, "open" was taken.
+    for request in ["open", "closed"] {
+        let frame = format!(r#"{{"type":"input","request":"{request}","data":{{"text":"hi"}}}}"#);
+        client.send(Incoming::Text(frame)).await.unwrap();
+    }
+    let error = loop {
+        let Some(Outgoing::Text(t)) = frames.next().await else {
+            panic!("closed early")
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(error["code"], "not_found");
+    // The stream goes on: the session's events still arrive.
+    let events = [Event::new(1, "token", None, serde_json::json!({"text": "x"})).to_raw()];
+    bus.log.append(&id, &events, Fence(0)).await.unwrap();
+    let delivered = loop {
+        let Some(Outgoing::Text(t)) = frames.next().await else {
+            panic!("closed early")
+        };
+        if t.contains(r#""type":"events""#) {
+            break t;
+        }
+    };
+    assert!(delivered.contains(r#""seq":1"#), "{delivered}");
+    assert_eq!(*actions.answers.lock().unwrap(), ["open"]);
+    drop(client);
+    assert_eq!(conn.await.unwrap().close_code, None);
 }
 
 #[tokio::test]

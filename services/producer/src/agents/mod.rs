@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use weir_bus::input::AnswerData;
 
 use crate::config::ProducerConfig;
 
@@ -84,16 +85,70 @@ pub enum Gate {
     Stopped,
 }
 
+/// A question for a person (protocol.md §9), from [`Emitter::ask`] to the
+/// run, which publishes the `input_request`, waits for the answer and
+/// publishes the `input`.
+#[derive(Debug)]
+pub struct Ask {
+    pub prompt: String,
+    /// The JSON Schema the answer must match, if any.
+    pub schema: Option<serde_json::Value>,
+    /// Where the run sends the answer.
+    pub reply: oneshot::Sender<AnswerData>,
+}
+
 /// The agent's side of a run: emits wait while the run is paused and fail
 /// once it is stopped, so pausing stops generation, not just delivery.
 pub struct Emitter {
     tx: mpsc::Sender<Output>,
     gate: watch::Receiver<Gate>,
+    /// Questions for a person, when the run can take them.
+    asks: Option<mpsc::Sender<Ask>>,
 }
 
 impl Emitter {
     pub fn new(tx: mpsc::Sender<Output>, gate: watch::Receiver<Gate>) -> Emitter {
-        Emitter { tx, gate }
+        Emitter {
+            tx,
+            gate,
+            asks: None,
+        }
+    }
+
+    /// An emitter whose agent may ask a person ([`Emitter::ask`]).
+    pub fn with_asks(mut self, asks: mpsc::Sender<Ask>) -> Emitter {
+        self.asks = Some(asks);
+        self
+    }
+
+    /// Asks a person and waits for the answer, however long it takes (the
+    /// run stays live meanwhile): the run publishes `input_request`
+    /// `{"id": "ask_<seq>", "prompt", "schema"?}` after everything emitted
+    /// so far, then `input` with the answer, which it returns. Pause holds
+    /// the answer back until the run resumes; cancel fails the wait.
+    pub async fn ask(
+        &mut self,
+        prompt: &str,
+        schema: Option<serde_json::Value>,
+    ) -> Result<AnswerData, AgentError> {
+        let Some(asks) = self.asks.clone() else {
+            return Err(AgentError::Failed {
+                code: "no_input".into(),
+                message: "this run cannot ask a person".into(),
+            });
+        };
+        wait_open(&mut self.gate).await?;
+        let (reply, answer) = oneshot::channel();
+        let ask = Ask {
+            prompt: prompt.to_owned(),
+            schema,
+            reply,
+        };
+        asks.send(ask).await.map_err(|_| AgentError::Stopped)?;
+        tokio::select! {
+            answer = answer => answer.map_err(|_| AgentError::Stopped),
+            _ = self.gate.wait_for(|g| *g == Gate::Stopped) => Err(AgentError::Stopped),
+        }
     }
 
     /// Emits one event; waits while paused or while the producer is behind.

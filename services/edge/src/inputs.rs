@@ -1,0 +1,341 @@
+//! Answering a session's open `input_request` (protocol.md §9):
+//! `POST /v1/sessions/{id}/input`, the WebSocket `input` frame and AG-UI's
+//! `resume` all call [`answer`].
+//!
+//! The session's log says which request is open: the last `input_request`,
+//! when nothing but `status` notices (a pause while waiting) came after it.
+//! The answer is checked against the request's schema and recorded in the
+//! bus's answer box ([`weir_bus::InputBox`]), where the producer that asked
+//! takes it; the box keeps the first answer only, so two answers given at
+//! once on two edges get one 202 and one 409.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+use weir_bus::input::AnswerData;
+use weir_bus::{EventLog, Put};
+use weir_protocol::input::INPUT_REQUEST;
+use weir_protocol::{Event, InputRequest, RequestId, SessionId};
+
+use crate::access::SessionAuth;
+use crate::error::ApiError;
+use crate::request::JsonObject;
+use crate::AppState;
+
+/// Events read at a time when looking back through the log for the open
+/// request (only `status` notices can come between it and the log's end).
+const LOOK_BACK: u64 = 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputBody {
+    request: String,
+    /// Checked by [`answer`], which names what is wrong with it.
+    #[serde(default)]
+    data: Value,
+}
+
+/// `POST /v1/sessions/{id}/input`
+pub async fn post(
+    State(state): State<AppState>,
+    SessionAuth(id): SessionAuth,
+    body: Result<JsonObject<InputBody>, ApiError>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let JsonObject(body) = body?;
+    answer(&state, &id, &body.request, body.data).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "request": body.request })),
+    ))
+}
+
+/// Records `data` as the answer to the session's open request `request`:
+/// 400 when `data` is not an object or does not match the request's
+/// schema, 404 when no such request is open, 409 when it was answered
+/// already or the session ended.
+pub(crate) async fn answer(
+    state: &AppState,
+    session: &SessionId,
+    request: &str,
+    data: Value,
+) -> Result<(), ApiError> {
+    let request =
+        RequestId::parse(request).map_err(|e| ApiError::BadRequest(format!("request: {e}")))?;
+    let Value::Object(data) = data else {
+        return Err(ApiError::BadRequest(
+            "data must be a JSON object (the answer)".into(),
+        ));
+    };
+    let inputs = &state.bus.inputs;
+    match open_request(state.bus.log.as_ref(), session).await? {
+        Open::Ended => Err(ApiError::Conflict("the session has ended".into())),
+        Open::Request(open) if open.id == request => {
+            check_schema(&open, &data)?;
+            match inputs.put(session, &request, &data).await? {
+                Put::Stored => Ok(()),
+                Put::AlreadyAnswered => Err(already_answered(&request)),
+            }
+        }
+        Open::Request(_) | Open::None => match inputs.get(session, &request).await? {
+            Some(_) => Err(already_answered(&request)),
+            None => Err(ApiError::Missing(format!(
+                "the session has no open input request {request}"
+            ))),
+        },
+    }
+}
+
+fn already_answered(request: &RequestId) -> ApiError {
+    ApiError::Conflict(format!("input request {request} was already answered"))
+}
+
+/// What the log says about the session's requests.
+#[derive(Debug)]
+enum Open {
+    Request(InputRequest),
+    None,
+    Ended,
+}
+
+/// Reads the log back from its end, a few events at a time, past `status`
+/// notices to the last other event.
+async fn open_request(log: &dyn EventLog, session: &SessionId) -> Result<Open, ApiError> {
+    let Some(last) = log.last(session).await? else {
+        return Ok(Open::None);
+    };
+    if last.event.end {
+        return Ok(Open::Ended);
+    }
+    let mut upto = last.event.seq;
+    while upto > 0 {
+        let after = upto.saturating_sub(LOOK_BACK);
+        let mut reader = log.reader(session, after).await?;
+        let mut window = Vec::new();
+        while window
+            .last()
+            .is_none_or(|e: &weir_protocol::RawEvent| e.seq < upto)
+        {
+            let page = reader.next_page((upto - after) as usize).await?;
+            if page.is_empty() {
+                break;
+            }
+            window.extend(page.into_iter().filter(|e| e.seq <= upto));
+        }
+        for raw in window.iter().rev() {
+            let event: Event = serde_json::from_slice(&raw.json)
+                .map_err(|e| ApiError::Unavailable(format!("unreadable event in the log: {e}")))?;
+            match event.kind.as_str() {
+                "status" => continue,
+                INPUT_REQUEST => {
+                    return Ok(serde_json::from_value(event.data)
+                        .map(Open::Request)
+                        .unwrap_or(Open::None))
+                }
+                _ => return Ok(Open::None),
+            }
+        }
+        // Only notices here (or the events before them expired).
+        if window.first().is_none_or(|e| e.seq > after + 1) {
+            return Ok(Open::None);
+        }
+        upto = after;
+    }
+    Ok(Open::None)
+}
+
+/// Checks the answer against the request's JSON Schema. A schema that
+/// cannot be compiled is the asking agent's mistake: it is not enforced
+/// (refusing would leave the request unanswerable).
+fn check_schema(request: &InputRequest, data: &AnswerData) -> Result<(), ApiError> {
+    let Some(schema) = &request.schema else {
+        return Ok(());
+    };
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(request = %request.id, error = %e, "input request schema unusable; answer not checked");
+            return Ok(());
+        }
+    };
+    let instance = Value::Object(data.clone());
+    let problems: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "data does not match the request's schema: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use weir_bus::{Bus, BusConfig, Fence};
+    use weir_protocol::EndReason;
+
+    use super::*;
+
+    /// An edge on the memory bus, and a session whose log holds `events`.
+    async fn session_with(events: Vec<Event>) -> (AppState, SessionId) {
+        let bus = Bus::memory(BusConfig::default());
+        let store: Arc<dyn weir_store::SessionStore> = Arc::new(
+            weir_store::memory::MemoryStore::new(std::time::Duration::from_secs(60)),
+        );
+        let id = SessionId::parse("asking").unwrap();
+        if !events.is_empty() {
+            let raw: Vec<_> = events.iter().map(Event::to_raw).collect();
+            bus.log.append(&id, &raw, Fence(0)).await.unwrap();
+        }
+        let config = crate::EdgeConfig::local("inputs-test-secret-of-at-least-32-bytes");
+        (AppState::new(config, bus, store).unwrap(), id)
+    }
+
+    fn token(seq: u64) -> Event {
+        Event::new(seq, "token", None, json!({"text": "x"}))
+    }
+
+    fn ask(seq: u64, id: &str) -> Event {
+        let schema = json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]});
+        let data = json!({"id": id, "prompt": "name?", "schema": schema});
+        Event::new(seq, INPUT_REQUEST, None, data)
+    }
+
+    fn notice(seq: u64, state: &str) -> Event {
+        Event::new(seq, "status", None, json!({ "state": state }))
+    }
+
+    #[tokio::test]
+    async fn the_open_request_is_answered_once_and_the_answer_recorded() {
+        let (state, id) = session_with(vec![token(1), ask(2, "ask_2")]).await;
+        answer(&state, &id, "ask_2", json!({"text": "Ada"}))
+            .await
+            .unwrap();
+        let request = RequestId::parse("ask_2").unwrap();
+        let kept = state.bus.inputs.get(&id, &request).await.unwrap().unwrap();
+        assert_eq!(kept["text"], "Ada");
+        let again = answer(&state, &id, "ask_2", json!({"text": "Bob"})).await;
+        assert!(matches!(again, Err(ApiError::Conflict(_))), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_stays_open_through_pause_notices() {
+        let mut events = vec![token(1), ask(2, "ask_2")];
+        // More notices than one look back reads.
+        for seq in 3..3 + 2 * LOOK_BACK {
+            events.push(notice(seq, if seq % 2 == 1 { "paused" } else { "resumed" }));
+        }
+        let (state, id) = session_with(events).await;
+        answer(&state, &id, "ask_2", json!({"text": "Ada"}))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn data_that_is_not_an_object_is_a_bad_request() {
+        let (state, id) = session_with(vec![ask(1, "r1")]).await;
+        for data in [json!("Ada"), json!(["Ada"]), Value::Null] {
+            let refused = answer(&state, &id, "r1", data).await;
+            assert!(
+                matches!(refused, Err(ApiError::BadRequest(_))),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn data_that_does_not_match_the_schema_is_a_bad_request_naming_the_problem() {
+        let (state, id) = session_with(vec![ask(1, "r1")]).await;
+        let Err(ApiError::BadRequest(m)) = answer(&state, &id, "r1", json!({"text": 7})).await
+        else {
+            panic!("a number accepted for a string")
+        };
+        assert!(m.contains("/text"), "{m}");
+        let missing = answer(&state, &id, "r1", json!({"name": "Ada"})).await;
+        assert!(
+            matches!(missing, Err(ApiError::BadRequest(_))),
+            "{missing:?}"
+        );
+        // Nothing was recorded: the right answer is still taken.
+        answer(&state, &id, "r1", json!({"text": "Ada"}))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_id_that_cannot_exist_is_a_bad_request() {
+        let (state, id) = session_with(vec![ask(1, "r1")]).await;
+        let refused = answer(&state, &id, "r.1", json!({})).await;
+        assert!(
+            matches!(refused, Err(ApiError::BadRequest(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_request_is_not_found() {
+        let (state, id) = session_with(vec![ask(1, "r1")]).await;
+        let refused = answer(&state, &id, "r2", json!({})).await;
+        assert!(matches!(refused, Err(ApiError::Missing(_))), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_events_after_it_is_no_longer_open() {
+        let (state, id) = session_with(vec![ask(1, "r1"), token(2)]).await;
+        let refused = answer(&state, &id, "r1", json!({})).await;
+        assert!(matches!(refused, Err(ApiError::Missing(_))), "{refused:?}");
+        let (state, id) = session_with(vec![]).await;
+        let refused = answer(&state, &id, "r1", json!({})).await;
+        assert!(matches!(refused, Err(ApiError::Missing(_))), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_answer_was_published_is_a_conflict() {
+        let (state, id) = session_with(vec![ask(1, "r1")]).await;
+        answer(&state, &id, "r1", json!({"text": "Ada"}))
+            .await
+            .unwrap();
+        // The producer took it and published `input`: no request is open.
+        let input = Event::new(
+            2,
+            "input",
+            None,
+            json!({"request": "r1", "data": {"text": "Ada"}}),
+        );
+        let last = state.bus.log.last(&id).await.unwrap().unwrap();
+        state
+            .bus
+            .log
+            .append(&id, &[input.to_raw()], last.fence)
+            .await
+            .unwrap();
+        let refused = answer(&state, &id, "r1", json!({"text": "Bob"})).await;
+        assert!(matches!(refused, Err(ApiError::Conflict(_))), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_an_ended_session_is_a_conflict() {
+        let (state, id) = session_with(vec![
+            ask(1, "r1"),
+            Event::end(2, EndReason::Cancelled, None),
+        ])
+        .await;
+        let refused = answer(&state, &id, "r1", json!({"text": "Ada"})).await;
+        assert!(matches!(refused, Err(ApiError::Conflict(_))), "{refused:?}");
+    }
+}
