@@ -34,6 +34,10 @@ pub fn routes(config: &crate::EdgeConfig) -> Vec<(&'static str, MethodRouter<cra
         ("/v1/sessions/{id}/ag-ui", ag_ui),
         ("/v1/chat", chat),
         ("/v1/chat/{t}/stream", get(chat::resume)),
+        (
+            "/v1/threads/{t}/ag-ui",
+            post(ag_ui::thread::handler).layer(ag_ui::body_limit(config)),
+        ),
     ]
 }
 

@@ -31,6 +31,7 @@
 //! ([`thread`]).
 
 pub mod encoder;
+pub mod thread;
 
 use axum::extract::State;
 use axum::response::Response;
