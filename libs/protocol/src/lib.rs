@@ -24,7 +24,7 @@ pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
-pub use input::{Answer, InputRequest, RequestId, RequestIdError};
+pub use input::{Answer, AnswerBody, InputRequest, RequestId, RequestIdError};
 pub use jwks::{JwksError, PublicKeys};
 pub use session::{
     ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,
