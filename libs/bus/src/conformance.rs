@@ -64,6 +64,7 @@ pub async fn runs_go_to_their_agents_workers_only(bus: &Bus, prefix: &str) {
         session: session(prefix, name),
         agent: agent.into(),
         input: serde_json::json!({}),
+        thread: None,
     };
     bus.runs.enqueue(&run("for-a", "conf-a")).await.unwrap();
     bus.runs.enqueue(&run("for-b", "conf-b")).await.unwrap();
@@ -304,6 +305,7 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
         session: session(prefix, name),
         agent: "mock".into(),
         input: serde_json::json!({}),
+        thread: None,
     };
     let requests = |tickets: &[RunTicket]| -> Vec<RunRequest> {
         tickets.iter().map(|t| t.request.clone()).collect()

@@ -11,6 +11,8 @@
 //! - [`input`]: asking a person mid-run: request ids, `input_request` and
 //!   `input` data.
 //! - [`session`]: session ids, run requests, control ops, session status.
+//! - [`thread`]: thread ids, thread tokens' subject, messages and tools of a
+//!   thread's runs (protocol.md §9).
 //! - [`token`]: session tokens (`sub` = session id, `exp`): HS256 under the
 //!   cluster's secrets, or an identity provider's keys ([`jwks`]).
 
@@ -20,6 +22,7 @@ pub mod input;
 pub mod jwks;
 pub mod mock;
 pub mod session;
+pub mod thread;
 pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
@@ -29,6 +32,7 @@ pub use jwks::{JwksError, PublicKeys};
 pub use session::{
     ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,
 };
+pub use thread::{check_messages, check_tools, ThreadId, ThreadIdError};
 pub use token::{KeyError, TokenError, TokenKey, MIN_SECRET_BYTES};
 
 /// Milliseconds since the Unix epoch, with microsecond fraction, as events carry in `ts`.

@@ -1,7 +1,8 @@
 //! Input of the deterministic `mock` agent (protocol.md §4): `tokens` token
 //! events (default 100) at `rate` tokens/s (0 = as fast as possible); token
 //! n's text is a function of `seed` and n, so anyone can recompute a mock
-//! session's text.
+//! session's text. In a thread's run (`messages`, protocol.md §4 and §9)
+//! it answers the last message instead.
 
 use serde::Deserialize;
 
@@ -22,13 +23,13 @@ pub struct MockInput {
     pub rate: f64,
     #[serde(default)]
     pub seed: u64,
-    /// A thread run's conversation (protocol.md §9): the mock answers its
-    /// last message instead of saying `tokens` tokens.
+    /// A thread's run (protocol.md §9): the conversation so far; the mock
+    /// answers its last message (§4) instead of counting tokens.
     #[serde(default)]
     pub messages: Option<Vec<serde_json::Value>>,
-    /// A thread run's front-end tools (protocol.md §9).
+    /// The run's front-end tools (`/tool NAME ARGS` calls one of them).
     #[serde(default)]
-    pub tools: Option<Vec<serde_json::Value>>,
+    pub tools: Vec<serde_json::Value>,
 }
 
 fn default_tokens() -> u64 {

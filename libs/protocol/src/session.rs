@@ -193,6 +193,10 @@ pub struct RunRequest {
     pub agent: String,
     #[serde(default)]
     pub input: serde_json::Value,
+    /// The thread the session is a run of (protocol.md §9), so that a
+    /// producer that rewrites lost state names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<crate::ThreadId>,
 }
 
 /// A control message on `weir.ctl.<session>`: `{"op": "pause"|"resume"|"cancel"}`.

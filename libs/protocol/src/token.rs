@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::jwks::PublicKeys;
-use crate::SessionId;
+use crate::{SessionId, ThreadId};
 
 /// RFC 7518 §3.2: an HS256 key at least as long as the hash.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -55,6 +55,10 @@ pub enum TokenError {
     Expired,
     #[error("session token is for another session")]
     WrongSession,
+    /// A token that is not the thread's token (a session token, or another
+    /// thread's) on a thread endpoint (protocol.md §9).
+    #[error("not a token of this thread (a thread token has sub = thread:<id>)")]
+    WrongThread,
     /// An asymmetric token whose `kid` the provider's set lacks: the caller
     /// may fetch the set again and retry.
     #[error(
@@ -144,8 +148,18 @@ impl TokenKey {
     /// A token for `session` that expires at `exp` (Unix seconds), signed
     /// with the first secret.
     pub fn issue_until(&self, session: &SessionId, exp: u64) -> String {
+        self.issue_subject(session.as_str(), exp)
+    }
+
+    /// A thread token (`sub` = `thread:<T>`, protocol.md §9) valid for
+    /// `ttl_secs` from now, with the same claims as a session token.
+    pub fn issue_thread(&self, thread: &ThreadId, ttl_secs: u64) -> String {
+        self.issue_subject(&thread.subject(), unix_now() + ttl_secs)
+    }
+
+    fn issue_subject(&self, subject: &str, exp: u64) -> String {
         let claims = Issued {
-            sub: session.as_str(),
+            sub: subject,
             exp,
             iat: unix_now(),
             iss: self.issuer.as_deref(),
@@ -172,6 +186,20 @@ impl TokenKey {
         subject: &str,
         provider: Option<&PublicKeys>,
     ) -> Result<(), TokenError> {
+        if self.verified_subject(token, provider)? != subject {
+            return Err(TokenError::WrongSession);
+        }
+        Ok(())
+    }
+
+    /// Every check of [`TokenKey::verify_subject`] but the last: the `sub`
+    /// of a valid token, for a caller that accepts more than one subject (a
+    /// session's own token or its thread's).
+    pub fn verified_subject(
+        &self,
+        token: &str,
+        provider: Option<&PublicKeys>,
+    ) -> Result<String, TokenError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Invalid("not a JWT with a known algorithm"))?;
         let claims = match header.alg {
@@ -193,10 +221,7 @@ impl TokenKey {
             }
             _ => return Err(TokenError::Invalid("algorithm not accepted")),
         };
-        if claims.sub != subject {
-            return Err(TokenError::WrongSession);
-        }
-        Ok(())
+        Ok(claims.sub)
     }
 
     /// The first secret whose signature matches decides.

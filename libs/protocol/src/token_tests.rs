@@ -296,3 +296,39 @@ fn b64(v: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
 }
+
+#[test]
+fn a_thread_token_names_its_thread_and_opens_no_session_of_that_name() {
+    let key = TokenKey::new(SECRET)
+        .unwrap()
+        .with_issuer(Some("weir".into()))
+        .with_audience(Some("app".into()));
+    let thread = ThreadId::parse("t1").unwrap();
+    let t = key.issue_thread(&thread, 60);
+    assert_eq!(key.verified_subject(&t, None).as_deref(), Ok("thread:t1"));
+    assert_eq!(key.verify_subject(&t, "thread:t1", None), Ok(()));
+    // A session called like the thread is another subject.
+    assert_eq!(key.verify(&t, &id("t1")), Err(TokenError::WrongSession));
+    // The session token of a session called like the thread opens no thread.
+    let session = key.issue(&id("t1"), 60);
+    assert_eq!(
+        key.verify_subject(&session, &thread.subject(), None),
+        Err(TokenError::WrongSession)
+    );
+}
+
+#[test]
+fn a_thread_token_from_the_identity_provider_is_verified_like_a_session_token() {
+    let key = TokenKey::new(SECRET).unwrap();
+    let t = signed(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims("thread:t9"),
+        &rsa(),
+    );
+    assert_eq!(
+        key.verified_subject(&t, Some(&provider())).as_deref(),
+        Ok("thread:t9")
+    );
+    assert!(key.verified_subject(&t, None).is_err());
+}

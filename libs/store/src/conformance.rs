@@ -9,6 +9,8 @@ use weir_protocol::{ControlOp, EndReason, SessionId, Status};
 
 use crate::{SessionState, SessionStore, Update};
 
+pub mod threads;
+
 fn id(prefix: &str, name: &str) -> SessionId {
     SessionId::parse(&format!("{prefix}{name}")).expect("valid test id")
 }
@@ -20,6 +22,17 @@ pub async fn all(store: &dyn SessionStore, prefix: &str, retention: Duration) {
     rebuilt_state(store, prefix).await;
     the_index_pages_newest_first_by_status(store, prefix).await;
     expiry(store, prefix, retention).await;
+    threads::all(store, prefix).await;
+    a_run_of_a_thread_names_it(store, prefix).await;
+}
+
+/// A session state names the thread it is a run of.
+pub async fn a_run_of_a_thread_names_it(store: &dyn SessionStore, prefix: &str) {
+    let s = id(prefix, "of-thread");
+    let mut state = SessionState::new(s.clone(), "mock");
+    state.thread = Some(weir_protocol::ThreadId::parse("conv-1").unwrap());
+    assert!(store.create(&state).await.unwrap());
+    assert_eq!(store.get(&s).await.unwrap().unwrap().thread, state.thread);
 }
 
 /// The index lists sessions newest first, pages exactly (no repeat, no

@@ -1,7 +1,8 @@
 //! Session state: what a node needs to serve a session it has never seen —
 //! status, agent, times, last published seq, end reason, the producer that
 //! owns the run, the client's acknowledged seq and the last control op
-//! asked for. (Leases are on the bus: `weir_bus::lease`.)
+//! asked for. (Leases are on the bus: `weir_bus::lease`.) Threads of runs
+//! (protocol.md §9) are kept by the same store: [`thread`].
 //!
 //! [`SessionStore`] is the seam; [`redis`] is the real implementation for
 //! one server, Sentinel or Cluster (key layout in its module docs), [`memory`]
@@ -15,15 +16,17 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use weir_protocol::{ControlOp, EndReason, SessionId, Status};
+use weir_protocol::{ControlOp, EndReason, SessionId, Status, ThreadId};
 
 pub mod conformance;
 pub mod health;
 pub mod memory;
 pub mod redis;
+pub mod thread;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use thread::{RunEntry, RunRecord, Started, Thread, ThreadRecord, ThreadStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +77,9 @@ pub struct SessionState {
     /// Events per second each client receives at most (`"pace"` at creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pace: Option<u32>,
+    /// The thread this session is a run of (protocol.md §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadId>,
 }
 
 impl SessionState {
@@ -92,6 +98,7 @@ impl SessionState {
             control: None,
             unknown: Vec::new(),
             pace: None,
+            thread: None,
         }
     }
 
@@ -150,8 +157,10 @@ impl Update {
     }
 }
 
+/// Sessions, and the threads whose runs they are ([`ThreadStore`]): one
+/// store, so that one connection and one outage cover both.
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
+pub trait SessionStore: ThreadStore {
     /// Stores a new session; false if the id is taken.
     async fn create(&self, state: &SessionState) -> Result<bool, StoreError>;
     async fn get(&self, id: &SessionId) -> Result<Option<SessionState>, StoreError>;

@@ -9,9 +9,12 @@ use weir_protocol::{ControlOp, SessionId, Status};
 
 use crate::{unix_ms, Page, SessionState, SessionStore, StoreError, Update};
 
+mod threads;
+
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<SessionId, (SessionState, Instant)>,
+    threads: HashMap<weir_protocol::ThreadId, (threads::Kept, Instant)>,
     /// Index entries (`<created>:<id>`) of every session, and by status.
     index: BTreeSet<String>,
     by_status: HashMap<Status, BTreeSet<String>>,
@@ -38,6 +41,7 @@ impl MemoryStore {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("store lock");
         inner.sessions.retain(|_, (_, until)| *until > now);
+        inner.threads.retain(|_, (_, until)| *until > now);
         f(&mut inner, now)
     }
 

@@ -7,13 +7,17 @@
 //! - [`ApiKey`]: the API key, when the edge has one (creating sessions and
 //!   the operator API, protocol.md §7).
 //! - [`SessionOrOperator`]: a session's token, or the API key (control).
+//! - [`ThreadAuth`]: the thread named by the path's `{t}`, opened by its
+//!   thread token or the API key (protocol.md §9). A thread token also opens
+//!   every session of its thread, wherever [`SessionAuth`] is asked; a
+//!   session token never opens its thread.
 
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Query, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use weir_protocol::SessionId;
+use weir_protocol::{SessionId, ThreadId, TokenError};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -63,12 +67,17 @@ impl FromRequestParts<AppState> for SessionOrOperator {
 
 /// The path's `{id}`.
 async fn path_id(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
+    path_param(parts, state, "id").await
+}
+
+/// The path's `{name}`.
+async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {
     let params = RawPathParams::from_request_parts(parts, state)
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
     params
         .iter()
-        .find(|(name, _)| *name == "id")
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
         .ok_or(ApiError::NotFound)
 }
@@ -90,16 +99,94 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
         .or_else(|| query_token.map(str::to_owned))
 }
 
-/// Parses the session id and checks the session token for it.
+/// Parses the session id and checks the token for it: the session's own,
+/// or the thread token of the thread the session is a run of (which the
+/// session's state names).
 async fn authorize(
     state: &AppState,
     id: &str,
     token: Option<String>,
 ) -> Result<SessionId, ApiError> {
     let id = SessionId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let token = token.ok_or(weir_protocol::TokenError::Missing)?;
-    state.auth.session(&token, &id).await?;
-    Ok(id)
+    let token = token.ok_or(TokenError::Missing)?;
+    let subject = state.auth.subject(&token).await?;
+    if subject == id.as_str() {
+        return Ok(id);
+    }
+    match ThreadId::from_subject(&subject) {
+        Some(thread) if crate::threads::thread_of(state, &id).await?.as_ref() == Some(&thread) => {
+            Ok(id)
+        }
+        _ => Err(TokenError::WrongSession.into()),
+    }
+}
+
+/// A thread the request may use: its thread token opens it, and so does the
+/// API key (an operator, or the application's back end).
+pub struct ThreadAuth(pub ThreadId);
+
+impl FromRequestParts<AppState> for ThreadAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = path_param(parts, state, "t").await?;
+        let id = ThreadId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if is_operator(state, &parts.headers) {
+            return Ok(ThreadAuth(id));
+        }
+        let token = bearer(&parts.headers, query_token(parts)?.as_deref());
+        authorize_thread(state, &id, token).await?;
+        Ok(ThreadAuth(id))
+    }
+}
+
+/// Who opens a thread whose id is not in the path (`POST /v1/chat` names it
+/// in its body): the thread a valid thread token names, or an operator (the
+/// API key), who may name any.
+pub enum ThreadBearer {
+    Thread(ThreadId),
+    Operator,
+}
+
+#[expect(dead_code, reason = "for POST /v1/chat (issue 24, the front ends)")]
+impl ThreadBearer {
+    /// Refuses (401) unless this bearer opens `thread`.
+    pub fn opens(&self, thread: &ThreadId) -> Result<(), ApiError> {
+        match self {
+            ThreadBearer::Operator => Ok(()),
+            ThreadBearer::Thread(t) if t == thread => Ok(()),
+            ThreadBearer::Thread(_) => Err(TokenError::WrongThread.into()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ThreadBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if is_operator(state, &parts.headers) {
+            return Ok(ThreadBearer::Operator);
+        }
+        let token = bearer(&parts.headers, query_token(parts)?.as_deref());
+        let token = token.ok_or(TokenError::Missing)?;
+        let subject = state.auth.subject(&token).await?;
+        ThreadId::from_subject(&subject)
+            .map(ThreadBearer::Thread)
+            .ok_or_else(|| TokenError::WrongThread.into())
+    }
+}
+
+/// Checks that `token` is `thread`'s thread token.
+async fn authorize_thread(
+    state: &AppState,
+    thread: &ThreadId,
+    token: Option<String>,
+) -> Result<(), ApiError> {
+    let token = token.ok_or(TokenError::Missing)?;
+    if state.auth.subject(&token).await? != thread.subject() {
+        return Err(TokenError::WrongThread.into());
+    }
+    Ok(())
 }
 
 /// Constant-time comparison, so the API key cannot be guessed byte by byte.

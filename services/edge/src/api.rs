@@ -16,7 +16,7 @@ use crate::access::{ApiKey, SessionAuth, SessionOrOperator};
 use crate::error::ApiError;
 use crate::request::{JsonObject, Params};
 use crate::sessions;
-use crate::AppState;
+use crate::{launch, AppState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,13 +31,6 @@ pub struct CreateBody {
     #[serde(default)]
     pace: Option<u32>,
 }
-
-/// How long a session created here is followed before its first client
-/// connects (see [`crate::hub::Hub::warm`]; at most a quarter of the
-/// retention), and how long its creation waits for that at most: past it,
-/// the first events are read from the log.
-pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
-pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The highest `pace` a session may ask for.
 pub const MAX_PACE: u32 = 10_000;
@@ -75,18 +68,11 @@ pub async fn create(
     }
     let mut new = SessionState::new(id.clone(), agent);
     new.pace = body.pace;
-    // This node follows the session before its run is queued, so that its
-    // client, which usually connects here next, finds the first events in
-    // the ring: no log read on its way to the first token.
-    // Never held past a fraction of the retention: a ring that outlives the
-    // log's events would serve a late client what the log no longer has.
-    let hold = WARM_HOLD.min(state.config.cluster.retention / 4);
-    let warm = state.hub.warm(&id, WARM_WAIT, hold);
-    let (created, ()) = tokio::join!(state.store.create(&new), warm);
-    if !created? {
-        return Err(ApiError::Conflict(format!("session {id} already exists")));
-    }
     if agent == EXTERNAL_AGENT {
+        let (created, ()) = tokio::join!(state.store.create(&new), launch::warm(&state, &new));
+        if !created? {
+            return Err(ApiError::Conflict(format!("session {id} already exists")));
+        }
         // Its producer claims this lease; unclaimed, it lapses and a
         // reaper ends the session (protocol.md §2).
         let unclaimed = LeaseEntry::unclaimed(state.config.claim_timeout);
@@ -96,22 +82,38 @@ pub async fn create(
             session: id.clone(),
             agent: agent.to_owned(),
             input: body.input,
+            thread: None,
         };
-        state.bus.runs.enqueue(&run).await?;
+        if body.id.is_some() {
+            launch::launch_named(&state, &new, &run).await?;
+        } else {
+            launch::launch(&state, &new, &run).await?;
+        }
     }
     metrics::counter!(names::SESSIONS_CREATED, "agent" => agent.to_owned()).increment(1);
     let token = state.auth.keys.issue(&id, state.config.token_ttl.as_secs());
-    let base = public_base(&state, &headers);
-    let ws_base = base.replacen("http", "ws", 1);
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "id": id,
-            "token": token,
-            "ws_url": format!("{ws_base}/v1/sessions/{id}/ws?token={token}"),
-            "events_url": format!("{base}/v1/sessions/{id}/events?token={token}"),
-        })),
+        Json(created_body(&state, &headers, &id, &token)),
     ))
+}
+
+/// The answer to a new session (`POST /v1/sessions`, a thread's run):
+/// `{"id", "token", "ws_url", "events_url"}`.
+pub(crate) fn created_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &SessionId,
+    token: &str,
+) -> serde_json::Value {
+    let base = public_base(state, headers);
+    let ws_base = base.replacen("http", "ws", 1);
+    serde_json::json!({
+        "id": id,
+        "token": token,
+        "ws_url": format!("{ws_base}/v1/sessions/{id}/ws?token={token}"),
+        "events_url": format!("{base}/v1/sessions/{id}/events?token={token}"),
+    })
 }
 
 /// How long agents found in the node registry are taken as served without
@@ -121,7 +123,7 @@ const ANNOUNCED_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 /// Accepts `external`, an agent in this edge's `--agents`, or one that a
 /// live worker announces in the node registry (protocol.md §2); otherwise
 /// 400 naming the agents the cluster runs.
-async fn check_agent(state: &AppState, agent: &str) -> Result<(), ApiError> {
+pub(crate) async fn check_agent(state: &AppState, agent: &str) -> Result<(), ApiError> {
     if agent == EXTERNAL_AGENT || state.config.agents.iter().any(|a| a == agent) {
         return Ok(());
     }

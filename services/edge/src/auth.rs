@@ -45,22 +45,30 @@ impl Auth {
         self.verify(token, session.as_str()).await
     }
 
-    /// Any token weir reads, for the subject it must name. Waits on the
-    /// network only for a `kid` the cached set lacks (one rate-limited fetch).
+    /// Any token weir reads, for the subject it must name.
     pub async fn verify(&self, token: &str, subject: &str) -> Result<(), TokenError> {
-        let first = self.check(token, subject);
+        if self.subject(token).await? != subject {
+            return Err(TokenError::WrongSession);
+        }
+        Ok(())
+    }
+
+    /// The `sub` of a valid token (a session's id, or `thread:<T>`), after
+    /// every other check. Waits on the network only for a `kid` the cached
+    /// set lacks (one rate-limited fetch).
+    pub async fn subject(&self, token: &str) -> Result<String, TokenError> {
+        let first = self.check(token);
         match (&first, &self.jwks) {
             (Err(TokenError::UnknownKey { kid }), Some(jwks)) => {
                 jwks.refresh_for(kid).await;
-                self.check(token, subject)
+                self.check(token)
             }
             _ => first,
         }
     }
 
-    fn check(&self, token: &str, subject: &str) -> Result<(), TokenError> {
+    fn check(&self, token: &str) -> Result<String, TokenError> {
         let provider = self.jwks.as_ref().map(|j| j.keys());
-        self.keys
-            .verify_subject(token, subject, provider.as_deref())
+        self.keys.verified_subject(token, provider.as_deref())
     }
 }

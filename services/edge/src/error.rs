@@ -21,6 +21,12 @@ pub enum ApiError {
     /// input request).
     #[error("{0}")]
     Missing(String),
+    #[error("no such thread")]
+    NoSuchThread,
+    /// A thread's run was asked for while its previous run has not ended
+    /// (protocol.md §9).
+    #[error("the thread's run {0} has not ended")]
+    RunActive(weir_protocol::SessionId),
     /// A path this API does not have.
     #[error("{0}")]
     NoRoute(String),
@@ -48,11 +54,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::Missing(_) | ApiError::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound
+            | ApiError::Missing(_)
+            | ApiError::NoSuchThread
+            | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::RunActive(_) => StatusCode::CONFLICT,
             ApiError::Expired(_) => StatusCode::GONE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,9 +71,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound | ApiError::Missing(_) | ApiError::NoRoute(_) => "not_found",
+            ApiError::NotFound
+            | ApiError::Missing(_)
+            | ApiError::NoSuchThread
+            | ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RunActive(_) => "run_active",
             ApiError::Expired(_) => "history_expired",
             ApiError::TooLarge => "too_large",
             ApiError::Unavailable(_) => "unavailable",

@@ -18,6 +18,9 @@
 //!   heartbeats, write timeout, drain.
 //! - [`frontends`]: the AI SDK UI message stream and AG-UI, encoders over
 //!   the same subscription.
+//! - [`threads`]: threads of runs (protocol.md §9) and what the front ends
+//!   call to start and find a thread's runs; [`launch`]: a new session's
+//!   state write, run request and warm feed, at once.
 //!
 //! - [`serve`]: the HTTP/1 server under the router: header and socket
 //!   write timeouts, client addresses, graceful shutdown.
@@ -54,6 +57,7 @@ pub(crate) mod frontends;
 pub(crate) mod hub;
 pub(crate) mod inputs;
 pub(crate) mod jwks;
+pub(crate) mod launch;
 pub(crate) mod limits;
 pub(crate) mod operators;
 pub mod pages;
@@ -64,6 +68,7 @@ pub(crate) mod serve;
 pub(crate) mod sessions;
 pub(crate) mod sse;
 pub(crate) mod subscription;
+pub(crate) mod threads;
 pub mod websocket;
 pub(crate) mod writer;
 pub(crate) mod ws;
@@ -200,6 +205,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
         ("/readyz", get(api::readyz)),
         ("/metrics", get(api::metrics)),
     ];
+    routes.extend(threads::http::routes());
     routes.extend(frontends::routes(config));
     routes
 }

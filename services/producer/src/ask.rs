@@ -82,5 +82,6 @@ fn output(kind: &str, data: &impl serde::Serialize) -> Output {
         source: None,
         data: serde_json::to_value(data).expect("input data serialise"),
         ts: weir_protocol::now_ms(),
+        seq_id: None,
     }
 }

@@ -26,6 +26,7 @@ async fn queue(ctx: &Ctx, id: &SessionId, tokens: u64, rate: f64, state: bool) {
         session: id.clone(),
         agent: "mock".into(),
         input: serde_json::json!({"tokens": tokens, "rate": rate, "seed": 1}),
+        thread: None,
     };
     ctx.bus.runs.enqueue(&req).await.unwrap();
 }

@@ -31,12 +31,15 @@ pub(crate) struct Publisher {
 impl Publisher {
     pub(crate) async fn publish(
         &mut self,
-        outputs: Vec<Output>,
+        mut outputs: Vec<Output>,
         lost: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Result<(), Outcome> {
         if outputs.is_empty() {
             return Ok(());
+        }
+        for (seq, o) in (self.next_seq..).zip(outputs.iter_mut()) {
+            o.stamp(seq);
         }
         let events = weir_protocol::write_events(
             self.next_seq,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunTicket};
 use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
-use weir_store::{SessionState, StoreError, Update};
+use weir_store::Update;
 use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
@@ -140,7 +140,7 @@ async fn admit(
     let id = &req.session;
     let state = match ctx.store.get(id).await {
         Ok(Some(state)) => Ok(Some(state)),
-        Ok(None) => recreate(ctx, req).await.map(Some),
+        Ok(None) => crate::record::recreate(ctx, req).await.map(Some),
         Err(e) => Err(e),
     };
     let control = match state {
@@ -373,6 +373,7 @@ impl Claimed {
                 source: None,
                 data: serde_json::json!({"code": code, "message": message}),
                 ts: weir_protocol::now_ms(),
+                seq_id: None,
             });
         }
         let mut end = Event::end(0, reason, stop_reason.as_deref());
@@ -381,6 +382,7 @@ impl Claimed {
             source: None,
             data: std::mem::take(&mut end.data),
             ts: end.ts,
+            seq_id: None,
         });
         // The closing events are published even while shutting down, but not
         // after the session was lost.
@@ -405,19 +407,8 @@ fn status_output(state: &str) -> Output {
         source: None,
         data: serde_json::json!({ "state": state }),
         ts: weir_protocol::now_ms(),
+        seq_id: None,
     }
-}
-
-/// Writes the state of a session the store lost (Redis came back empty)
-/// again from its run request. The request proves the session was created,
-/// and requests expire with the state's retention, so a request without
-/// state is one the store forgot.
-async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
-    let mut state = SessionState::new(req.session.clone(), &req.agent);
-    state.unknown = vec!["created".into(), "control".into()];
-    ctx.store.create(&state).await?;
-    tracing::debug!("the store had lost the session's state; written again from the run request");
-    Ok(state)
 }
 
 /// Renews the run's lease until the run is over, which cancels `lost`;
@@ -438,6 +429,8 @@ pub(crate) async fn keep_lease(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use weir_store::SessionState;
 
     use async_trait::async_trait;
     use serde_json::json;
@@ -471,6 +464,7 @@ mod tests {
             session: id.clone(),
             agent: "panics".into(),
             input: json!({}),
+            thread: None,
         };
         ctx.bus.runs.enqueue(&req).await.unwrap();
         let ticket = ctx

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::watch;
 use weir_bus::{Bus, BusConfig};
-use weir_protocol::{ControlOp, SessionId};
-use weir_store::{MemoryStore, SessionState, SessionStore, StoreError, Update};
+use weir_protocol::{ControlOp, SessionId, ThreadId};
+use weir_store::{
+    MemoryStore, RunRecord, SessionState, SessionStore, Started, StoreError, Thread, ThreadRecord,
+    ThreadStore, Update,
+};
 
 use crate::{Ctx, ProducerConfig, Registry};
 
@@ -104,6 +107,57 @@ impl SessionStore for Flaky {
     }
     fn up_since(&self) -> Option<Instant> {
         *self.up_since.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl ThreadStore for Flaky {
+    async fn create_thread(&self, thread: &Thread) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.create_thread(thread).await
+    }
+    async fn get_thread(&self, id: &ThreadId) -> Result<Option<ThreadRecord>, StoreError> {
+        self.check().await?;
+        self.inner.get_thread(id).await
+    }
+    async fn start_run(
+        &self,
+        thread: &ThreadId,
+        after: Option<&SessionId>,
+        run: &RunRecord,
+        alias: Option<&str>,
+    ) -> Result<Started, StoreError> {
+        self.check().await?;
+        self.inner.start_run(thread, after, run, alias).await
+    }
+    async fn withdraw_run(&self, thread: &ThreadId, run: &SessionId) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.withdraw_run(thread, run).await
+    }
+    async fn get_run(
+        &self,
+        thread: &ThreadId,
+        run: &SessionId,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        self.check().await?;
+        self.inner.get_run(thread, run).await
+    }
+    async fn add_alias(
+        &self,
+        thread: &ThreadId,
+        alias: &str,
+        run: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.add_alias(thread, alias, run).await
+    }
+    async fn find_alias(
+        &self,
+        thread: &ThreadId,
+        alias: &str,
+    ) -> Result<Option<SessionId>, StoreError> {
+        self.check().await?;
+        self.inner.find_alias(thread, alias).await
     }
 }
 

@@ -4,7 +4,7 @@
 //! slot, so every script touches one slot and stays atomic; what spans
 //! sessions (the index) is read bucket by bucket and merged.
 
-use weir_protocol::{SessionId, Status};
+use weir_protocol::{SessionId, Status, ThreadId};
 
 /// How many buckets the sessions are spread over: the number of slots (so
 /// of cluster masters) that share the writes, and the number of reads a
@@ -30,7 +30,17 @@ impl Bucket {
     /// The bucket a session is in: FNV-1a of its id, so the same on every
     /// node and every release.
     pub fn of(id: &SessionId) -> Bucket {
-        let hash = id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        Bucket::of_name(id.as_str())
+    }
+
+    /// The bucket of a thread: the same hash of its id, so a thread's keys
+    /// share one slot (as a session's do).
+    pub fn of_thread(id: &ThreadId) -> Bucket {
+        Bucket::of_name(id.as_str())
+    }
+
+    fn of_name(name: &str) -> Bucket {
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
         });
         Bucket((hash % u32::from(BUCKETS)) as u16)
@@ -65,6 +75,19 @@ pub fn state(id: &SessionId) -> String {
     format!("{}:s:{id}", Bucket::of(id).prefix())
 }
 
+/// A thread's keys, in the order its scripts receive them: the thread
+/// (hash), its runs (list of `<created ms, 13 digits>:<session>`), its
+/// aliases (hash: client run id → session).
+pub fn thread(id: &ThreadId) -> [String; 3] {
+    let t = format!("{}:t:{id}", Bucket::of_thread(id).prefix());
+    [t.clone(), format!("{t}:runs"), format!("{t}:alias")]
+}
+
+/// One run's record (JSON), in its thread's slot.
+pub fn thread_run(id: &ThreadId, run: &SessionId) -> String {
+    format!("{}:t:{id}:r:{run}", Bucket::of_thread(id).prefix())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +119,18 @@ mod tests {
             let b = Bucket::of(&id);
             let mut keys = vec![state(&id)];
             keys.extend(b.index_keys());
+            let slots: Vec<u16> = keys.iter().map(|k| slot(k)).collect();
+            assert!(slots.iter().all(|s| *s == slots[0]), "{keys:?} {slots:?}");
+        }
+    }
+
+    #[test]
+    fn a_threads_keys_share_one_slot() {
+        for n in 0..200 {
+            let t = ThreadId::parse(&format!("t-{n}")).unwrap();
+            let run = SessionId::parse(&format!("s-{n}")).unwrap();
+            let mut keys = thread(&t).to_vec();
+            keys.push(thread_run(&t, &run));
             let slots: Vec<u16> = keys.iter().map(|k| slot(k)).collect();
             assert!(slots.iter().all(|s| *s == slots[0]), "{keys:?} {slots:?}");
         }

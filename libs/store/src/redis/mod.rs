@@ -12,6 +12,9 @@
 //! | `weir:{bNN}:idx` | sorted set | the index entry `<created ms, 13 digits>:<id>` of every session of the bucket, all at score 0 (ordered as strings: by creation) |
 //! | `weir:{bNN}:idx:<status>` | sorted set | the same, per status; the update script moves an entry when the status changes |
 //!
+//! (The state hash also holds `thread` for a run of a thread; the threads'
+//! own keys are in [`threads`].)
+//!
 //! Every change that reads before it writes is one Lua script (`lua/`),
 //! and every script touches one bucket, so one slot: it is atomic on every
 //! deployment, and a session's entry in the index can never disagree with
@@ -41,6 +44,7 @@ use crate::{unix_ms, Page, SessionState, SessionStore, StoreError, Update};
 
 mod conn;
 pub mod keys;
+mod threads;
 pub mod url;
 
 pub use conn::{connection_config, PROBE_EVERY};
@@ -53,6 +57,7 @@ pub struct RedisStore {
     shared: Arc<Shared>,
     retention: Duration,
     scripts: Scripts,
+    thread_scripts: threads::Scripts,
 }
 
 /// The Lua scripts, each hashed once; Redis keeps them after the first
@@ -85,6 +90,7 @@ impl RedisStore {
             shared,
             retention,
             scripts: Scripts::new(),
+            thread_scripts: threads::Scripts::new(),
         })
     }
 
@@ -188,6 +194,9 @@ fn encode(state: &SessionState) -> Vec<(&'static str, String)> {
     if let Some(pace) = state.pace {
         fields.push(("pace", pace.to_string()));
     }
+    if let Some(thread) = &state.thread {
+        fields.push(("thread", thread.to_string()));
+    }
     fields
 }
 
@@ -217,6 +226,9 @@ fn decode(id: &SessionId, map: HashMap<String, String>) -> Result<SessionState, 
             })
             .unwrap_or_default(),
         pace: field(&map, "pace"),
+        thread: map
+            .get("thread")
+            .and_then(|t| weir_protocol::ThreadId::parse(t).ok()),
     })
 }
 

@@ -24,6 +24,28 @@ pub struct Output {
     pub data: serde_json::Value,
     /// When the agent produced it (Unix ms).
     pub ts: f64,
+    /// An id in `data` made of the event's own seq, which only the
+    /// publisher knows (`call_<seq>`, §4); set as the event is written.
+    pub seq_id: Option<SeqId>,
+}
+
+/// Where an id derived from the event's seq goes: the string
+/// `<prefix><seq>` at the JSON pointer `at` of the event's `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqId {
+    pub at: &'static str,
+    pub prefix: &'static str,
+}
+
+impl Output {
+    /// Writes the seq-derived id, if this output has one, for `seq`.
+    pub fn stamp(&mut self, seq: u64) {
+        if let Some(SeqId { at, prefix }) = self.seq_id {
+            if let Some(slot) = self.data.pointer_mut(at) {
+                *slot = serde_json::Value::String(format!("{prefix}{seq}"));
+            }
+        }
+    }
 }
 
 /// How an agent ends when it does not fail.
@@ -136,6 +158,18 @@ impl Emitter {
         source: Option<&str>,
         data: serde_json::Value,
     ) -> Result<(), AgentError> {
+        self.emit_with_seq_id(kind, source, data, None).await
+    }
+
+    /// [`Emitter::emit`], with an id in `data` that the publisher makes of
+    /// the event's seq ([`SeqId`]); `data` must hold a value at its place.
+    pub async fn emit_with_seq_id(
+        &mut self,
+        kind: &str,
+        source: Option<&str>,
+        data: serde_json::Value,
+        seq_id: Option<SeqId>,
+    ) -> Result<(), AgentError> {
         let permit = self.tx.reserve().await.map_err(|_| AgentError::Stopped)?;
         wait_open(&mut self.gate).await?;
         permit.send(Output {
@@ -143,6 +177,7 @@ impl Emitter {
             source: source.map(str::to_owned),
             data,
             ts: weir_protocol::now_ms(),
+            seq_id,
         });
         Ok(())
     }

@@ -7,7 +7,9 @@
 //! worker's ([`OpenAiConfig`]), never the session's. Output: `token` per text
 //! delta, `tool_call` per assembled call once the choice finishes, then a
 //! `message` with the whole text and `usage`; `finish_reason` becomes the
-//! end's `stop_reason`.
+//! end's `stop_reason`. A thread's run (protocol.md §9) sends its
+//! conversation and its front-end tools as function tools ([`thread`]); a
+//! call of one ends the run with `stop_reason: "tool_calls"`.
 //!
 //! The body is read one network chunk at a time and only after the previous
 //! chunk's events were emitted, so a paused run stops reading and the
@@ -23,6 +25,7 @@ use super::{Agent, AgentError, Emitter, Finish};
 use crate::config::OpenAiConfig;
 use turn::Turn;
 
+mod thread;
 mod turn;
 
 /// The `source` of every event this agent emits (AutoGen's default agent name).
@@ -197,7 +200,7 @@ pub fn request_body(input: &Value, default_model: &str) -> Result<Value, AgentEr
     };
     let messages = match (input.get("messages"), input.get("prompt")) {
         (Some(Value::Array(m)), None) if !m.is_empty() && m.iter().all(Value::is_object) => {
-            Value::Array(m.clone())
+            Value::Array(m.iter().map(thread::message).collect())
         }
         (Some(_), None) => return bad("input.messages must be a non-empty array of objects".into()),
         (None, Some(Value::String(p))) => json!([{"role": "user", "content": p}]),
@@ -209,6 +212,16 @@ pub fn request_body(input: &Value, default_model: &str) -> Result<Value, AgentEr
     for (key, value) in input {
         match key.as_str() {
             "model" | "messages" | "prompt" => {}
+            // A thread's run always has `tools`, often none: the API refuses
+            // an empty list.
+            "tools" => match value {
+                Value::Array(tools) if tools.is_empty() => {}
+                Value::Array(tools) => {
+                    let tools = tools.iter().map(thread::tool).collect();
+                    body.insert("tools".into(), Value::Array(tools));
+                }
+                _ => return bad("input.tools must be an array".into()),
+            },
             k if OPTIONS.contains(&k) => {
                 body.insert(k.to_owned(), value.clone());
             }
