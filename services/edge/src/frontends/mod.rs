@@ -13,6 +13,7 @@
 use axum::routing::{get, post, MethodRouter};
 use serde_json::{Map, Value};
 use weir_protocol::event::kind;
+use weir_protocol::input::{INPUT, INPUT_REQUEST};
 use weir_protocol::{EndReason, Event};
 
 pub mod ag_ui;
@@ -119,9 +120,6 @@ pub struct InputRequest {
 /// Usage fields that are summed across `usage` events (AutoGen's and the
 /// openai agent's names); others are left out.
 const USAGE_FIELDS: [&str; 3] = ["prompt_tokens", "completion_tokens", "total_tokens"];
-
-const INPUT_REQUEST: &str = "input_request";
-const INPUT: &str = "input";
 
 /// Reads a session's events in seq order and says what they mean ([`Op`]).
 /// Holds O(1) state: the open text run and the usage sums.

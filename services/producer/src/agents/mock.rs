@@ -19,11 +19,6 @@ pub struct MockAgent;
 #[async_trait]
 impl Agent for MockAgent {
     async fn run(&self, input: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError> {
-        if let Some(prompt) = last_user_message(&input).and_then(ask::prompt_of) {
-            let reply = ask::reply(prompt, out).await?;
-            let rate = input["rate"].as_f64().unwrap_or(0.0);
-            return say(&reply, rate, out).await;
-        }
         let input = MockInput::parse(&input).map_err(AgentError::BadInput)?;
         if let Some(messages) = &input.messages {
             return thread::reply(&input, messages, out).await;
@@ -45,31 +40,6 @@ impl Agent for MockAgent {
             stop_reason: Some("max_tokens".into()),
         })
     }
-}
-
-/// The text of a thread run's last message, when it is the user's.
-fn last_user_message(input: &serde_json::Value) -> Option<&str> {
-    let last = input["messages"].as_array()?.last()?;
-    (last["role"] == "user").then(|| last["content"].as_str())?
-}
-
-/// Says `text` in tokens of at most 8 characters at `rate` tokens/s.
-async fn say(text: &str, rate: f64, out: &mut Emitter) -> Result<Finish, AgentError> {
-    let mut tick = (rate > 0.0 && rate.is_finite()).then(|| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    let chars: Vec<char> = text.chars().collect();
-    for chunk in chars.chunks(8) {
-        if let Some(t) = tick.as_mut() {
-            t.tick().await;
-        }
-        let text: String = chunk.iter().collect();
-        out.emit("token", Some("mock"), serde_json::json!({ "text": text }))
-            .await?;
-    }
-    Ok(Finish::default())
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ enum Turn {
     Say(String),
     /// Call one of the run's tools with these arguments (JSON text).
     Call { name: String, arguments: String },
+    /// Ask a person this prompt, then say what they answered.
+    Ask(String),
 }
 
 /// Answers the last of `messages`.
@@ -31,6 +33,10 @@ pub async fn reply(
     match turn(messages, &input.tools)? {
         Turn::Say(text) => say(&text, input.rate, out).await,
         Turn::Call { name, arguments } => call(name, arguments, out).await,
+        Turn::Ask(prompt) => {
+            let text = super::ask::reply(&prompt, out).await?;
+            say(&text, input.rate, out).await
+        }
     }
 }
 
@@ -43,7 +49,10 @@ fn turn(messages: &[Value], tools: &[Value]) -> Result<Turn, AgentError> {
         Some("tool") => Ok(Turn::Say(format!("tool said: {content}"))),
         Some("user") => Ok(match content.strip_prefix("/tool ") {
             Some(rest) => tool_call(rest, tools).unwrap_or_else(|| echo(content)),
-            None => echo(content),
+            None => match super::ask::prompt_of(content) {
+                Some(prompt) => Turn::Ask(prompt.to_owned()),
+                None => echo(content),
+            },
         }),
         role => Err(AgentError::BadInput(format!(
             "the mock answers a user or tool message, and the last one is {}",
@@ -133,6 +142,10 @@ mod tests {
             (
                 vec![json!({"role": "tool", "content": "sunny", "tool_call_id": "call_1"})],
                 Turn::Say("tool said: sunny".into()),
+            ),
+            (
+                vec![user("/ask your name?")],
+                Turn::Ask("your name?".into()),
             ),
         ];
         for (messages, expected) in rows {
