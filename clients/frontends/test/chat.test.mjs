@@ -70,7 +70,9 @@ describe('AI SDK chat on a thread (ai AbstractChat + DefaultChatTransport)', { s
     await chat.sendMessage({ text: 'hello there' });
     await chat.sendMessage({ text: 'and again' });
     assert.equal(chat.status, 'ready', chat.error?.message);
-    const runs = (await threadState(thread, b)).runs;
+    const state = await threadState(thread, b);
+    const { runs } = state;
+    assert.equal(runs.length, 2, JSON.stringify(state));
     assert.deepEqual(
       chat.messages.map((m) => [m.role, m.role === 'assistant' ? m.id : null, textOf(m)]),
       [
@@ -80,7 +82,6 @@ describe('AI SDK chat on a thread (ai AbstractChat + DefaultChatTransport)', { s
         ['assistant', runs[1].id, 'echo: and again'],
       ],
     );
-    assert.equal(runs.length, 2);
   });
 
   test('resume with no active run is null (204) and leaves the chat as it was', async () => {
