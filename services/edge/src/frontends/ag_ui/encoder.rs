@@ -102,10 +102,10 @@ impl AgUi {
                     let resolved = self.call.resolved.as_ref() == Some(&request.id);
                     self.open_request = (!resolved).then(|| request.clone());
                 }
-                Op::Input { request } => {
-                    if self.open_request.as_ref().is_some_and(|r| r.id == *request) {
-                        self.open_request = None;
-                    }
+                Op::Input { request }
+                    if self.open_request.as_ref().is_some_and(|r| r.id == *request) =>
+                {
+                    self.open_request = None
                 }
                 Op::End { .. } => self.open_request = None,
                 _ => {}

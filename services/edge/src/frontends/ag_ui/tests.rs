@@ -167,19 +167,22 @@ fn asking_run() -> Vec<RawEvent> {
     .collect()
 }
 
-/// The payloads of a call fed `batches` of [`asking_run`]'s events.
-fn batches(mut enc: AgUi, batches: &[std::ops::Range<usize>]) -> Vec<String> {
+/// The payloads of a call fed [`asking_run`]'s events in batches, each
+/// ending before the index in `ends`.
+fn batches(mut enc: AgUi, ends: &[usize]) -> Vec<String> {
     let events = asking_run();
     let mut out = enc.open();
-    for b in batches {
-        out.extend(enc.events(&events[b.clone()]));
+    let mut start = 0;
+    for &end in ends {
+        out.extend(enc.events(&events[start..end]));
+        start = end;
     }
     out
 }
 
 #[test]
 fn an_open_input_request_ends_a_thread_run_with_the_whole_conversation_and_the_interrupt() {
-    let got = batches(thread_call(None, None), &[0..1, 1..2]);
+    let got = batches(thread_call(None, None), &[1, 2]);
     assert_eq!(
         got,
         [
@@ -195,7 +198,7 @@ fn an_open_input_request_ends_a_thread_run_with_the_whole_conversation_and_the_i
 
 #[test]
 fn a_request_answered_in_the_same_batch_is_no_interrupt() {
-    let got = batches(thread_call(None, None), &[0..3, 3..5]);
+    let got = batches(thread_call(None, None), &[3, 5]);
     assert!(!got.iter().any(|e| e.contains("interrupt")), "{got:?}");
     assert!(got
         .last()
@@ -208,7 +211,7 @@ fn a_request_answered_in_the_same_batch_is_no_interrupt() {
 fn a_request_answered_later_in_the_stored_log_is_no_interrupt_while_catching_up() {
     // Rejoin: the log held seqs 1..=5 when the call came in; the request is
     // open at the end of the first page, answered in the next.
-    let got = batches(thread_call(Some(5), None), &[0..2, 2..5]);
+    let got = batches(thread_call(Some(5), None), &[2, 5]);
     let types: Vec<String> = got
         .iter()
         .map(|e| {
@@ -230,7 +233,7 @@ fn a_request_answered_later_in_the_stored_log_is_no_interrupt_while_catching_up(
 #[test]
 fn a_resume_snapshots_the_run_so_far_then_streams_the_rest_live() {
     // The call answered ask_2 itself; the log held seqs 1..=2 when it came in.
-    let got = batches(thread_call(Some(2), Some("ask_2")), &[0..2, 2..3, 3..5]);
+    let got = batches(thread_call(Some(2), Some("ask_2")), &[2, 3, 5]);
     assert_eq!(
         got,
         [
@@ -246,7 +249,7 @@ fn a_resume_snapshots_the_run_so_far_then_streams_the_rest_live() {
 
 #[test]
 fn a_rejoin_of_a_run_still_waiting_ends_with_the_interrupt_again() {
-    let got = batches(thread_call(Some(2), None), &[0..2]);
+    let got = batches(thread_call(Some(2), None), &[2]);
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(got[1].starts_with(r#"{"type":"MESSAGES_SNAPSHOT""#));
     assert!(got[2].contains(r#""type":"interrupt""#));
