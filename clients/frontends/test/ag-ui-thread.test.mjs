@@ -60,6 +60,26 @@ describe('AG-UI HttpAgent on a thread (its verifier runs on every run)', { skip:
     assert.ok(started.every(([t, r]) => t === thread.id && r.length > 0) && started[0][1] !== started[1][1], 'RUN_STARTED carries the ids sent');
   });
 
+  test('a known runId rejoins its run: the same bytes from either edge, a snapshot of the conversation then the end', async () => {
+    const thread = await createThread(c);
+    const headers = { Authorization: `Bearer ${thread.token}`, 'content-type': 'application/json' };
+    const input = { threadId: thread.id, runId: 'run-1', messages: [{ id: 'u1', role: 'user', content: 'again' }] };
+    const post = async (base) => {
+      const r = await fetch(`${base}/v1/threads/${thread.id}/ag-ui`, { method: 'POST', headers, body: JSON.stringify(input) });
+      const text = await r.text();
+      assert.equal(r.status, 200, text);
+      return text;
+    };
+    const first = await post(a);
+    assert.ok(first.includes('"type":"TEXT_MESSAGE_START"') && !first.includes('MESSAGES_SNAPSHOT'), 'the first call starts the run and streams it live');
+    const [fromA, fromB] = [await post(a), await post(b)];
+    assert.equal(fromA, fromB);
+    const events = fromA.split('\n\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
+    assert.deepEqual(events.map((e) => e.type), ['RUN_STARTED', 'MESSAGES_SNAPSHOT', 'RUN_FINISHED']);
+    assert.deepEqual(events[1].messages.map((m) => [m.id.startsWith(thread.id) ? 'run' : m.id, m.role, m.content]).map(([id, role, content]) => [id === 'u1' ? id : 'run', role, content]), [['u1', 'user', 'again'], ['run', 'assistant', 'echo: again']]);
+    assert.equal((await threadState(thread, a)).runs.length, 1, 'no second run');
+  });
+
   test('a front-end tool: the call, then RUN_FINISHED; its result in the next run gives `tool said`', async () => {
     const thread = await createThread(c);
     const agent = agentOn(a, thread);

@@ -84,6 +84,23 @@ describe('AI SDK chat on a thread (ai AbstractChat + DefaultChatTransport)', { s
     );
   });
 
+  test('a send answers exactly the run\'s UI message stream, byte for byte, as its ui-stream does on the other edge', async () => {
+    const thread = await createThread(c);
+    const headers = { Authorization: `Bearer ${thread.token}`, 'content-type': 'application/json' };
+    const body = { id: thread.id, trigger: 'submit-message', messages: [{ id: 'u1', role: 'user', parts: [{ type: 'text', text: 'same bytes' }] }] };
+    const sent = await fetch(`${a}/v1/chat`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const text = await sent.text();
+    assert.equal(sent.status, 200, text);
+    assert.equal(sent.headers.get('x-vercel-ai-ui-message-stream'), 'v1');
+    const { runs } = await threadState(thread, b);
+    assert.ok(text.startsWith(`data: {"type":"start","messageId":"${runs[0].id}"}`), text.slice(0, 80));
+    const deltas = text.split('\n\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6))).filter((ch) => ch.type === 'text-delta');
+    assert.equal(deltas.map((ch) => ch.delta).join(''), 'echo: same bytes');
+    assert.ok(text.endsWith('data: [DONE]\n\n'));
+    const replay = await fetch(`${b}/v1/sessions/${runs[0].id}/ui-stream`, { headers });
+    assert.equal(await replay.text(), text);
+  });
+
   test('resume with no active run is null (204) and leaves the chat as it was', async () => {
     const thread = await createThread(c);
     const headers = { Authorization: `Bearer ${thread.token}` };
