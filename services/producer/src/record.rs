@@ -188,6 +188,8 @@ async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
 pub(crate) async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
     let mut state = SessionState::new(req.session.clone(), &req.agent);
     state.unknown = vec!["created".into(), "control".into()];
+    // A thread's run stays its thread's (its thread token opens it).
+    state.thread = req.thread.clone();
     ctx.store.create(&state).await?;
     tracing::debug!("the store had lost the session's state; written again from the run request");
     Ok(state)
