@@ -90,7 +90,7 @@ describe('useChat in Chromium across an edge crash', { skip: why, timeout: 18000
 
   test('a three-turn chat on a thread through /v1/chat: edge A dies during the second reply; the reloaded page resumes it from edge B', async () => {
     const js = await bundle('chat.jsx');
-    const r = await fetch(`${c.edges[1].url}/v1/threads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agent: 'mock', input: { rate: 30 } }) });
+    const r = await fetch(`${c.edges[1].url}/v1/threads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agent: 'mock', input: { rate: 20 } }) });
     assert.equal(r.status, 201);
     const thread = await r.json();
     const a = c.edges[0];
@@ -120,16 +120,26 @@ describe('useChat in Chromium across an edge crash', { skip: why, timeout: 18000
     await page.goto(url);
     await send('first turn');
     await page.waitForFunction(() => document.querySelectorAll('li[data-role="assistant"]').length === 1 && document.querySelector('#status').textContent === 'ready');
-    const second = 'the second turn is long enough to be cut in the middle of its reply when edge A dies';
+    const second = 'the second turn is long enough to be cut in the middle of its reply when edge A dies, '.repeat(3).trim();
     await send(second);
     await page.waitForFunction(() => (document.querySelectorAll('li[data-role="assistant"]')[1]?.textContent.length ?? 0) > 20);
     await c.kill(a);
     upstream = b.url;
     const partial = (await replies())[1];
-    const live = await (await fetch(`${b.url}/v1/threads/${thread.id}`, { headers: { Authorization: `Bearer ${thread.token}` } })).json();
+    const auth = { headers: { Authorization: `Bearer ${thread.token}` } };
+    const live = await (await fetch(`${b.url}/v1/threads/${thread.id}`, auth)).json();
     assert.ok(live.active, 'edge A died while the second run was live');
+    // The run is held (paused) while the page reloads, so that the reload finds it live.
+    const control = (op) => fetch(`${b.url}/v1/sessions/${live.active}/${op}`, { method: 'POST', ...auth });
+    assert.equal((await control('pause')).status, 202);
     await page.reload();
-    await page.waitForFunction((n) => document.querySelectorAll('li[data-role="assistant"]')[1]?.textContent.length === n && document.querySelector('#status').textContent === 'ready', `echo: ${second}`.length, { timeout: 30000 });
+    await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'streaming', null, { timeout: 30000 });
+    assert.equal((await control('resume')).status, 202);
+    await page
+      .waitForFunction((n) => document.querySelectorAll('li[data-role="assistant"]')[1]?.textContent.length === n && document.querySelector('#status').textContent === 'ready', `echo: ${second}`.length, { timeout: 30000 })
+      .catch(async (e) => {
+        throw new Error(`${e.message}; the page shows: ${await page.locator('main').textContent()}; the thread: ${JSON.stringify(await (await fetch(`${b.url}/v1/threads/${thread.id}`, { headers: { Authorization: `Bearer ${thread.token}` } })).json())}`);
+      });
     await send('third turn');
     await page.waitForFunction(() => document.querySelectorAll('li[data-role="assistant"]').length === 3 && document.querySelector('#status').textContent === 'ready', null, { timeout: 30000 });
     assert.deepEqual(await replies(), ['echo: first turn', `echo: ${second}`, 'echo: third turn']);
