@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { AbstractChat, DefaultChatTransport } from 'ai';
 
 import { missingPrerequisite, skipUnless, startCluster } from '../../js/test/harness.mjs';
-import { answer, createThread, textOf, threadState, until } from './threads.mjs';
+import { answer, control, createThread, textOf, threadState, until } from './threads.mjs';
 
 const why = skipUnless(missingPrerequisite());
 
@@ -123,9 +123,13 @@ describe('AI SDK chat on a thread (ai AbstractChat + DefaultChatTransport)', { s
     const partial = assistants(chat)[0];
     const { active } = await threadState(thread, b);
     assert.equal(active, partial.id, 'the run is still going when the page resumes');
-    // The page reloaded on the other edge, holding what it had.
+    // Held (paused) while the page reloads on the other edge, holding what it had.
+    assert.equal(await control(thread, active, 'pause', b), 202);
     const again = chatOn(b, thread, { messages: structuredClone(chat.messages) });
-    await again.resumeStream();
+    const resuming = again.resumeStream();
+    await until('the resumed stream', () => again.status === 'streaming');
+    assert.equal(await control(thread, active, 'resume', b), 202);
+    await resuming;
     assert.equal(again.status, 'ready', again.error?.message);
     assert.equal(again.messages.length, 2);
     const [m] = assistants(again);
@@ -156,8 +160,14 @@ describe('AI SDK chat on a thread (ai AbstractChat + DefaultChatTransport)', { s
       const s = await threadState(thread, b);
       return s.runs.length === 2 && s;
     });
+    // Held (paused) while the second page resumes it.
+    const second = runs.runs[1].id;
+    assert.equal(await control(thread, second, 'pause', b), 202);
     const other = chatOn(b, thread, { messages: structuredClone(chat.messages) });
-    await Promise.all([continuing, other.resumeStream()]);
+    const resuming = other.resumeStream();
+    await until('the resumed stream', () => other.status === 'streaming');
+    assert.equal(await control(thread, second, 'resume', b), 202);
+    await Promise.all([continuing, resuming]);
     assert.equal(chat.status, 'ready', chat.error?.message);
     assert.equal(chat.messages.length, 2, 'one assistant message for the turn');
     const [m] = assistants(chat);

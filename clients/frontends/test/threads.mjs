@@ -33,6 +33,12 @@ export async function answer(thread, session, request, data, base) {
   if (r.status !== 202) throw new Error(`POST /v1/sessions/${session}/input → ${r.status} ${await r.text()}`);
 }
 
+/** POST /v1/sessions/{id}/{op} (pause, resume, cancel) with the thread's token: the status. */
+export async function control(thread, session, op, base) {
+  const r = await fetch(`${base}/v1/sessions/${session}/${op}`, { method: 'POST', headers: { Authorization: `Bearer ${thread.token}` } });
+  return r.status;
+}
+
 /** Polls `check` until it returns a truthy value (then that value), failing after `ms`. */
 export async function until(what, check, ms = 20000) {
   const t0 = Date.now();
