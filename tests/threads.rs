@@ -89,8 +89,6 @@ async fn turns_of_a_thread_answer_their_last_message_and_a_front_end_tool_runs_b
 
     // Turn 1: an echo, read over WebSocket with the thread's token.
     let one = start(edge, &t, json!([user("hello there")]), json!([])).await;
-    let shown = show(edge, &t).await;
-    assert_eq!(shown["active"], one.id.as_str());
     let mut ws = ws_connect(edge, &one.id, &t.token, 0).await;
     let got = read(&mut ws, Stop::Close, MINUTE).await;
     assert_complete(&got.events, "completed");
@@ -146,7 +144,7 @@ async fn turns_of_a_thread_answer_their_last_message_and_a_front_end_tool_runs_b
 async fn a_threads_runs_alternate_edges_after_one_is_sigkilled() {
     let mut c = Cluster::start("thread-edges", 2, 1);
     // Slow enough that the first run is still streaming when its edge dies.
-    let t = create_thread(c.edge(0), json!({"rate": 20})).await;
+    let t = create_thread(c.edge(0), json!({"rate": 5})).await;
     let long = "a reply long enough to outlive its edge by several tokens";
     let one = start(c.edge(0), &t, json!([user(long)]), json!([])).await;
     let mut ws = ws_connect(c.edge(0), &one.id, &t.token, 0).await;

@@ -68,6 +68,47 @@ pub struct InputRequest {
     pub schema: Option<Value>,
 }
 
+/// An answer as a client sends it: the body of `POST /v1/sessions/{id}/input`
+/// and the fields of the WebSocket `input` frame.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    pub request: String,
+    /// Checked by [`AnswerBody::check`], which names what is wrong with it.
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl AnswerBody {
+    /// The request answered and the answer's data, or what is wrong with them.
+    pub fn check(self) -> Result<(RequestId, Map<String, Value>), String> {
+        let request = RequestId::parse(&self.request).map_err(|e| format!("request: {e}"))?;
+        match self.data {
+            Value::Object(data) => Ok((request, data)),
+            _ => Err("data must be a JSON object (the answer)".into()),
+        }
+    }
+}
+
+/// How `data` fails to match `schema`, one line per mismatch (empty when it
+/// matches); `Err` when the schema cannot be compiled (remote `$ref`s are
+/// never fetched).
+pub fn schema_mismatches(schema: &Value, data: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    let instance = Value::Object(data.clone());
+    Ok(validator
+        .iter_errors(&instance)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect())
+}
+
 /// `data` of an `input` event: `{"request", "data"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
@@ -104,5 +145,42 @@ mod tests {
         assert_eq!(answer.data["text"], "Ada");
         assert!(serde_json::from_str::<Answer>(r#"{"request":"a.b","data":{}}"#).is_err());
         assert!(serde_json::from_str::<Answer>(r#"{"request":"r","data":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn an_answer_body_is_a_valid_request_id_and_an_object() {
+        let body = |s: &str| serde_json::from_str::<AnswerBody>(s).unwrap().check();
+        let (request, data) = body(r#"{"request":"ask_1","data":{"text":"hi"}}"#).unwrap();
+        assert_eq!(
+            (request.as_str(), &data["text"]),
+            ("ask_1", &serde_json::json!("hi"))
+        );
+        assert!(body(r#"{"request":"a.b","data":{}}"#)
+            .unwrap_err()
+            .contains("request"));
+        assert!(body(r#"{"request":"r","data":"hi"}"#)
+            .unwrap_err()
+            .contains("object"));
+        assert!(body(r#"{"request":"r"}"#).unwrap_err().contains("object"));
+        assert!(serde_json::from_str::<AnswerBody>(r#"{"request":"r","data":{},"x":1}"#).is_err());
+    }
+
+    #[test]
+    fn mismatches_with_the_schema_are_named_by_their_place() {
+        let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]});
+        let data = |v: Value| v.as_object().unwrap().clone();
+        assert!(
+            schema_mismatches(&schema, &data(serde_json::json!({"text": "a"})))
+                .unwrap()
+                .is_empty()
+        );
+        let wrong = schema_mismatches(&schema, &data(serde_json::json!({"text": 7}))).unwrap();
+        assert!(
+            wrong.len() == 1 && wrong[0].starts_with("/text: "),
+            "{wrong:?}"
+        );
+        assert_eq!(schema_mismatches(&schema, &Map::new()).unwrap().len(), 1);
+        let unusable = serde_json::json!({"type": "no such type"});
+        assert!(schema_mismatches(&unusable, &Map::new()).is_err());
     }
 }

@@ -8,6 +8,8 @@
 //! - [`event`]: the event object, and [`RawEvent`], an event kept as its exact
 //!   JSON bytes so edges forward what producers wrote without re-encoding it.
 //! - [`frame`]: server → client and client → server WebSocket frames.
+//! - [`frontend`]: the AI SDK's and AG-UI's messages as a thread run's chat
+//!   messages (protocol.md §9).
 //! - [`input`]: asking a person mid-run: request ids, `input_request` and
 //!   `input` data.
 //! - [`session`]: session ids, run requests, control ops, session status.
@@ -18,6 +20,7 @@
 
 pub mod event;
 pub mod frame;
+pub mod frontend;
 pub mod input;
 pub mod jwks;
 pub mod mock;
@@ -27,7 +30,7 @@ pub mod token;
 
 pub use event::{write_events, Event, EventError, EventParts, RawEvent};
 pub use frame::{ClientFrame, ServerFrame};
-pub use input::{Answer, InputRequest, RequestId, RequestIdError};
+pub use input::{Answer, AnswerBody, InputRequest, RequestId, RequestIdError};
 pub use jwks::{JwksError, PublicKeys};
 pub use session::{
     ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,

@@ -148,7 +148,6 @@ pub enum ThreadBearer {
     Operator,
 }
 
-#[expect(dead_code, reason = "for POST /v1/chat (issue 24, the front ends)")]
 impl ThreadBearer {
     /// Refuses (401) unless this bearer opens `thread`.
     pub fn opens(&self, thread: &ThreadId) -> Result<(), ApiError> {

@@ -17,16 +17,16 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("no such session")]
     NotFound,
+    /// Something the request names that the session does not have (an
+    /// input request).
+    #[error("{0}")]
+    Missing(String),
     #[error("no such thread")]
     NoSuchThread,
     /// A thread's run was asked for while its previous run has not ended
     /// (protocol.md §9).
     #[error("the thread's run {0} has not ended")]
     RunActive(weir_protocol::SessionId),
-    /// Something the request names that the session does not have (an
-    /// input request).
-    #[error("{0}")]
-    Missing(String),
     /// A path this API does not have.
     #[error("{0}")]
     NoRoute(String),
@@ -57,6 +57,8 @@ impl ApiError {
             ApiError::NotFound
             | ApiError::NoSuchThread
             | ApiError::Missing(_)
+            | ApiError::Missing(_)
+            | ApiError::NoSuchThread
             | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::RunActive(_) => StatusCode::CONFLICT,
@@ -74,6 +76,8 @@ impl ApiError {
             ApiError::NotFound
             | ApiError::NoSuchThread
             | ApiError::Missing(_)
+            | ApiError::Missing(_)
+            | ApiError::NoSuchThread
             | ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",

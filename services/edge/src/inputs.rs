@@ -12,12 +12,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::Value;
 use weir_bus::input::AnswerData;
 use weir_bus::{EventLog, Put};
-use weir_protocol::input::INPUT_REQUEST;
-use weir_protocol::{Event, InputRequest, RequestId, SessionId};
+use weir_protocol::input::{schema_mismatches, INPUT_REQUEST};
+use weir_protocol::{AnswerBody, Event, InputRequest, RequestId, SessionId};
 
 use crate::access::SessionAuth;
 use crate::error::ApiError;
@@ -28,26 +27,18 @@ use crate::AppState;
 /// request (only `status` notices can come between it and the log's end).
 const LOOK_BACK: u64 = 16;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputBody {
-    request: String,
-    /// Checked by [`answer`], which names what is wrong with it.
-    #[serde(default)]
-    data: Value,
-}
-
 /// `POST /v1/sessions/{id}/input`
 pub async fn post(
     State(state): State<AppState>,
     SessionAuth(id): SessionAuth,
-    body: Result<JsonObject<InputBody>, ApiError>,
+    body: Result<JsonObject<AnswerBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let JsonObject(body) = body?;
+    let request = body.request.clone();
     answer(&state, &id, &body.request, body.data).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "id": id, "request": body.request })),
+        Json(serde_json::json!({ "id": id, "request": request })),
     ))
 }
 
@@ -61,13 +52,11 @@ pub(crate) async fn answer(
     request: &str,
     data: Value,
 ) -> Result<(), ApiError> {
-    let request =
-        RequestId::parse(request).map_err(|e| ApiError::BadRequest(format!("request: {e}")))?;
-    let Value::Object(data) = data else {
-        return Err(ApiError::BadRequest(
-            "data must be a JSON object (the answer)".into(),
-        ));
+    let body = AnswerBody {
+        request: request.to_owned(),
+        data,
     };
+    let (request, data) = body.check().map_err(ApiError::BadRequest)?;
     let inputs = &state.bus.inputs;
     match open_request(state.bus.log.as_ref(), session).await? {
         Open::Ended => Err(ApiError::Conflict("the session has ended".into())),
@@ -152,32 +141,16 @@ fn check_schema(request: &InputRequest, data: &AnswerData) -> Result<(), ApiErro
     let Some(schema) = &request.schema else {
         return Ok(());
     };
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(request = %request.id, error = %e, "input request schema unusable; answer not checked");
-            return Ok(());
-        }
-    };
-    let instance = Value::Object(data.clone());
-    let problems: Vec<String> = validator
-        .iter_errors(&instance)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
+    match schema_mismatches(schema, data) {
+        Ok(problems) if problems.is_empty() => Ok(()),
+        Ok(problems) => Err(ApiError::BadRequest(format!(
             "data does not match the request's schema: {}",
             problems.join("; ")
-        )))
+        ))),
+        Err(e) => {
+            tracing::warn!(request = %request.id, error = %e, "input request schema unusable; answer not checked");
+            Ok(())
+        }
     }
 }
 

@@ -41,16 +41,12 @@ pub async fn launch(
     );
     match (created, queued) {
         (Ok(true), Ok(())) => Ok(()),
-        (Ok(false), queued) => {
-            // A fresh id taken: only a broken id generator does this.
-            if queued.is_ok() {
-                retract(state, new).await;
-            }
-            Err(ApiError::Conflict(format!(
-                "session {} already exists",
-                new.id
-            )))
-        }
+        // The fresh id's state was written first by the producer that took
+        // this very request: it found no state yet and wrote it from the
+        // request (as for a store that came back empty). The session is
+        // created and queued.
+        (Ok(false), Ok(())) => Ok(()),
+        (Ok(false), Err(e)) => Err(e.into()),
         (Err(e), queued) => {
             if queued.is_ok() {
                 retract(state, new).await;
@@ -136,5 +132,49 @@ async fn abandon(state: &AppState, new: &SessionState) {
         .await
     {
         tracing::debug!(session = %new.id, error = %e, "unqueued session not marked failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use weir_bus::{Bus, BusConfig};
+    use weir_protocol::SessionId;
+    use weir_store::{MemoryStore, SessionStore};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_state_the_producer_wrote_from_the_request_first_is_no_conflict() {
+        let store = Arc::new(MemoryStore::new(Duration::from_secs(3600)));
+        let bus = Bus::memory(BusConfig::default());
+        let config = crate::EdgeConfig::local("launch-test-secret-of-at-least-32-bytes");
+        let state = AppState::new(config, bus, store.clone()).unwrap();
+        let new = SessionState::new(SessionId::random(), "mock");
+        let run = RunRequest {
+            session: new.id.clone(),
+            agent: "mock".into(),
+            input: serde_json::json!({}),
+            thread: None,
+        };
+        // The producer took the request before the edge's write landed and
+        // wrote the state from it.
+        let mut recreated = SessionState::new(new.id.clone(), "mock");
+        recreated.unknown = vec!["created".into(), "control".into()];
+        assert!(store.create(&recreated).await.unwrap());
+        launch(&state, &new, &run).await.unwrap();
+        let taken = state
+            .bus
+            .runs
+            .take("mock", 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1, "the run is queued");
+        assert!(
+            state.bus.log.last(&new.id).await.unwrap().is_none(),
+            "and not retracted"
+        );
     }
 }

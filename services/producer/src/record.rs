@@ -13,14 +13,16 @@
 //! end from the log.
 //!
 //! A write that finds the session's state gone (Redis came back empty) is
-//! not redone: edges rebuild the state from the log when it is asked for.
+//! not redone: edges rebuild the state from the log when it is asked for;
+//! a run that starts for a session whose state is gone writes it again
+//! ([`recreate`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use weir_protocol::SessionId;
-use weir_store::Update;
+use weir_protocol::{RunRequest, SessionId};
+use weir_store::{SessionState, StoreError, Update};
 
 use crate::Ctx;
 
@@ -177,6 +179,20 @@ async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Writes the state of a session the store lost (Redis came back empty)
+/// again from its run request. The request proves the session was created,
+/// and requests expire with the state's retention, so a request without
+/// state is one the store forgot.
+pub(crate) async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
+    let mut state = SessionState::new(req.session.clone(), &req.agent);
+    state.unknown = vec!["created".into(), "control".into()];
+    // A thread's run stays its thread's (its thread token opens it).
+    state.thread = req.thread.clone();
+    ctx.store.create(&state).await?;
+    tracing::debug!("the store had lost the session's state; written again from the run request");
+    Ok(state)
 }
 
 #[cfg(test)]

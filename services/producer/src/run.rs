@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunTicket};
 use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
-use weir_store::{SessionState, StoreError, Update};
+use weir_store::Update;
 use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
@@ -140,7 +140,7 @@ async fn admit(
     let id = &req.session;
     let state = match ctx.store.get(id).await {
         Ok(Some(state)) => Ok(Some(state)),
-        Ok(None) => recreate(ctx, req).await.map(Some),
+        Ok(None) => crate::record::recreate(ctx, req).await.map(Some),
         Err(e) => Err(e),
     };
     let control = match state {
@@ -411,18 +411,6 @@ fn status_output(state: &str) -> Output {
     }
 }
 
-/// Writes the state of a session the store lost (Redis came back empty)
-/// again from its run request. The request proves the session was created,
-/// and requests expire with the state's retention, so a request without
-/// state is one the store forgot.
-async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
-    let mut state = SessionState::new(req.session.clone(), &req.agent);
-    state.unknown = vec!["created".into(), "control".into()];
-    ctx.store.create(&state).await?;
-    tracing::debug!("the store had lost the session's state; written again from the run request");
-    Ok(state)
-}
-
 /// Renews the run's lease until the run is over, which cancels `lost`;
 /// cancels `lost` itself when another node took the lease over (the run
 /// stops publishing). Returns the lease, still held, when the run is over.
@@ -441,6 +429,8 @@ pub(crate) async fn keep_lease(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use weir_store::SessionState;
 
     use async_trait::async_trait;
     use serde_json::json;

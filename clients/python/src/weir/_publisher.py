@@ -185,6 +185,8 @@ class Publisher:
         self._auto_end = auto_end
 
         self._js: Any = None
+        # The least number a default request id (``ask_<n>``) may take: ids never repeat.
+        self._ask_next = 1
         self._ctl_sub: Any = None
         self._max_payload = 1024 * 1024
         self._started = False
@@ -417,6 +419,27 @@ class Publisher:
                 raise self._failure
             self._progress_ev.clear()
             await self._progress_ev.wait()
+
+    async def ask(
+        self,
+        prompt: str,
+        schema: Optional[Mapping[str, Any]] = None,
+        *,
+        request: Optional[str] = None,
+        source: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Ask a person and wait for the answer (docs/protocol.md §9): publishes ``input_request``
+        ``{"id", "prompt", "schema"?}`` (``id`` = ``request``, default ``ask_<its seq>``), waits
+        for the answer in NATS KV ``WEIR_INPUTS`` (given by anyone holding the session's token:
+        ``POST /v1/sessions/{id}/input`` or the WebSocket ``input`` frame, checked against
+        ``schema`` by the edge), publishes ``input`` ``{"request", "data"}`` once and returns
+        ``data``. The session's status is ``input_required`` meanwhile and the lease is renewed:
+        the wait is bounded only by the retention. An answer given while paused is published
+        after ``resume``; a ``cancel`` while waiting raises :class:`asyncio.CancelledError`.
+        """
+        from ._ask import ask
+
+        return await ask(self, prompt, schema, request=request, source=source)
 
     async def _emit(
         self,

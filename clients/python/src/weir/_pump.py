@@ -30,7 +30,9 @@ log = logging.getLogger("weir")
 WeirEventSpec = Tuple[str, Dict[str, Any], Optional[str]]
 
 #: Kinds with a meaning in the weir protocol; a pass-through item never takes one of them.
-RESERVED_KINDS = frozenset({"token", "message", "tool_call", "tool_result", "usage", "status", "error", "end"})
+RESERVED_KINDS = frozenset(
+    {"token", "message", "tool_call", "tool_result", "usage", "status", "input_request", "input", "error", "end"}
+)
 
 
 class Mapping(Protocol):

@@ -21,6 +21,8 @@ ThoughtEvent and every other event     kind = snake_case of its type without ``E
 TaskResult                             ``end`` ``{"reason": "completed", "stop_reason"}``
 an exception                           ``error`` ``{"code", "message"}`` + ``end`` ``failed``
 cancel on the control channel          AutoGen's CancellationToken is cancelled, ``end`` ``cancelled``
+a UserProxyAgent's :func:`input_func`  ``input_request`` ``{"id", "prompt", "schema"}``, then ``input``
+                                       ``{"request", "data": {"text"}}`` once a person answered
 =====================================  ==========================================================
 
 Every event's ``source`` is the AutoGen ``source``. Control, errors and ``end`` are handled by the
@@ -55,11 +57,12 @@ from autogen_agentchat.messages import (
 from autogen_core import CancellationToken, Image
 from pydantic import BaseModel
 
+from ._ask import TEXT_SCHEMA
 from ._publisher import Publisher
 from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump, takes_argument, task_of
 
 
-__all__ = ["stream_to_weir", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec", "RESERVED_KINDS"]
+__all__ = ["stream_to_weir", "input_func", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec", "RESERVED_KINDS"]
 
 # Fields shown as data.type/id/content or left out (bulky or internal) when copying extras.
 _COMMON_FIELDS = frozenset({"id", "source", "models_usage", "metadata", "created_at", "type", "content", "context"})
@@ -303,6 +306,24 @@ async def stream_to_weir(
         end=end,
         name="weir-autogen",
     )
+
+
+def input_func(publisher: Publisher, *, source: Optional[str] = None) -> Callable[[str, Optional[CancellationToken]], Awaitable[str]]:
+    """A ``UserProxyAgent`` input function that asks a person through weir (docs/protocol.md §9)::
+
+        UserProxyAgent("user", input_func=weir.autogen.input_func(run))
+
+    Each call publishes ``input_request`` ``{"id", "prompt": <AutoGen's prompt>, "schema":
+    {"text": string}}``, waits for the answer (``POST /v1/sessions/{id}/input`` or the WebSocket
+    ``input`` frame, on any edge), publishes ``input`` and returns the answer's ``text`` as the
+    user's message. A cancel while waiting cancels the wait.
+    """
+
+    async def ask_person(prompt: str, cancellation_token: Optional[CancellationToken] = None) -> str:
+        answer = await publisher.ask(prompt, TEXT_SCHEMA, source=source)
+        return str(answer.get("text", ""))
+
+    return ask_person
 
 
 def handler(make_team: Callable[..., Any], *, usage: bool = True, **stream_options: Any) -> Callable[[Any], Awaitable[RunOutcome]]:

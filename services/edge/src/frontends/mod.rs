@@ -13,20 +13,38 @@
 use axum::routing::{get, post, MethodRouter};
 use serde_json::{Map, Value};
 use weir_protocol::event::kind;
+use weir_protocol::input::{INPUT, INPUT_REQUEST};
 use weir_protocol::{EndReason, Event};
 
 pub mod ag_ui;
+pub mod chat;
 pub mod stream;
+pub mod ui_messages;
 pub mod ui_stream;
 
-/// `…/ui-stream` (GET and POST) and `…/ag-ui` (POST).
+/// A session's `…/ui-stream` (GET and POST) and `…/ag-ui` (POST); a
+/// thread's AI SDK chat (`/v1/chat`, `/v1/chat/{t}/stream`) and AG-UI
+/// endpoints. The bodies that carry a conversation (the chat's, AG-UI's)
+/// may be as large as [`ag_ui::body_limit`].
 pub fn routes(config: &crate::EdgeConfig) -> Vec<(&'static str, MethodRouter<crate::AppState>)> {
     let ui_stream = get(ui_stream::handler).post(ui_stream::handler);
     let ag_ui = post(ag_ui::handler).layer(ag_ui::body_limit(config));
+    let chat = post(chat::send).layer(ag_ui::body_limit(config));
     vec![
         ("/v1/sessions/{id}/ui-stream", ui_stream),
         ("/v1/sessions/{id}/ag-ui", ag_ui),
+        ("/v1/chat", chat),
+        ("/v1/chat/{t}/stream", get(chat::resume)),
+        (
+            "/v1/threads/{t}/ag-ui",
+            post(ag_ui::thread::handler).layer(ag_ui::body_limit(config)),
+        ),
     ]
+}
+
+/// A 400 naming the field of a front end's request that is wrong.
+pub fn invalid(field: &str, what: &str) -> crate::error::ApiError {
+    crate::error::ApiError::BadRequest(format!("{field}: {what}"))
 }
 
 /// What an event means to a chat UI. Ids are seqs; encoders format them.
@@ -55,6 +73,15 @@ pub enum Op {
         index: usize,
         result: ToolResult,
     },
+    /// The agent asks a person (`input_request`, protocol.md §9) and waits.
+    InputRequest {
+        seq: u64,
+        request: InputRequest,
+    },
+    /// The answer to request `request`, as the producer received it.
+    Input {
+        request: String,
+    },
     /// The session's usage so far (sums of every `usage` event).
     Usage(Map<String, Value>),
     Error {
@@ -80,6 +107,14 @@ pub struct ToolResult {
     pub name: String,
     pub content: String,
     pub is_error: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRequest {
+    pub id: String,
+    pub prompt: String,
+    /// The JSON Schema the answer must match, when the agent gave one.
+    pub schema: Option<Value>,
 }
 
 /// Usage fields that are summed across `usage` events (AutoGen's and the
@@ -129,6 +164,27 @@ impl Reader {
                 out.extend(tool_results(&e));
             }
             kind::USAGE => self.add_usage(&e.data, out),
+            INPUT_REQUEST => {
+                self.close(out);
+                let Some(id) = e.data["id"].as_str() else {
+                    return;
+                };
+                out.push(Op::InputRequest {
+                    seq: e.seq,
+                    request: InputRequest {
+                        id: id.to_owned(),
+                        prompt: as_text(&e.data["prompt"]),
+                        schema: Some(e.data["schema"].clone()).filter(Value::is_object),
+                    },
+                });
+            }
+            INPUT => {
+                if let Some(request) = e.data["request"].as_str() {
+                    out.push(Op::Input {
+                        request: request.to_owned(),
+                    });
+                }
+            }
             kind::ERROR => {
                 self.close(out);
                 let field = |f: &str| e.data[f].as_str().unwrap_or_default().to_owned();

@@ -12,7 +12,7 @@ use weir_protocol::{RawEvent, SessionId};
 use crate::delivery::{self, body};
 use crate::error::ApiError;
 use crate::subscription::DeliveryError;
-use crate::AppState;
+use crate::{AppState, ConnectionGuard};
 
 /// Turns weir events into one protocol's SSE payloads (each a `data:` line).
 pub trait Encoder: Send + 'static {
@@ -44,6 +44,17 @@ pub async fn serve(
     encoder: impl Encoder,
 ) -> Result<Response, ApiError> {
     let guard = delivery::admit(state, req.transport)?;
+    serve_in(state, guard, req, encoder).await
+}
+
+/// [`serve`] in a slot already taken (a handler that does work for the
+/// stream first, such as starting a run, takes its slot before that work).
+pub async fn serve_in(
+    state: &AppState,
+    guard: ConnectionGuard,
+    req: Request,
+    encoder: impl Encoder,
+) -> Result<Response, ApiError> {
     let opened = delivery::subscribe(state, guard, req.transport, req.id, 0).await?;
     let encoder = |_: &_| Payloads(encoder);
     Ok(body::respond(state, opened, encoder, req.headers))

@@ -178,10 +178,6 @@ async fn ended_status(state: &AppState, run: &SessionId) -> Result<(&'static str
 }
 
 /// The thread's run that has not ended, if any.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the front ends' thread endpoints (issue 24)")
-)]
 pub(crate) async fn active_run(
     state: &AppState,
     thread: &ThreadId,
@@ -195,10 +191,6 @@ pub(crate) async fn active_run(
 
 /// What a run of a thread was started with; `None` for a session that is
 /// no thread's run (or whose thread expired).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the front ends' thread endpoints (issue 24)")
-)]
 pub(crate) async fn run_spec(
     state: &AppState,
     session: &SessionId,
@@ -216,10 +208,6 @@ pub(crate) async fn run_spec(
 }
 
 /// The run a client run id names in `thread`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the front ends' thread endpoints (issue 24)")
-)]
 pub(crate) async fn find_alias(
     state: &AppState,
     thread: &ThreadId,
@@ -230,10 +218,6 @@ pub(crate) async fn find_alias(
 
 /// Names `run` by one more client run id (AG-UI's resume under a new
 /// `runId`); 409 when that id already names another run.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "for the front ends' thread endpoints (issue 24)")
-)]
 pub(crate) async fn add_alias(
     state: &AppState,
     thread: &ThreadId,

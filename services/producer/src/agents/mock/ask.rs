@@ -1,6 +1,6 @@
-//! The mock's `/ask PROMPT` reply in a thread (protocol.md §4): it asks a
-//! person for `{"text": …}` with the prompt, waits for the answer, and
-//! replies `you answered: <text>`.
+//! The mock's `/ask PROMPT` in a thread (protocol.md §4; [`super::thread`]
+//! says it): it asks a person for `{"text": …}` with the prompt, waits for
+//! the answer, and replies `you answered: <text>`.
 
 use serde_json::json;
 

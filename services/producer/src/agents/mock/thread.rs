@@ -34,8 +34,8 @@ pub async fn reply(
         Turn::Say(text) => say(&text, input.rate, out).await,
         Turn::Call { name, arguments } => call(name, arguments, out).await,
         Turn::Ask(prompt) => {
-            let reply = super::ask::reply(&prompt, out).await?;
-            say(&reply, input.rate, out).await
+            let text = super::ask::reply(&prompt, out).await?;
+            say(&text, input.rate, out).await
         }
     }
 }
@@ -142,6 +142,10 @@ mod tests {
             (
                 vec![json!({"role": "tool", "content": "sunny", "tool_call_id": "call_1"})],
                 Turn::Say("tool said: sunny".into()),
+            ),
+            (
+                vec![user("/ask your name?")],
+                Turn::Ask("your name?".into()),
             ),
         ];
         for (messages, expected) in rows {

@@ -79,6 +79,13 @@ pub enum Chunk {
     MessageMetadata {
         message_metadata: Value,
     },
+    /// An `input_request` (protocol.md §9): `id` = the request's id, `data`
+    /// = `{prompt, schema}`.
+    #[serde(rename = "data-input-request")]
+    DataInputRequest {
+        id: String,
+        data: Value,
+    },
     Error {
         error_text: String,
     },
@@ -88,7 +95,11 @@ pub enum Chunk {
 
 /// The encoder: [`Reader`]'s ops as chunks, for one connection.
 pub struct UiStream {
-    session: String,
+    /// The assistant message's id: the session id, or the message the run
+    /// continues.
+    message_id: String,
+    /// The continued message's earlier parts, restated after `start`.
+    restated: Vec<Chunk>,
     reader: Reader,
     /// A tool result was the last content: the next content starts a step.
     after_tools: bool,
@@ -98,9 +109,13 @@ pub struct UiStream {
 }
 
 impl UiStream {
-    pub fn new(session: &str) -> UiStream {
+    /// The stream of session `session` as message `message_id` (the
+    /// session id unless the run continues a message), whose earlier parts
+    /// `restated` repeats first.
+    pub fn new(session: &str, message_id: Option<&str>, restated: Vec<Chunk>) -> UiStream {
         UiStream {
-            session: session.to_owned(),
+            message_id: message_id.unwrap_or(session).to_owned(),
+            restated,
             reader: Reader::new(session),
             after_tools: false,
             errored: false,
@@ -109,13 +124,15 @@ impl UiStream {
         }
     }
 
-    pub fn start(&self) -> Vec<Chunk> {
-        vec![
+    pub fn start(&mut self) -> Vec<Chunk> {
+        let mut out = vec![
             Chunk::Start {
-                message_id: self.session.clone(),
+                message_id: self.message_id.clone(),
             },
             Chunk::StartStep,
-        ]
+        ];
+        out.append(&mut self.restated);
+        out
     }
 
     /// The chunks of one op.
@@ -165,6 +182,17 @@ impl UiStream {
                     }
                 });
             }
+            Op::InputRequest { request, .. } => {
+                let mut data = serde_json::json!({ "prompt": request.prompt });
+                if let Some(schema) = request.schema {
+                    data["schema"] = schema;
+                }
+                out.push(Chunk::DataInputRequest {
+                    id: request.id,
+                    data,
+                });
+            }
+            Op::Input { .. } => {}
             Op::Usage(usage) => out.push(Chunk::MessageMetadata {
                 message_metadata: serde_json::json!({ "usage": usage }),
             }),
@@ -267,7 +295,7 @@ pub async fn handler(
     State(state): State<AppState>,
     SessionAuth(id): SessionAuth,
 ) -> Result<Response, ApiError> {
-    let encoder = UiStream::new(id.as_str());
+    let encoder = UiStream::new(id.as_str(), None, Vec::new());
     let req = stream::Request {
         id,
         transport: "ui-stream",
@@ -277,185 +305,4 @@ pub async fn handler(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frontends::tests::{autogen_session, read_all};
-
-    fn encode(session: &str, events: &[Vec<u8>]) -> Vec<String> {
-        let mut enc = UiStream::new(session);
-        let mut chunks = enc.start();
-        for op in read_all(session, events) {
-            enc.chunks(op, &mut chunks);
-        }
-        to_json(chunks)
-    }
-
-    #[test]
-    fn an_autogen_session_becomes_these_chunks_exactly() {
-        let got = encode("s1", &autogen_session());
-        let want = [
-            r#"{"type":"start","messageId":"s1"}"#,
-            r#"{"type":"start-step"}"#,
-            r#"{"type":"text-start","id":"t2"}"#,
-            r#"{"type":"text-delta","id":"t2","delta":"Let me "}"#,
-            r#"{"type":"text-delta","id":"t2","delta":"check."}"#,
-            r#"{"type":"text-end","id":"t2"}"#,
-            r#"{"type":"tool-input-available","toolCallId":"call_1","toolName":"get_weather","input":{"city":"Paris"},"dynamic":true}"#,
-            r#"{"type":"message-metadata","messageMetadata":{"usage":{"completion_tokens":3,"prompt_tokens":10}}}"#,
-            r#"{"type":"tool-output-available","toolCallId":"call_1","output":"sunny","dynamic":true}"#,
-            r#"{"type":"finish-step"}"#,
-            r#"{"type":"start-step"}"#,
-            r#"{"type":"text-start","id":"t7"}"#,
-            r#"{"type":"text-delta","id":"t7","delta":"It is sunny."}"#,
-            r#"{"type":"text-end","id":"t7"}"#,
-            r#"{"type":"message-metadata","messageMetadata":{"usage":{"completion_tokens":7,"prompt_tokens":30}}}"#,
-            r#"{"type":"finish-step"}"#,
-            r#"{"type":"finish"}"#,
-        ];
-        assert_eq!(got, want);
-        // The same events give the same bytes (nothing random or clock-based).
-        assert_eq!(encode("s1", &autogen_session()), got);
-    }
-
-    /// Every chunk's fields, checked against the fields that the strict
-    /// releases (5.0.0, 7.0.0–7.0.31) define for its type.
-    #[test]
-    fn chunks_carry_only_the_fields_of_the_strict_schemas() {
-        let allowed: &[(&str, &[&str])] = &[
-            ("start", &["messageId", "messageMetadata"]),
-            ("start-step", &[]),
-            ("finish-step", &[]),
-            ("text-start", &["id", "providerMetadata"]),
-            ("text-delta", &["id", "delta", "providerMetadata"]),
-            ("text-end", &["id", "providerMetadata"]),
-            (
-                "tool-input-available",
-                &[
-                    "toolCallId",
-                    "toolName",
-                    "input",
-                    "providerExecuted",
-                    "providerMetadata",
-                    "dynamic",
-                ],
-            ),
-            (
-                "tool-output-available",
-                &["toolCallId", "output", "providerExecuted", "dynamic"],
-            ),
-            (
-                "tool-output-error",
-                &["toolCallId", "errorText", "providerExecuted", "dynamic"],
-            ),
-            ("message-metadata", &["messageMetadata"]),
-            ("error", &["errorText"]),
-            ("finish", &["messageMetadata"]),
-            ("abort", &[]),
-        ];
-        let mut enc = UiStream::new("s");
-        let mut chunks = enc.start();
-        let ops = [
-            Op::ToolResult {
-                seq: 3,
-                index: 0,
-                result: super::super::ToolResult {
-                    call_id: "c".into(),
-                    name: "f".into(),
-                    content: "bad".into(),
-                    is_error: true,
-                },
-            },
-            Op::Error {
-                code: "x".into(),
-                message: "boom".into(),
-            },
-            Op::End {
-                reason: EndReason::Failed,
-            },
-        ];
-        for op in read_all("s", &autogen_session()).into_iter().chain(ops) {
-            enc.chunks(op, &mut chunks);
-        }
-        enc.chunks(
-            Op::End {
-                reason: EndReason::Cancelled,
-            },
-            &mut chunks,
-        );
-        for c in to_json(chunks) {
-            let v: Value = serde_json::from_str(&c).unwrap();
-            let ty = v["type"].as_str().unwrap();
-            let fields = allowed.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f);
-            let fields = fields.unwrap_or_else(|| panic!("unexpected chunk {c}"));
-            for key in v.as_object().unwrap().keys().filter(|k| *k != "type") {
-                assert!(fields.contains(&key.as_str()), "{key} not in {ty}: {c}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_failed_session_ends_with_one_error_then_finish_and_a_cancelled_one_aborts() {
-        let mut enc = UiStream::new("s");
-        let mut out = Vec::new();
-        enc.chunks(
-            Op::End {
-                reason: EndReason::Failed,
-            },
-            &mut out,
-        );
-        assert_eq!(
-            to_json(out),
-            [
-                r#"{"type":"finish-step"}"#,
-                r#"{"type":"error","errorText":"the session failed"}"#,
-                r#"{"type":"finish"}"#
-            ]
-        );
-        let mut enc = UiStream::new("s");
-        let mut out = Vec::new();
-        enc.chunks(
-            Op::End {
-                reason: EndReason::Cancelled,
-            },
-            &mut out,
-        );
-        assert_eq!(
-            to_json(out),
-            [r#"{"type":"finish-step"}"#, r#"{"type":"abort"}"#]
-        );
-        let end = weir_protocol::Event::end(1, EndReason::Completed, None).to_raw();
-        let mut enc = UiStream::new("s");
-        assert_eq!(
-            enc.events(&[end]).last().map(String::as_str),
-            Some("[DONE]")
-        );
-        assert!(enc.done());
-    }
-
-    #[test]
-    fn a_result_without_its_call_gets_a_tool_part_first() {
-        let mut enc = UiStream::new("s");
-        let mut out = Vec::new();
-        let result = super::super::ToolResult {
-            call_id: "c9".into(),
-            name: "f".into(),
-            content: "ok".into(),
-            is_error: false,
-        };
-        enc.chunks(
-            Op::ToolResult {
-                seq: 1,
-                index: 0,
-                result,
-            },
-            &mut out,
-        );
-        assert_eq!(
-            to_json(out),
-            [
-                r#"{"type":"tool-input-available","toolCallId":"c9","toolName":"f","input":{},"dynamic":true}"#,
-                r#"{"type":"tool-output-available","toolCallId":"c9","output":"ok","dynamic":true}"#
-            ]
-        );
-    }
-}
+mod tests;
