@@ -57,8 +57,6 @@ impl ApiError {
             ApiError::NotFound
             | ApiError::NoSuchThread
             | ApiError::Missing(_)
-            | ApiError::Missing(_)
-            | ApiError::NoSuchThread
             | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::RunActive(_) => StatusCode::CONFLICT,
@@ -76,8 +74,6 @@ impl ApiError {
             ApiError::NotFound
             | ApiError::NoSuchThread
             | ApiError::Missing(_)
-            | ApiError::Missing(_)
-            | ApiError::NoSuchThread
             | ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
