@@ -138,3 +138,50 @@ async fn abandon(state: &AppState, new: &SessionState) {
         tracing::debug!(session = %new.id, error = %e, "unqueued session not marked failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_bus::{Bus, BusConfig};
+    use weir_protocol::SessionId;
+    use weir_store::MemoryStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_queued_run_whose_state_was_refused_is_ended_in_its_log() {
+        let bus = Bus::memory(BusConfig::default());
+        let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(60)));
+        let config = crate::EdgeConfig::local("launch-unit-test-secret-of-32-bytes");
+        let state = AppState::new(config, bus, store).unwrap();
+        let id = SessionId::parse("refused").unwrap();
+        let new = SessionState::new(id.clone(), "mock");
+        // The state write is refused (here: the id is taken), after the
+        // request was queued at the same time.
+        assert!(state.store.create(&new).await.unwrap());
+        let run = RunRequest {
+            session: id.clone(),
+            agent: "mock".into(),
+            input: serde_json::json!({}),
+            thread: None,
+        };
+        assert!(matches!(
+            launch(&state, &new, &run).await,
+            Err(ApiError::Conflict(_))
+        ));
+        let last = state.bus.log.last(&id).await.unwrap().expect("an end");
+        assert!(last.event.end);
+        assert_eq!(last.event.seq, 2);
+        let page = state
+            .bus
+            .log
+            .reader(&id, 0)
+            .await
+            .unwrap()
+            .next_page(10)
+            .await;
+        let first: serde_json::Value = serde_json::from_slice(&page.unwrap()[0].json).unwrap();
+        assert_eq!(first["data"]["code"], "not_created");
+    }
+}
