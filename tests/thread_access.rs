@@ -274,3 +274,20 @@ async fn a_thread_token_opens_its_runs_state_history_and_streams_but_not_another
     let (status, _) = call("POST", format!("{base}/cancel"), &other, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_operator_listing_names_each_runs_thread() {
+    let edge = edge().await;
+    let (t, token) = thread(&edge).await;
+    let (_, started) = run(&edge, &t, &token, say("hi")).await;
+    let url = format!("{}/v1/sessions?limit=10", edge.base);
+    let (status, listed) = call("GET", url, API_KEY, None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let entry = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == started["id"])
+        .expect("the run is listed");
+    assert_eq!(entry["thread"], t.as_str());
+}

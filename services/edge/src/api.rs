@@ -84,11 +84,7 @@ pub async fn create(
             input: body.input,
             thread: None,
         };
-        if body.id.is_some() {
-            launch::launch_named(&state, &new, &run).await?;
-        } else {
-            launch::launch(&state, &new, &run).await?;
-        }
+        launch::launch(&state, &new, &run).await?;
     }
     metrics::counter!(names::SESSIONS_CREATED, "agent" => agent.to_owned()).increment(1);
     let token = state.auth.keys.issue(&id, state.config.token_ttl.as_secs());

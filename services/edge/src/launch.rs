@@ -1,20 +1,20 @@
-//! Starting a session's run: the state write, the run request's enqueue and
-//! this edge's warm feed for the session (so that its first client, which
-//! usually connects here next, finds the first events in the ring) go out
-//! at once, not one after the other: a start costs the slowest of the
-//! three, not their sum (BENCHMARKS.md, "The create path").
+//! Starting a session's run: the state write and this edge's warm feed for
+//! the session (so that its first client, which usually connects here next,
+//! finds the first events in the ring) go out at once; the run request is
+//! queued once the state is stored.
 //!
-//! What that keeps: a client is told 201 only when both the state and the
-//! run request are stored. When the state write fails but the request was
-//! queued, the session is ended in its log before the 503 goes out (an
-//! `error` `not_created` + `end` `failed` at seq 1, behind the empty-log
-//! fence), so the producer that takes the request finds the end and drops
-//! it: no run goes on that nobody was given. Only a session whose id was
-//! chosen by the caller is written first and queued after, since its id
-//! may be taken (409) and a request must never be queued for someone
-//! else's session.
+//! Why not all three at once: a producer that takes a run request whose
+//! session has no state yet takes it for state Redis lost, and writes it
+//! again from the request (`recreate` in the producer) — which then beats
+//! the edge's own write, so the edge's create finds the id taken, and what
+//! only the edge knows (`pace`, the creation time) is lost. Pipelining the
+//! enqueue needs a create that tells "taken by this very request's
+//! producer" apart, or a producer that waits for the edge's write; until
+//! then the state is written first (tests/redis_outage.rs found the race).
+//! A request that cannot be queued leaves its session failed, never queued
+//! for ever.
 
-use weir_protocol::{EndReason, Event, RunRequest};
+use weir_protocol::{EndReason, RunRequest};
 use weir_store::{SessionState, Update};
 
 use crate::error::ApiError;
@@ -27,42 +27,8 @@ use crate::AppState;
 pub const WARM_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 pub const WARM_WAIT: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Writes `new`, queues `run` and warms this edge's feed for the session,
-/// all at once. `new`'s id must be fresh (random): see the module docs.
+/// Writes `new` (while warming this edge's feed for it), then queues `run`.
 pub async fn launch(
-    state: &AppState,
-    new: &SessionState,
-    run: &RunRequest,
-) -> Result<(), ApiError> {
-    let (created, queued, ()) = tokio::join!(
-        state.store.create(new),
-        state.bus.runs.enqueue(run),
-        warm(state, new)
-    );
-    match (created, queued) {
-        (Ok(true), Ok(())) => Ok(()),
-        // The fresh id's state was written first by the producer that took
-        // this very request: it found no state yet and wrote it from the
-        // request (as for a store that came back empty). The session is
-        // created and queued.
-        (Ok(false), Ok(())) => Ok(()),
-        (Ok(false), Err(e)) => Err(e.into()),
-        (Err(e), queued) => {
-            if queued.is_ok() {
-                retract(state, new).await;
-            }
-            Err(e.into())
-        }
-        (Ok(true), Err(e)) => {
-            abandon(state, new).await;
-            Err(e.into())
-        }
-    }
-}
-
-/// [`launch`] for a session whose id the caller chose: written first (the
-/// id may be taken: 409), queued after.
-pub async fn launch_named(
     state: &AppState,
     new: &SessionState,
     run: &RunRequest,
@@ -89,40 +55,6 @@ pub async fn warm(state: &AppState, new: &SessionState) {
     state.hub.warm(&new.id, WARM_WAIT, hold).await;
 }
 
-/// Ends, in its log, a session whose run request was queued but whose
-/// creation was refused, so that no producer runs it. A producer that
-/// already published owns the log: it is cancelled instead.
-async fn retract(state: &AppState, new: &SessionState) {
-    let error = Event::new(
-        1,
-        "error",
-        None,
-        serde_json::json!({
-            "code": "not_created",
-            "message": "the session's state could not be stored; its creation was refused",
-        }),
-    );
-    let end = Event::end(2, EndReason::Failed, None);
-    let events = [error.to_raw(), end.to_raw()];
-    match state
-        .bus
-        .log
-        .append(&new.id, &events, weir_bus::Fence(0))
-        .await
-    {
-        Ok(_) => {}
-        Err(weir_bus::BusError::Fenced) => {
-            let cancel = weir_protocol::ControlOp::Cancel;
-            if let Err(e) = state.bus.control.send(&new.id, cancel).await {
-                tracing::warn!(session = %new.id, error = %e, "refused session's run not cancelled");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(session = %new.id, error = %e, "refused session's run not ended in its log")
-        }
-    }
-}
-
 /// Marks failed a session whose state was written but whose run request
 /// could not be queued (the client gets 503): it never runs.
 async fn abandon(state: &AppState, new: &SessionState) {
@@ -138,43 +70,39 @@ async fn abandon(state: &AppState, new: &SessionState) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use weir_bus::{Bus, BusConfig};
     use weir_protocol::SessionId;
-    use weir_store::{MemoryStore, SessionStore};
+    use weir_store::MemoryStore;
 
     use super::*;
 
     #[tokio::test]
-    async fn a_state_the_producer_wrote_from_the_request_first_is_no_conflict() {
-        let store = Arc::new(MemoryStore::new(Duration::from_secs(3600)));
+    async fn a_taken_id_is_refused_and_no_run_is_queued_for_it() {
         let bus = Bus::memory(BusConfig::default());
-        let config = crate::EdgeConfig::local("launch-test-secret-of-at-least-32-bytes");
-        let state = AppState::new(config, bus, store.clone()).unwrap();
-        let new = SessionState::new(SessionId::random(), "mock");
+        let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(60)));
+        let config = crate::EdgeConfig::local("launch-unit-test-secret-of-32-bytes");
+        let state = AppState::new(config, bus, store).unwrap();
+        let id = SessionId::parse("taken").unwrap();
+        let new = SessionState::new(id.clone(), "mock");
+        assert!(state.store.create(&new).await.unwrap());
         let run = RunRequest {
-            session: new.id.clone(),
+            session: id.clone(),
             agent: "mock".into(),
             input: serde_json::json!({}),
             thread: None,
         };
-        // The producer took the request before the edge's write landed and
-        // wrote the state from it.
-        let mut recreated = SessionState::new(new.id.clone(), "mock");
-        recreated.unknown = vec!["created".into(), "control".into()];
-        assert!(store.create(&recreated).await.unwrap());
-        launch(&state, &new, &run).await.unwrap();
-        let taken = state
+        assert!(matches!(
+            launch(&state, &new, &run).await,
+            Err(ApiError::Conflict(_))
+        ));
+        let wait = std::time::Duration::from_millis(200);
+        assert!(state
             .bus
             .runs
-            .take("mock", 1, Duration::ZERO)
+            .take("mock", 1, wait)
             .await
-            .unwrap();
-        assert_eq!(taken.len(), 1, "the run is queued");
-        assert!(
-            state.bus.log.last(&new.id).await.unwrap().is_none(),
-            "and not retracted"
-        );
+            .unwrap()
+            .is_empty());
     }
 }

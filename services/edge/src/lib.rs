@@ -19,7 +19,7 @@
 //!   the same subscription.
 //! - [`threads`]: threads of runs (protocol.md §9) and what the front ends
 //!   call to start and find a thread's runs; [`launch`]: a new session's
-//!   state write, run request and warm feed, at once.
+//!   state write and warm feed, then its run request.
 //!
 //! - [`serve`]: the HTTP/1 server under the router: header and socket
 //!   write timeouts, client addresses, graceful shutdown.

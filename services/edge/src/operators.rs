@@ -139,6 +139,7 @@ pub async fn list_sessions(
                 "updated": s.updated,
                 "end_reason": s.end_reason.map(|r| r.as_str()),
                 "pace": s.pace,
+                "thread": s.thread,
                 "subscribers": subs,
             })
         })
