@@ -381,3 +381,50 @@ async fn an_answer_given_while_no_producer_waits_is_kept_and_delivered_once() {
     let kept = taker.inputs.get(&session, &request).await.unwrap().unwrap();
     assert_eq!(kept["approved"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threads_token_answers_its_runs_request_and_no_run_starts_while_it_waits() {
+    let c = Cluster::start("input-thread", 1, 1);
+    let a = c.edge(0);
+    let r = http()
+        .post(format!("{}/v1/threads", a.http()))
+        .json(&json!({"agent": "mock"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let thread: Value = r.json().await.unwrap();
+    let (t, token) = (
+        thread["id"].as_str().unwrap(),
+        thread["token"].as_str().unwrap(),
+    );
+    let run = |content: &str| {
+        let url = format!("{}/v1/threads/{t}/runs", a.http());
+        let body = json!({"messages": [{"role": "user", "content": content}]});
+        http().post(url).bearer_auth(token).json(&body).send()
+    };
+    let started: Value = run("/ask Which plan?").await.unwrap().json().await.unwrap();
+    let s = Session {
+        id: started["id"].as_str().unwrap().into(),
+        token: started["token"].as_str().unwrap().into(),
+    };
+    let request = wait_last(a, &s, "input_request").await;
+    // A run waiting for its answer has not ended: the thread takes no other run.
+    let busy = run("hello").await.unwrap();
+    assert_eq!(busy.status(), 409);
+    // The thread's token answers, as the session's would.
+    let id = request["data"]["id"].as_str().unwrap();
+    let url = format!("{}/v1/sessions/{}/input", a.http(), s.id);
+    let body = json!({"request": id, "data": {"text": "pro"}});
+    let answered = http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 202);
+    wait_ended(a, &s, MINUTE).await;
+    assert_eq!(text_of(&history(a, &s).await), "you answered: pro");
+    assert_eq!(run("hello").await.unwrap().status(), 201);
+}

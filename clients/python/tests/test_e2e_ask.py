@@ -34,14 +34,16 @@ async def post_input(cluster: Cluster, session: Dict[str, Any], body: Dict[str, 
 
 
 async def open_request(cluster: Cluster, session: Dict[str, Any]) -> str:
-    """The id of the session's open request, once the edge reports one."""
-    st = await wait_state(cluster, session, lambda s: s.get("status") == "input_required", timeout=20)
-    assert st["status"] == "input_required", st
+    """The id of the session's last ``input_request``, once the log has one."""
+    auth = {"Authorization": f"Bearer {session['token']}"}
     async with httpx.AsyncClient(base_url=cluster.base, timeout=10) as http:
-        auth = {"Authorization": f"Bearer {session['token']}"}
-        r = await http.get(f"/v1/sessions/{session['id']}/history", params={"limit": 1000}, headers=auth)
-    asks = [e for e in r.json()["events"] if e["kind"] == "input_request"]
-    return asks[-1]["data"]["id"]
+        for _ in range(400):
+            r = await http.get(f"/v1/sessions/{session['id']}/history", params={"limit": 1000}, headers=auth)
+            asks = [e for e in r.json()["events"] if e["kind"] == "input_request"]
+            if asks:
+                return asks[-1]["data"]["id"]
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no input_request in {session['id']}")
 
 
 async def log_of(cluster: Cluster, sid: str) -> List[Dict[str, Any]]:
@@ -58,6 +60,9 @@ async def test_an_answer_posted_to_the_edge_is_what_ask_returns_and_is_published
         await pub.emit("token", {"text": "Before I go on: "})
         asking = asyncio.ensure_future(pub.ask("Your name?", TEXT_SCHEMA))
         request = await open_request(cluster, session)
+        # The log ends with the question: the edge says the session waits for a person.
+        st = await wait_state(cluster, session, lambda s: s.get("status") == "input_required")
+        assert st["status"] == "input_required", st
         refused = await post_input(cluster, session, {"request": request, "data": {"text": 7}})
         assert refused.status_code == 400, refused.text
         r = await post_input(cluster, session, {"request": request, "data": {"text": "Ada"}})

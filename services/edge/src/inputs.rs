@@ -2,8 +2,10 @@
 //! `POST /v1/sessions/{id}/input`, the WebSocket `input` frame and AG-UI's
 //! `resume` all call [`answer`].
 //!
-//! The session's log says which request is open: the last `input_request`,
-//! when nothing but `status` notices (a pause while waiting) came after it.
+//! The session's log says which requests are open: an `input_request` with
+//! no `input` for it after it (other events may follow it: an outside
+//! producer's other output, or several questions at once). The log is read
+//! back from its end, at most [`LOOK_BACK`] events.
 //! The answer is checked against the request's schema and recorded in the
 //! bus's answer box ([`weir_bus::InputBox`]), where the producer that asked
 //! takes it; the box keeps the first answer only, so two answers given at
@@ -15,17 +17,19 @@ use axum::Json;
 use serde_json::Value;
 use weir_bus::input::AnswerData;
 use weir_bus::{EventLog, Put};
-use weir_protocol::input::{schema_mismatches, INPUT_REQUEST};
-use weir_protocol::{AnswerBody, Event, InputRequest, RequestId, SessionId};
+use weir_protocol::input::{schema_mismatches, INPUT, INPUT_REQUEST};
+use weir_protocol::{AnswerBody, Event, InputRequest, RawEvent, RequestId, SessionId};
 
 use crate::access::SessionAuth;
 use crate::error::ApiError;
 use crate::request::JsonObject;
 use crate::AppState;
 
-/// Events read at a time when looking back through the log for the open
-/// request (only `status` notices can come between it and the log's end).
-const LOOK_BACK: u64 = 16;
+/// How far back from the log's end a request is looked for: one further
+/// back is not found (404).
+pub const LOOK_BACK: u64 = 4096;
+/// Events read at a time when looking back.
+const PAGE: u64 = 64;
 
 /// `POST /v1/sessions/{id}/input`
 pub async fn post(
@@ -58,16 +62,18 @@ pub(crate) async fn answer(
     };
     let (request, data) = body.check().map_err(ApiError::BadRequest)?;
     let inputs = &state.bus.inputs;
-    match open_request(state.bus.log.as_ref(), session).await? {
-        Open::Ended => Err(ApiError::Conflict("the session has ended".into())),
-        Open::Request(open) if open.id == request => {
+    match find(state.bus.log.as_ref(), session, &request).await? {
+        Found::Ended => Err(ApiError::Conflict("the session has ended".into())),
+        Found::Answered => Err(already_answered(&request)),
+        Found::Open(open) => {
             check_schema(&open, &data)?;
             match inputs.put(session, &request, &data).await? {
                 Put::Stored => Ok(()),
                 Put::AlreadyAnswered => Err(already_answered(&request)),
             }
         }
-        Open::Request(_) | Open::None => match inputs.get(session, &request).await? {
+        // Answered but not published yet, or never asked.
+        Found::Nothing => match inputs.get(session, &request).await? {
             Some(_) => Err(already_answered(&request)),
             None => Err(ApiError::Missing(format!(
                 "the session has no open input request {request}"
@@ -80,32 +86,38 @@ fn already_answered(request: &RequestId) -> ApiError {
     ApiError::Conflict(format!("input request {request} was already answered"))
 }
 
-/// What the log says about the session's requests.
+/// What the log says about one request.
 #[derive(Debug)]
-enum Open {
-    Request(InputRequest),
-    None,
+enum Found {
+    /// Asked, and no `input` for it since.
+    Open(InputRequest),
+    /// Its `input` is in the log.
+    Answered,
+    /// Not within [`LOOK_BACK`] events of the log's end.
+    Nothing,
     Ended,
 }
 
-/// Reads the log back from its end, a few events at a time, past `status`
-/// notices to the last other event.
-async fn open_request(log: &dyn EventLog, session: &SessionId) -> Result<Open, ApiError> {
+/// Reads the log back from its end, a page at a time, to the `input` or
+/// the `input_request` of `request`, whichever comes first.
+async fn find(
+    log: &dyn EventLog,
+    session: &SessionId,
+    request: &RequestId,
+) -> Result<Found, ApiError> {
     let Some(last) = log.last(session).await? else {
-        return Ok(Open::None);
+        return Ok(Found::Nothing);
     };
     if last.event.end {
-        return Ok(Open::Ended);
+        return Ok(Found::Ended);
     }
+    let floor = last.event.seq.saturating_sub(LOOK_BACK);
     let mut upto = last.event.seq;
-    while upto > 0 {
-        let after = upto.saturating_sub(LOOK_BACK);
+    while upto > floor {
+        let after = upto.saturating_sub(PAGE).max(floor);
         let mut reader = log.reader(session, after).await?;
         let mut window = Vec::new();
-        while window
-            .last()
-            .is_none_or(|e: &weir_protocol::RawEvent| e.seq < upto)
-        {
+        while window.last().is_none_or(|e: &RawEvent| e.seq < upto) {
             let page = reader.next_page((upto - after) as usize).await?;
             if page.is_empty() {
                 break;
@@ -113,25 +125,30 @@ async fn open_request(log: &dyn EventLog, session: &SessionId) -> Result<Open, A
             window.extend(page.into_iter().filter(|e| e.seq <= upto));
         }
         for raw in window.iter().rev() {
-            let event: Event = serde_json::from_slice(&raw.json)
-                .map_err(|e| ApiError::Unavailable(format!("unreadable event in the log: {e}")))?;
-            match event.kind.as_str() {
-                "status" => continue,
-                INPUT_REQUEST => {
-                    return Ok(serde_json::from_value(event.data)
-                        .map(Open::Request)
-                        .unwrap_or(Open::None))
-                }
-                _ => return Ok(Open::None),
+            if let Some(found) = about(raw, request)? {
+                return Ok(found);
             }
         }
-        // Only notices here (or the events before them expired).
+        // The events before these expired.
         if window.first().is_none_or(|e| e.seq > after + 1) {
-            return Ok(Open::None);
+            break;
         }
         upto = after;
     }
-    Ok(Open::None)
+    Ok(Found::Nothing)
+}
+
+/// What one event says about `request`, if anything.
+fn about(raw: &RawEvent, request: &RequestId) -> Result<Option<Found>, ApiError> {
+    let event: Event = serde_json::from_slice(&raw.json)
+        .map_err(|e| ApiError::Unavailable(format!("unreadable event in the log: {e}")))?;
+    Ok(match event.kind.as_str() {
+        INPUT if event.data["request"] == request.as_str() => Some(Found::Answered),
+        INPUT_REQUEST if event.data["id"] == request.as_str() => {
+            serde_json::from_value(event.data).ok().map(Found::Open)
+        }
+        _ => None,
+    })
 }
 
 /// Checks the answer against the request's JSON Schema. A schema that
@@ -207,16 +224,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_stays_open_through_pause_notices() {
-        let mut events = vec![token(1), ask(2, "ask_2")];
-        // More notices than one look back reads.
-        for seq in 3..3 + 2 * LOOK_BACK {
+    async fn a_request_stays_open_whatever_follows_it_but_its_answer() {
+        let mut events = vec![token(1), ask(2, "ask_2"), ask(3, "ask_3")];
+        // More events than one page: notices, another question's answer, output.
+        for seq in 4..4 + 2 * PAGE {
             events.push(notice(seq, if seq % 2 == 1 { "paused" } else { "resumed" }));
         }
+        let input = json!({"request": "ask_3", "data": {"text": "x"}});
+        events.push(Event::new(4 + 2 * PAGE, INPUT, None, input));
+        events.push(token(5 + 2 * PAGE));
         let (state, id) = session_with(events).await;
         answer(&state, &id, "ask_2", json!({"text": "Ada"}))
             .await
             .unwrap();
+        let refused = answer(&state, &id, "ask_3", json!({"text": "Ada"})).await;
+        assert!(matches!(refused, Err(ApiError::Conflict(_))), "{refused:?}");
     }
 
     #[tokio::test]
@@ -268,8 +290,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_with_events_after_it_is_no_longer_open() {
-        let (state, id) = session_with(vec![ask(1, "r1"), token(2)]).await;
+    async fn a_request_further_back_than_the_look_back_or_in_an_empty_log_is_not_found() {
+        let mut events = vec![ask(1, "r1")];
+        events.extend((2..=LOOK_BACK + 1).map(token));
+        let (state, id) = session_with(events).await;
         let refused = answer(&state, &id, "r1", json!({})).await;
         assert!(matches!(refused, Err(ApiError::Missing(_))), "{refused:?}");
         let (state, id) = session_with(vec![]).await;

@@ -187,15 +187,27 @@ async def pump(
         remove()
 
 
-def task_of(run_input: Mapping[str, Any]) -> Any:
+def conversation_of(run_input: Any) -> List[Tuple[str, str]]:
+    """``(role, content)`` of each message of a thread run's conversation (``input["messages"]``,
+    docs/protocol.md §9) that has text; empty when the run has none."""
+    messages = run_input.get("messages") if isinstance(run_input, dict) else None
+    if not isinstance(messages, list):
+        return []
+    return [
+        (str(m.get("role") or "user"), m["content"])
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), str)
+    ]
+
+
+def task_of(run_input: Any) -> Any:
     """The task of a run: ``input["task"]``, or the content of the last message of a thread's
-    conversation (``input["messages"]``)."""
-    if run_input.get("task") is not None:
+    conversation (``input["messages"]``). The adapters' handlers give a thread's whole
+    conversation to their framework instead."""
+    if isinstance(run_input, dict) and run_input.get("task") is not None:
         return run_input["task"]
-    messages = run_input.get("messages")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], Mapping):
-        return messages[-1].get("content")
-    return None
+    conversation = conversation_of(run_input)
+    return conversation[-1][1] if conversation else None
 
 
 def takes_argument(fn: Callable[..., Any]) -> bool:

@@ -27,6 +27,9 @@ the final response's messages                ``message`` ``{"type": "TextMessage
 workflow ``warning`` / ``error`` events      ``warning`` ``{"level", "message"}``
 workflow ``request_info``                    ``request_info`` ``{"request_id", "source_executor_id",
                                              "data"}``
+a function approval request (:func:`handler`) ``input_request`` ``{"id", "prompt", "schema":
+                                             {"approved": boolean}}``, then ``input`` with the answer;
+                                             the agent goes on with the approval (or refusal)
 the end of the run                           ``end`` ``{"reason": "completed", "stop_reason": <the
                                              last finish reason>}``
 an exception, a workflow ``failed`` event    ``error`` ``{"code", "message"}`` + ``end`` ``failed``
@@ -46,7 +49,7 @@ import json
 import re
 import uuid
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, Optional
 
 try:
     from agent_framework import AgentResponse, AgentResponseUpdate, ChatResponseUpdate, WorkflowEvent
@@ -55,10 +58,12 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         "weir.agent_framework needs agent-framework-core 1.x: pip install 'weir-producer[agent-framework]'"
     ) from e
 
+from ._ask import APPROVAL_SCHEMA
+from ._publisher import SESSION_ID_RE as _ID_RE
 from ._publisher import Publisher
-from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump, takes_argument, task_of
+from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, conversation_of, pump, takes_argument
 
-__all__ = ["stream_to_weir", "AgentFrameworkMapping", "RunOutcome"]
+__all__ = ["stream_to_weir", "handler", "approve", "approval_prompt", "AgentFrameworkMapping", "RunOutcome"]
 
 _USAGE_KEYS = (
     ("prompt_tokens", "input_token_count"),
@@ -346,20 +351,76 @@ async def stream_to_weir(
     )
 
 
+def thread_task(run_input: Mapping[str, Any]) -> Any:
+    """The task of a run: ``input["task"]``, or a thread run's conversation (``input["messages"]``,
+    docs/protocol.md §9) as Agent Framework ``Message`` s with their roles."""
+    from agent_framework import Message
+
+    if run_input.get("task") is not None:
+        return run_input["task"]
+    conversation = conversation_of(run_input)
+    if not conversation:
+        return None
+    return [Message(role=role, contents=[content]) for role, content in conversation]
+
+
+def approval_prompt(request: Any) -> str:
+    """What a person is asked for one of Agent Framework's function approval requests."""
+    call = getattr(request, "function_call", None)
+    name = getattr(call, "name", None) or "a function"
+    arguments = getattr(call, "arguments", None)
+    if arguments is not None and not isinstance(arguments, str):
+        arguments = json.dumps(_plain(arguments))
+    return f"Allow {name}({arguments or ''})?"
+
+
+async def approve(run: Any, requests: List[Any]) -> Any:
+    """Asks a person about each function approval request (``input_request`` with schema
+    ``{"approved": boolean}``, request id ``approve_<call id>`` when the call id is a valid id)
+    and returns the message of their answers, to run the agent on next."""
+    from agent_framework import Message
+
+    replies = []
+    for req in requests:
+        call_id = str(getattr(getattr(req, "function_call", None), "call_id", "") or "")
+        request_id = f"approve_{call_id}" if _ID_RE.match(f"approve_{call_id}") and call_id else None
+        data = await run.ask(approval_prompt(req), APPROVAL_SCHEMA, request=request_id)
+        replies.append(req.to_function_approval_response(bool(data.get("approved"))))
+    return Message(role="user", contents=replies)
+
+
 def handler(make_agent: Callable[..., Any], **stream_options: Any) -> Callable[[Any], Awaitable[RunOutcome]]:
     """A :class:`weir.Worker` handler that runs an Agent Framework agent (or workflow) per run.
 
     ``make_agent`` builds the agent for each run: called with the run (a :class:`weir.Run`) if
-    it takes an argument, else with none; it may be async. The agent runs streaming on the
-    run's task (``input["task"]``, or the last message of ``input["messages"]``) through
+    it takes an argument, else with none; it may be async. The agent runs streaming on
+    :func:`thread_task` of the run's input (its ``task``, or a thread's conversation) through
     :func:`stream_to_weir`, which publishes its updates and ends the session::
 
         worker = weir.Worker({"writer": weir.agent_framework.handler(make_agent)})
+
+    A tool that needs approval (``@tool(approval_mode="always_require")``) asks a person
+    (docs/protocol.md §9): each function approval request of the agent's response becomes an
+    ``input_request`` answered with ``{"approved": true|false}``, and the agent goes on in the
+    same session of the run with the answers, until it needs no more approvals.
     """
     async def run_agent(run: Any) -> RunOutcome:
         agent = make_agent(run) if takes_argument(make_agent) else make_agent()
         if inspect.isawaitable(agent):
             agent = await agent
-        return await stream_to_weir(run, agent, task_of(run.input), **stream_options)
+        task = thread_task(run.input)
+        if hasattr(agent, "executors") or not hasattr(agent, "create_session"):
+            return await stream_to_weir(run, agent, task, **stream_options)
+        session = agent.create_session()
+        while True:
+            outcome = await stream_to_weir(run, agent, task, end=False, session=session, **stream_options)
+            requests = [r for r in getattr(outcome.result, "user_input_requests", None) or []
+                        if getattr(r, "type", None) == "function_approval_request"]
+            if outcome.reason != "completed" or not requests:
+                break
+            task = await approve(run, requests)
+        if not run.ended and run.failure is None:
+            outcome.end_seq = await run.end(outcome.reason, stop_reason=outcome.stop_reason)
+        return outcome
 
     return run_agent

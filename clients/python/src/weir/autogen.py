@@ -51,6 +51,7 @@ from autogen_agentchat.messages import (
     ModelClientStreamingChunkEvent,
     MultiModalMessage,
     StructuredMessage,
+    TextMessage,
     ToolCallExecutionEvent,
     ToolCallRequestEvent,
 )
@@ -59,7 +60,7 @@ from pydantic import BaseModel
 
 from ._ask import TEXT_SCHEMA
 from ._publisher import Publisher
-from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, pump, takes_argument, task_of
+from ._pump import RESERVED_KINDS, RunOutcome, WeirEventSpec, conversation_of, pump, takes_argument
 
 
 __all__ = ["stream_to_weir", "input_func", "to_weir_events", "json_safe", "kind_for_type", "RunOutcome", "WeirEventSpec", "RESERVED_KINDS"]
@@ -326,12 +327,24 @@ def input_func(publisher: Publisher, *, source: Optional[str] = None) -> Callabl
     return ask_person
 
 
+def thread_task(run_input: Mapping[str, Any]) -> Any:
+    """The task of a run: ``input["task"]``, or a thread run's conversation (``input["messages"]``,
+    docs/protocol.md §9) as AutoGen ``TextMessage`` s whose ``source`` is the message's role."""
+    if run_input.get("task") is not None:
+        return run_input["task"]
+    conversation = conversation_of(run_input)
+    if not conversation:
+        return None
+    return [TextMessage(content=content, source=role) for role, content in conversation]
+
+
 def handler(make_team: Callable[..., Any], *, usage: bool = True, **stream_options: Any) -> Callable[[Any], Awaitable[RunOutcome]]:
     """A :class:`weir.Worker` handler that runs an AutoGen team (or agent) per run.
 
     ``make_team`` builds a fresh team for each run: called with the run (a :class:`weir.Run`,
     whose ``input`` the session was created with) if it takes an argument, else with none; it
-    may be async. The team runs on :func:`task_of` the run's input through
+    may be async. The team runs on :func:`thread_task` of the run's input (its ``task``, or a
+    thread's conversation) through
     :func:`stream_to_weir`, which publishes its stream and ends the session (``failed`` with the
     error when the team raises, ``cancelled`` on a cancel)::
 
@@ -342,7 +355,7 @@ def handler(make_team: Callable[..., Any], *, usage: bool = True, **stream_optio
         team = make_team(run) if takes_argument(make_team) else make_team()
         if inspect.isawaitable(team):
             team = await team
-        return await stream_to_weir(run, team, task_of(run.input), usage=usage, **stream_options)
+        return await stream_to_weir(run, team, thread_task(run.input), usage=usage, **stream_options)
 
     return run_team
 
