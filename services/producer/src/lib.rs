@@ -27,6 +27,7 @@ pub mod agents;
 pub mod config;
 #[cfg(test)]
 mod outage;
+mod progress;
 #[cfg(test)]
 mod reaper;
 pub mod record;

@@ -16,6 +16,7 @@ use weir_store::{SessionState, StoreError, Update};
 use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
+use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::Ctx;
 
@@ -117,6 +118,7 @@ async fn claim(
             next_seq,
             ended: last.is_some_and(|l| l.event.end),
             recorder: Recorder::start(ctx.clone(), id.clone()),
+            progress: Progress::new(ctx.config.cluster.bus().timings().pause_bound()),
         },
         agent: req.agent,
         input: req.input,
@@ -162,7 +164,12 @@ impl Claimed {
         metrics::gauge!(names::RUNS_ACTIVE).increment(1.0);
         ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_lease(ctx.clone(), self.lease.clone(), lost.clone()));
+        let keeper = tokio::spawn(keep_lease(
+            ctx.clone(),
+            self.lease.clone(),
+            lost.clone(),
+            self.publisher.progress.clone(),
+        ));
         let outcome = if self.publisher.ended {
             tracing::info!("the log already holds this session's end");
             None
@@ -386,6 +393,8 @@ struct Publisher {
     next_seq: u64,
     ended: bool,
     recorder: Recorder,
+    /// Whether publishes are being stored: the lease is kept only then.
+    progress: Progress,
 }
 
 impl Publisher {
@@ -415,6 +424,7 @@ impl Publisher {
                 Ok(a) => break a,
                 Err(BusError::Fenced) => return Err(Outcome::Lost),
                 Err(e) => {
+                    self.progress.waiting();
                     metrics::counter!(names::PUBLISH_RETRIES).increment(1);
                     metrics::counter!(names::BUS_ERRORS, "op" => "append").increment(1);
                     // Logged once per publish (a leader election retries
@@ -434,6 +444,7 @@ impl Publisher {
                 }
             }
         };
+        self.progress.stored();
         if retries > 0 {
             tracing::info!(retries, after = ?started.elapsed(), duplicate = appended.duplicate, "publish stored");
         }
@@ -463,15 +474,18 @@ async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreErro
     Ok(state)
 }
 
-/// Renews the run's lease until the run is over, which cancels `lost`;
-/// cancels `lost` itself when another node took the lease over (the run
-/// stops publishing). Returns the lease, still held, when the run is over.
+/// Renews the run's lease until the run is over, which cancels `lost`,
+/// while the run makes `progress`; cancels `lost` itself when another node
+/// took the lease over (the run stops publishing). Returns the lease, still
+/// held, when the run is over.
 pub(crate) async fn keep_lease(
     ctx: Arc<Ctx>,
     lease: Lease,
     lost: CancellationToken,
+    progress: Progress,
 ) -> Option<Lease> {
-    let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost).await;
+    let holds = move || progress.holds();
+    let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost, &holds).await;
     if kept.is_none() {
         lost.cancel();
     }
