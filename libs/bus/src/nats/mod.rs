@@ -97,8 +97,8 @@ impl NatsBus {
         tokio::spawn({
             let (dog, client, table) = (dog.clone(), client.clone(), leases.clone());
             let key = format!("watchdog.{}", crate::operators::node_key(name));
-            let (moved, stop) = (reconnects.subscribe(), stop_watchdog.clone());
-            async move { dog.run(client, table, key, moved, stop).await }
+            let (moved, stop, js) = (reconnects.subscribe(), stop_watchdog.clone(), js.clone());
+            async move { dog.run(client, js, table, key, moved, stop).await }
         });
         Ok(NatsBus {
             client,

@@ -8,8 +8,11 @@
 //! is stored only with a quorum behind the stream's leader, so a server
 //! cut off from its cluster cannot answer it — not even one that still
 //! believes it leads (a cut-off leader keeps answering reads, and the
-//! account info, until it steps down). The node leaves the server — the
-//! same `force_reconnect` as lame duck mode — when
+//! account info, until it steps down). A write refused at once (the table
+//! is electing a leader) says nothing against the server: then the
+//! account info (`$JS.API.INFO`, answered through the meta leader) decides.
+//! The node leaves the server — the same `force_reconnect` as lame duck
+//! mode — when
 //!
 //! - no probe was stored for [`Timings::stall`] (1.5 × the ping
 //!   interval), or
@@ -164,6 +167,7 @@ impl Watchdog {
     pub(super) async fn run(
         &self,
         client: Client,
+        js: jetstream::Context,
         table: jetstream::kv::Store,
         key: String,
         reconnects: watch::Receiver<u64>,
@@ -177,12 +181,20 @@ impl Watchdog {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     if connected(&client) && probes.len() < 4 {
-                        let (table, epoch) = (table.clone(), *reconnects.borrow());
+                        let (table, js) = (table.clone(), js.clone());
                         let (limit, key) = (self.timings.stall, key.clone());
+                        let epoch = *reconnects.borrow();
                         probes.push(async move {
                             let write = table.put(key, bytes::Bytes::new());
-                            let answer = tokio::time::timeout(limit, write).await;
-                            (epoch, matches!(answer, Ok(Ok(_))))
+                            let answered = match tokio::time::timeout(limit, write).await {
+                                Ok(Ok(_)) => true,
+                                Err(_) => false,
+                                Ok(Err(_)) => {
+                                    let info = tokio::time::timeout(limit, js.query_account());
+                                    matches!(info.await, Ok(Ok(_)))
+                                }
+                            };
+                            (epoch, answered)
                         });
                     }
                 }
