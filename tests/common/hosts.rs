@@ -149,7 +149,9 @@ impl World {
             cmd.args(["--listen", "0.0.0.0:8080", "--secret", SECRET]);
             format!("{}/readyz", self.edge(host))
         } else {
-            cmd.args(["--metrics-listen", "0.0.0.0:9090"]);
+            // Each producer runs half the suite's sessions at most: both
+            // run some, whichever takes the requests first.
+            cmd.args(["--metrics-listen", "0.0.0.0:9090", "--concurrency", "5"]);
             format!("{}/readyz", self.producer(host))
         };
         self.spawn(host, cmd);
