@@ -8,6 +8,7 @@ use weir_bus::{Bus, BusConfig, Fence};
 use weir_protocol::{Event, SessionId};
 
 use super::*;
+use tokio_util::sync::CancellationToken;
 use crate::hub::Hub;
 use crate::subscription::Subscription;
 
