@@ -7,7 +7,12 @@
 //! other edge whenever its connection ends early, must end with exactly the
 //! log's events, `end` once, and no pause longer than the bound the nodes'
 //! settings give (`weir_bus::Timings::pause_bound`: the election or the
-//! time to notice, plus one NATS timeout; 15 s here).
+//! time to notice, plus one NATS timeout; 15 s here). The cases: a NATS
+//! node cut off from the other two while weir still reaches it; its host
+//! off the network; the stream leader cut off; a producer cut off from NATS
+//! and Redis (its runs end `failed`, and it publishes nothing more on heal);
+//! a flapping link; and an edge cut off from every NATS server (its clients
+//! are told to reconnect, and finish on the other edge).
 //!
 //! Needs root: skipped otherwise, unless `WEIR_E2E_REQUIRED=1` (CI).
 
@@ -246,4 +251,26 @@ async fn producers(edge: &str, sessions: &[Session]) -> HashMap<String, String> 
         }
     }
     owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_an_edge_cut_off_from_every_nats_server_are_told_to_reconnect_and_finish_elsewhere(
+) {
+    let Some((_one, world)) = start("partition-edge-cut").await else {
+        return;
+    };
+    let fault = async {
+        for n in hosts::NATS {
+            world.net.cut("e0", n);
+        }
+        tokio::time::sleep(PARTITION).await;
+        for n in hosts::NATS {
+            world.net.heal("e0", n);
+        }
+    };
+    let seen = stream_through(&world, fault).await;
+    // The sessions that started on e0 (every other one) were told to move.
+    let told = seen.iter().step_by(2).filter(|(_, s)| s.told > 0).count();
+    assert_eq!(told, seen.len() / 2, "e0's clients were not all told to reconnect");
+    check(&world, &seen, |_| "completed").await;
 }
