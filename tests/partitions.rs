@@ -271,6 +271,10 @@ async fn clients_of_an_edge_cut_off_from_every_nats_server_are_told_to_reconnect
     let seen = stream_through(&world, fault).await;
     // The sessions that started on e0 (every other one) were told to move.
     let told = seen.iter().step_by(2).filter(|(_, s)| s.told > 0).count();
-    assert_eq!(told, seen.len() / 2, "e0's clients were not all told to reconnect");
+    assert_eq!(
+        told,
+        seen.len() / 2,
+        "e0's clients were not all told to reconnect"
+    );
     check(&world, &seen, |_| "completed").await;
 }

@@ -8,9 +8,9 @@ use weir_bus::{Bus, BusConfig, Fence};
 use weir_protocol::{Event, SessionId};
 
 use super::*;
-use tokio_util::sync::CancellationToken;
 use crate::hub::Hub;
 use crate::subscription::Subscription;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Recorder {
