@@ -65,6 +65,10 @@ struct State {
     /// leaving the next is twice the last (at most 4 × the stall), so that
     /// a cluster-wide election does not send the node from server to server.
     left_in_a_row: u32,
+    /// Counts connections, bumped as soon as one is given up (before the
+    /// client reports it): a write's outcome counts only for the connection
+    /// it was made on.
+    generation: u64,
 }
 
 impl Watchdog {
@@ -80,6 +84,7 @@ impl Watchdog {
                 reached: now,
                 write_timed_out: false,
                 left_in_a_row: 0,
+                generation: 0,
             }),
             check: Notify::new(),
             reach,
@@ -103,6 +108,7 @@ impl Watchdog {
         if let Some(addr) = state.current.take() {
             state.left.insert(addr, now);
         }
+        state.generation += 1;
         state
             .left
             .retain(|_, at| now.duration_since(*at) < LEFT_FOR);
@@ -129,9 +135,20 @@ impl Watchdog {
         }
     }
 
-    /// A write's outcome: one that timed out makes the node leave.
-    pub(super) fn wrote(&self, timed_out: bool) {
-        self.state().write_timed_out = timed_out;
+    /// The connection writes are made on now.
+    pub(super) fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// A write's outcome on connection `generation`: one that timed out
+    /// makes the node leave, unless the node has left that connection since.
+    pub(super) fn wrote(&self, generation: u64, timed_out: bool) {
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        state.write_timed_out = timed_out;
+        drop(state);
         if timed_out {
             self.check.notify_one();
         }
@@ -148,6 +165,7 @@ impl Watchdog {
         state.answered = now;
         state.write_timed_out = false;
         state.left_in_a_row += 1;
+        state.generation += 1;
         true
     }
 
@@ -252,6 +270,7 @@ impl NatsBus {
     ) -> Result<Result<T, E>, BusError> {
         let mut moved = self.reconnects.subscribe();
         let epoch = *moved.borrow_and_update();
+        let generation = self.watchdog.generation();
         let result = tokio::select! {
             biased;
             _ = moved.changed() => {
@@ -267,14 +286,14 @@ impl NatsBus {
         }
         match result {
             Err(_) => {
-                self.watchdog.wrote(true);
+                self.watchdog.wrote(generation, true);
                 Err(BusError::Unavailable(
                     "NATS did not answer the write in time".into(),
                 ))
             }
             Ok(r) => {
-                self.watchdog
-                    .wrote(r.as_ref().err().is_some_and(&timed_out));
+                let late = r.as_ref().err().is_some_and(&timed_out);
+                self.watchdog.wrote(generation, late);
                 Ok(r)
             }
         }
@@ -337,13 +356,28 @@ mod tests {
             !dog.should_leave(t0 + Duration::from_secs(4)),
             "the clock restarts"
         );
-        dog.wrote(true);
+        dog.wrote(dog.generation(), true);
         assert!(dog.should_leave(t0 + Duration::from_secs(4)));
-        dog.wrote(true);
-        dog.wrote(false);
+        dog.wrote(dog.generation(), true);
+        dog.wrote(dog.generation(), false);
         assert!(
             !dog.should_leave(t0 + Duration::from_secs(5)),
             "a later write went through"
+        );
+    }
+
+    #[test]
+    fn a_write_that_timed_out_on_a_connection_left_since_is_not_held_against_the_next() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0);
+        let made_on = dog.generation();
+        assert!(dog.should_leave(t0 + Duration::from_secs(3)));
+        dog.wrote(made_on, true);
+        assert!(
+            !dog.should_leave(t0 + Duration::from_secs(3)),
+            "left a good server"
         );
     }
 
