@@ -61,10 +61,6 @@ struct State {
     reached: Instant,
     /// A write on this connection got no answer in its time.
     write_timed_out: bool,
-    /// Servers left in a row without an answer from any: each wait before
-    /// leaving the next is twice the last (at most 4 × the stall), so that
-    /// a cluster-wide election does not send the node from server to server.
-    left_in_a_row: u32,
     /// Counts connections, bumped as soon as one is given up (before the
     /// client reports it): a write's outcome counts only for the connection
     /// it was made on.
@@ -83,7 +79,6 @@ impl Watchdog {
                 answered: now,
                 reached: now,
                 write_timed_out: false,
-                left_in_a_row: 0,
                 generation: 0,
             }),
             check: Notify::new(),
@@ -157,14 +152,12 @@ impl Watchdog {
     /// Whether to leave the server now; resets the clocks when so.
     fn should_leave(&self, now: Instant) -> bool {
         let mut state = self.state();
-        let stall = self.timings.stall * 2u32.pow(state.left_in_a_row.min(2));
-        let stalled = now.duration_since(state.answered) >= stall;
+        let stalled = now.duration_since(state.answered) >= self.timings.stall;
         if !(stalled || state.write_timed_out) {
             return false;
         }
         state.answered = now;
         state.write_timed_out = false;
-        state.left_in_a_row += 1;
         state.generation += 1;
         true
     }
@@ -173,7 +166,6 @@ impl Watchdog {
         let mut state = self.state();
         state.answered = now;
         state.reached = now;
-        state.left_in_a_row = 0;
     }
 
     fn update_reach(&self, now: Instant) {
@@ -379,23 +371,6 @@ mod tests {
             !dog.should_leave(t0 + Duration::from_secs(3)),
             "left a good server"
         );
-    }
-
-    #[test]
-    fn servers_left_in_a_row_without_an_answer_are_left_ever_more_slowly() {
-        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-        let dog = Watchdog::new(timings, Reach::default());
-        let t0 = Instant::now();
-        dog.probe_answered(t0);
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(dog.should_leave(at(3)), "the first after the stall, 3 s");
-        assert!(!dog.should_leave(at(8)));
-        assert!(dog.should_leave(at(9)), "the next after twice that");
-        assert!(!dog.should_leave(at(20)));
-        assert!(dog.should_leave(at(21)), "then four times, at most");
-        assert!(dog.should_leave(at(33)));
-        dog.probe_answered(at(34));
-        assert!(dog.should_leave(at(37)), "an answer starts over");
     }
 
     #[test]
