@@ -19,6 +19,8 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# iproute2's `ip` builds the partition suite's hosts (tests/partitions.rs).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

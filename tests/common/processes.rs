@@ -46,7 +46,7 @@ pub fn nats_server_bin() -> PathBuf {
     p
 }
 
-fn which(bin: &str, fallback: &str) -> String {
+pub fn which(bin: &str, fallback: &str) -> String {
     if std::path::Path::new(fallback).exists() {
         fallback.to_owned()
     } else {

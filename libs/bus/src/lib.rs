@@ -33,10 +33,12 @@ pub mod lease;
 pub mod memory;
 pub mod nats;
 pub mod operators;
+mod reach;
 
 pub use input::{InputBox, Put};
 pub use lease::{Lease, LeaseChange, LeaseEntry, LeaseTable};
 pub use operators::{NodeEntry, NodeRegistry, Notice, NoticeChannel};
+pub use reach::{Reach, Timings, ELECTION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -207,6 +209,8 @@ pub struct Bus {
     pub nodes: Arc<dyn NodeRegistry>,
     pub leases: Arc<dyn LeaseTable>,
     pub inputs: Arc<dyn InputBox>,
+    /// Whether this node can reach the log (network partitions).
+    pub reach: Reach,
 }
 
 /// Settings shared by both implementations.
@@ -226,6 +230,13 @@ pub struct BusConfig {
     pub request_timeout: Duration,
     /// A node that stops announcing itself leaves the registry after this.
     pub node_ttl: Duration,
+}
+
+impl BusConfig {
+    /// The partition timings these settings give.
+    pub fn timings(&self) -> Timings {
+        Timings::new(self.ping_interval, self.request_timeout)
+    }
 }
 
 impl Default for BusConfig {
@@ -255,6 +266,7 @@ impl Bus {
             nodes: bus,
             leases: Arc::new(lease::memory::MemoryLeases::default()),
             inputs,
+            reach: Reach::default(),
         }
     }
 
@@ -263,6 +275,7 @@ impl Bus {
     pub async fn nats(urls: &[String], name: &str, config: BusConfig) -> Result<Bus, BusError> {
         let bus = Arc::new(nats::NatsBus::connect(urls, name, config).await?);
         Ok(Bus {
+            reach: bus.reach(),
             log: bus.clone(),
             control: bus.clone(),
             runs: bus.clone(),

@@ -114,7 +114,7 @@ async fn authorize(
         return Ok(id);
     }
     match ThreadId::from_subject(&subject) {
-        Some(thread) if crate::threads::thread_of(state, &id).await?.as_ref() == Some(&thread) => {
+        Some(thread) if crate::sessions::thread_of(state, &id).await?.as_ref() == Some(&thread) => {
             Ok(id)
         }
         _ => Err(TokenError::WrongSession.into()),

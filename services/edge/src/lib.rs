@@ -59,6 +59,7 @@ pub(crate) mod launch;
 pub(crate) mod limits;
 pub(crate) mod operators;
 pub mod pages;
+pub mod reach;
 pub(crate) mod rebuild;
 mod request;
 pub mod ring;
@@ -85,6 +86,8 @@ pub struct Inner {
     pub permits: Arc<Semaphore>,
     /// Cancelled when the node starts draining.
     pub drain: CancellationToken,
+    /// Cancelled while the node is cut off from the log.
+    pub cut_off: reach::CutOff,
     /// Operators' notices, relayed from the bus to this node's connections.
     pub notices: tokio::sync::broadcast::Sender<operators::Relayed>,
     pub started: std::time::Instant,
@@ -115,6 +118,7 @@ impl AppState {
             auth: auth::Auth::new(&config.keys)?,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             drain: CancellationToken::new(),
+            cut_off: reach::CutOff::default(),
             notices: operators::notice_channel(),
             started: std::time::Instant::now(),
             create_limits: limits::CreateLimits::new(config.create_rate, config.create_burst),
@@ -123,6 +127,12 @@ impl AppState {
             bus,
             store,
         })))
+    }
+
+    /// The signals that tell a connection starting now to go to another
+    /// node: the drain, and the node being cut off from the log.
+    pub fn leave(&self) -> reach::Leave {
+        self.cut_off.leave(&self.drain)
     }
 
     pub(crate) fn limits(&self) -> websocket::connection::Limits {
@@ -240,6 +250,10 @@ pub async fn run(
     let background = CancellationToken::new();
     state.auth.start(background.clone());
     tokio::spawn(operators::relay_notices(state.clone(), background.clone()));
+    tokio::spawn({
+        let (state, stop) = (state.clone(), background.clone());
+        async move { state.cut_off.follow(state.bus.reach.clone(), stop).await }
+    });
     tokio::spawn(operators::announce(
         state.clone(),
         state.config.cluster.node_ttl,

@@ -202,6 +202,15 @@ fn resume_outcome(
     )
 }
 
+/// The thread `session` is a run of, from its state (for the thread token,
+/// which opens its runs: [`crate::access`]).
+pub(crate) async fn thread_of(
+    state: &AppState,
+    session: &SessionId,
+) -> Result<Option<weir_protocol::ThreadId>, ApiError> {
+    Ok(state.store.get(session).await?.and_then(|s| s.thread))
+}
+
 /// Events per second each client of the session gets, at most (0: unpaced):
 /// the session's own `pace`, else the edge's `--pace`.
 pub fn pace(state: &AppState, s: &SessionState) -> u32 {

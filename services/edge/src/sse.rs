@@ -18,6 +18,7 @@ use crate::delivery;
 use crate::delivery::body::{self, Encoder};
 use crate::error::ApiError;
 use crate::frames::{frame_room, Encoding, Frames};
+use crate::reach::Why;
 use crate::request::{parse_after, RawQuery};
 use crate::subscription::{DeliveryError, Subscription};
 use crate::AppState;
@@ -114,11 +115,8 @@ impl Encoder for Sse {
         other("notice", frame)
     }
 
-    fn draining(&self) -> Option<Bytes> {
-        Some(other(
-            "reconnect",
-            r#"{"type":"reconnect","reason":"node draining"}"#,
-        ))
+    fn draining(&self, why: Why) -> Option<Bytes> {
+        Some(other("reconnect", &why.frame_json()))
     }
 
     fn done(&self) -> bool {

@@ -29,6 +29,7 @@ mod ask;
 pub mod config;
 #[cfg(test)]
 mod outage;
+mod progress;
 mod publish;
 #[cfg(test)]
 mod reaper;

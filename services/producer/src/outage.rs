@@ -147,7 +147,8 @@ async fn the_lease_keeper_renews_through_a_store_outage_and_stops_only_for_anoth
     let entry = weir_bus::LeaseEntry::new("p1", ttl, true);
     let lease = bus.leases.acquire(&id, entry).await.unwrap().unwrap();
     let lost = CancellationToken::new();
-    let keeper = tokio::spawn(run::keep_lease(ctx.clone(), lease, lost.clone()));
+    let progress = crate::progress::Progress::new(ttl);
+    let keeper = tokio::spawn(run::keep_lease(ctx.clone(), lease, lost.clone(), progress));
     store.set(Mode::Down);
     tokio::time::sleep(3 * ttl).await;
     assert!(
@@ -163,4 +164,53 @@ async fn the_lease_keeper_renews_through_a_store_outage_and_stops_only_for_anoth
         .await
         .expect("kept a lease another node holds");
     assert!(keeper.await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_run_whose_publishes_are_not_stored_stops_renewing_its_lease_until_one_is() {
+    let (bus, store) = (memory_bus(), Flaky::new());
+    let ttl = Duration::from_millis(300);
+    let ctx = ctx("p1", &bus, store, ttl);
+    let id = sid("stuck");
+    let entry = weir_bus::LeaseEntry::new("p1", ttl, true);
+    let lease = bus.leases.acquire(&id, entry).await.unwrap().unwrap();
+    let progress = crate::progress::Progress::new(ttl);
+    let lost = CancellationToken::new();
+    let keeper = tokio::spawn(run::keep_lease(
+        ctx.clone(),
+        lease,
+        lost.clone(),
+        progress.clone(),
+    ));
+    let revision = || async { bus.leases.get(&id).await.unwrap().unwrap().revision };
+    // Renewed while publishing goes well.
+    let first = revision().await;
+    tokio::time::timeout(WITHIN, async {
+        while revision().await == first {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("renewed");
+    // A publish waits past the bound: renewals stop (several lease times).
+    progress.waiting();
+    tokio::time::sleep(ttl + ttl / 2).await;
+    let stuck = revision().await;
+    tokio::time::sleep(3 * ttl).await;
+    assert_eq!(
+        revision().await,
+        stuck,
+        "renewed a lease while making no progress"
+    );
+    // Stored at last: renewals resume.
+    progress.stored();
+    tokio::time::timeout(WITHIN, async {
+        while revision().await == stuck {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("renewals resumed");
+    lost.cancel();
+    assert!(keeper.await.unwrap().is_some());
 }

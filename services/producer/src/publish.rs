@@ -12,6 +12,7 @@ use weir_store::Update;
 use weir_telemetry::names;
 
 use crate::agents::Output;
+use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::run::{Outcome, PUBLISHED};
 use crate::Ctx;
@@ -26,6 +27,8 @@ pub(crate) struct Publisher {
     pub(crate) next_seq: u64,
     pub(crate) ended: bool,
     pub(crate) recorder: Recorder,
+    /// Whether publishes are being stored: the lease is kept only then.
+    pub(crate) progress: Progress,
 }
 
 impl Publisher {
@@ -58,6 +61,7 @@ impl Publisher {
                 Ok(a) => break a,
                 Err(BusError::Fenced) => return Err(Outcome::Lost),
                 Err(e) => {
+                    self.progress.waiting();
                     metrics::counter!(names::PUBLISH_RETRIES).increment(1);
                     metrics::counter!(names::BUS_ERRORS, "op" => "append").increment(1);
                     // Logged once per publish (a leader election retries
@@ -77,6 +81,7 @@ impl Publisher {
                 }
             }
         };
+        self.progress.stored();
         if retries > 0 {
             tracing::info!(retries, after = ?started.elapsed(), duplicate = appended.duplicate, "publish stored");
         }

@@ -99,7 +99,9 @@ async fn a_renewed_lease_is_never_reaped_even_while_redis_is_down() {
     let keep = CancellationToken::new();
     let renewer = {
         let (leases, keep) = (bus.leases.clone(), keep.clone());
-        tokio::spawn(async move { weir_bus::lease::keep(leases.as_ref(), lease, &keep).await })
+        tokio::spawn(
+            async move { weir_bus::lease::keep(leases.as_ref(), lease, &keep, &|| true).await },
+        )
     };
     store.set(Mode::Down);
     let (stop, task) = reaper(&c);
@@ -255,7 +257,9 @@ async fn leases_nobody_could_renew_while_the_table_took_no_writes_are_not_reaped
     let keep = CancellationToken::new();
     let renewer = {
         let (leases, keep) = (bus.leases.clone(), keep.clone());
-        tokio::spawn(async move { weir_bus::lease::keep(leases.as_ref(), lease, &keep).await })
+        tokio::spawn(
+            async move { weir_bus::lease::keep(leases.as_ref(), lease, &keep, &|| true).await },
+        )
     };
     let (stop, task) = reaper(&c);
     // The table takes no writes for several lease times: nobody renews.

@@ -18,6 +18,7 @@ use weir_telemetry::names;
 
 use crate::agents::{AgentError, Emitter, Finish, Gate, Output};
 use crate::ask::Asking;
+use crate::progress::Progress;
 use crate::publish::Publisher;
 use crate::record::Recorder;
 use crate::Ctx;
@@ -120,6 +121,7 @@ async fn claim(
             next_seq,
             ended: last.is_some_and(|l| l.event.end),
             recorder: Recorder::start(ctx.clone(), id.clone()),
+            progress: Progress::new(ctx.config.cluster.bus().timings().pause_bound()),
         },
         agent: req.agent,
         input: req.input,
@@ -165,7 +167,12 @@ impl Claimed {
         metrics::gauge!(names::RUNS_ACTIVE).increment(1.0);
         ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_lease(ctx.clone(), self.lease.clone(), lost.clone()));
+        let keeper = tokio::spawn(keep_lease(
+            ctx.clone(),
+            self.lease.clone(),
+            lost.clone(),
+            self.publisher.progress.clone(),
+        ));
         let outcome = if self.publisher.ended {
             tracing::info!("the log already holds this session's end");
             None
@@ -411,15 +418,18 @@ fn status_output(state: &str) -> Output {
     }
 }
 
-/// Renews the run's lease until the run is over, which cancels `lost`;
-/// cancels `lost` itself when another node took the lease over (the run
-/// stops publishing). Returns the lease, still held, when the run is over.
+/// Renews the run's lease until the run is over, which cancels `lost`,
+/// while the run makes `progress`; cancels `lost` itself when another node
+/// took the lease over (the run stops publishing). Returns the lease, still
+/// held, when the run is over.
 pub(crate) async fn keep_lease(
     ctx: Arc<Ctx>,
     lease: Lease,
     lost: CancellationToken,
+    progress: Progress,
 ) -> Option<Lease> {
-    let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost).await;
+    let holds = move || progress.holds();
+    let kept = weir_bus::lease::keep(ctx.bus.leases.as_ref(), lease, &lost, &holds).await;
     if kept.is_none() {
         lost.cancel();
     }

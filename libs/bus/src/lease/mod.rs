@@ -118,27 +118,47 @@ pub trait LeaseTable: Send + Sync + 'static {
     async fn probe(&self, node: &str) -> Result<(), BusError>;
 }
 
-/// Renews `lease` at a third of its time until `stop`; returns `None` when
-/// another wrote the lease (the run is lost: stop publishing), or the
-/// lease at its last revision when stopped. A bus that cannot be reached
-/// is ridden out: nobody can take the lease then either, and should a
-/// reaper take it meanwhile, the log's fence stops the holder.
+/// Renews `lease` at a third of its time until `stop`, while `progress`
+/// holds; returns `None` when another wrote the lease (the run is lost:
+/// stop publishing), or the lease at its last revision when stopped. A
+/// renewal that fails is tried again after a tenth of the time (the bus
+/// may have moved to another server meanwhile). A bus that cannot be
+/// reached is ridden out: nobody can take the lease then either, and
+/// should a reaper take it meanwhile, the log's fence stops the holder. A
+/// holder that makes no progress (`progress` says false: its writes are not
+/// being stored) stops renewing, so that a reaper that can reach the table
+/// ends the run.
 pub async fn keep(
     table: &dyn LeaseTable,
     mut lease: Lease,
     stop: &tokio_util::sync::CancellationToken,
+    progress: &(dyn Fn() -> bool + Send + Sync),
 ) -> Option<Lease> {
+    let mut renewed_last = true;
     loop {
+        let wait = if renewed_last { 3 } else { 10 };
         tokio::select! {
             _ = stop.cancelled() => return Some(lease),
-            _ = tokio::time::sleep(lease.entry.ttl() / 3) => {}
+            _ = tokio::time::sleep(lease.entry.ttl() / wait) => {}
         }
+        if !progress() {
+            tracing::debug!(session = %lease.session, "no progress: lease not renewed");
+            renewed_last = true;
+            continue;
+        }
+        renewed_last = false;
         match table.replace(&lease, lease.entry.clone()).await {
-            Ok(Some(renewed)) => lease = renewed,
+            Ok(Some(renewed)) => {
+                lease = renewed;
+                renewed_last = true;
+            }
             // A renewal whose answer was lost was stored all the same: the
             // lease is still this holder's if the table holds its entry.
             Ok(None) => match table.get(&lease.session).await {
-                Ok(Some(now)) if now.entry == lease.entry => lease = now,
+                Ok(Some(now)) if now.entry == lease.entry => {
+                    lease = now;
+                    renewed_last = true;
+                }
                 Ok(_) => return None,
                 Err(e) => tracing::debug!(error = %e, "could not read the lease back"),
             },

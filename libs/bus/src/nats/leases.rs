@@ -2,7 +2,7 @@
 //! running session, every write a compare-and-set on the key's revision
 //! (`Nats-Expected-Last-Subject-Sequence` on `$KV.WEIR_LEASES.<session>`).
 //! Entries live at most the retention (a run outlives no log); a released
-//! lease is deleted. Reapers' probes are the keys `probe.<node>`, which a
+//! lease is deleted. Reapers' probes are the keys `probe.<node>`, and NATS watchdogs' `watchdog.<node>` (`super::watchdog`), which a
 //! watch of single-token keys (session ids) does not see.
 
 use async_nats::jetstream::{self, kv};
@@ -96,11 +96,11 @@ impl LeaseTable for NatsBus {
 
     async fn replace(&self, lease: &Lease, entry: LeaseEntry) -> Result<Option<Lease>, BusError> {
         let key = lease.session.as_str();
-        match self
-            .leases
-            .update(key, encode(&entry), lease.revision)
-            .await
-        {
+        // A quarter of the lease's time: a renewal the server leaves
+        // unanswered is retried (after the watchdog moved the connection)
+        // while the lease still holds.
+        let update = self.leases.update(key, encode(&entry), lease.revision);
+        match self.write(entry.ttl() / 4, update, |_| false).await? {
             Ok(revision) => Ok(Some(Lease {
                 session: lease.session.clone(),
                 entry,
@@ -167,12 +167,12 @@ impl LeaseTable for NatsBus {
     async fn probe(&self, node: &str) -> Result<(), BusError> {
         let key = format!("probe.{}", crate::operators::node_key(node));
         let write = self.leases.put(key, bytes::Bytes::new());
-        match tokio::time::timeout(self.config.request_timeout, write).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(BusError::unavailable(e)),
-            Err(_) => Err(BusError::Unavailable(
-                "the lease table did not answer".into(),
-            )),
+        match self
+            .write(self.config.request_timeout, write, |_| false)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(BusError::unavailable(e)),
         }
     }
 }

@@ -32,6 +32,7 @@ mod operators;
 mod reader;
 mod runs;
 mod setup;
+mod watchdog;
 
 pub use inputs::INPUTS_BUCKET;
 pub use leases::LEASES_BUCKET;
@@ -71,6 +72,9 @@ pub struct NatsBus {
     /// and die with a restarted server, so follows end on a reconnect and
     /// their callers follow again (and fill any gap from the log).
     reconnects: tokio::sync::watch::Sender<u64>,
+    /// Leaves a server that stopped answering for JetStream ([`watchdog`]).
+    watchdog: std::sync::Arc<watchdog::Watchdog>,
+    stop_watchdog: tokio_util::sync::CancellationToken,
 }
 
 impl NatsBus {
@@ -80,7 +84,11 @@ impl NatsBus {
         config: BusConfig,
     ) -> Result<NatsBus, BusError> {
         let reconnects = tokio::sync::watch::Sender::new(0u64);
-        let client = setup::connect(urls, name, &config, reconnects.clone()).await?;
+        let dog = std::sync::Arc::new(watchdog::Watchdog::new(
+            config.timings(),
+            crate::Reach::default(),
+        ));
+        let client = setup::connect(urls, name, &config, reconnects.clone(), dog.clone()).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.request_timeout);
         let events = setup::ensure_stream(&js, setup::events_config(&config)).await?;
@@ -89,6 +97,13 @@ impl NatsBus {
         let nodes = operators::nodes_bucket(&js, &config).await?;
         let leases = leases::leases_bucket(&js, &config).await?;
         let inputs = inputs::inputs_bucket(&js, &config).await?;
+        let stop_watchdog = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let (dog, client, table) = (dog.clone(), client.clone(), leases.clone());
+            let key = format!("watchdog.{}", crate::operators::node_key(name));
+            let (moved, stop, js) = (reconnects.subscribe(), stop_watchdog.clone(), js.clone());
+            async move { dog.run(client, js, table, key, moved, stop).await }
+        });
         Ok(NatsBus {
             client,
             js,
@@ -100,7 +115,14 @@ impl NatsBus {
             inputs,
             config,
             reconnects,
+            watchdog: dog,
+            stop_watchdog,
         })
+    }
+
+    /// Whether this node reaches the log, as the watchdog sees it.
+    pub fn reach(&self) -> crate::Reach {
+        self.watchdog.reach()
     }
 
     /// Resolves a refused fence: if the session's last stored message is
@@ -150,6 +172,12 @@ impl NatsBus {
     }
 }
 
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        self.stop_watchdog.cancel();
+    }
+}
+
 /// The last seq a stored message carries: its `Weir-Seq` header, or its payload.
 fn last_seq_in(msg: &jetstream::message::StreamMessage) -> Result<u64, BusError> {
     let header = msg
@@ -181,12 +209,23 @@ impl EventLog for NatsBus {
         headers.insert(SEQ_HEADER, last.seq.to_string().as_str());
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ, fence.0.to_string().as_str());
         let payload = weir_protocol::event::encode_message(events);
+        let publish = async {
+            match self
+                .js
+                .publish_with_headers(session.events_subject(), headers, payload)
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            }
+        };
+        // Bounded, and abandoned on a reconnect: the caller retries the
+        // same message (same id, same fence) on the new server.
+        let timed_out =
+            |e: &jetstream::context::PublishError| e.kind() == PublishErrorKind::TimedOut;
         let ack = self
-            .js
-            .publish_with_headers(session.events_subject(), headers, payload)
-            .await
-            .map_err(BusError::unavailable)?
-            .await;
+            .write(self.config.request_timeout, publish, timed_out)
+            .await?;
         match ack {
             Ok(ack) => Ok(Appended {
                 fence: Fence(ack.sequence),

@@ -43,12 +43,14 @@ pub async fn connect(
     name: &str,
     config: &BusConfig,
     reconnects: tokio::sync::watch::Sender<u64>,
+    watchdog: Arc<super::watchdog::Watchdog>,
 ) -> Result<Client, BusError> {
     let addrs = server_addrs(urls)?;
     // The event callback moves the connection off a server that enters
     // lame duck mode; it needs the client, which exists only afterwards.
     let this: Arc<OnceLock<Client>> = Arc::default();
     let callback_client = this.clone();
+    let chooser = watchdog.clone();
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -56,9 +58,15 @@ pub async fn connect(
         .ping_interval(config.ping_interval)
         .connection_timeout(config.request_timeout)
         .request_timeout(Some(config.request_timeout))
+        // The watchdog picks the server: not one it just left.
+        .reconnect_to_server_callback(move |pool, _| {
+            let pick = chooser.choose(pool);
+            async move { pick }
+        })
         .event_callback(move |event| {
             let (reconnects, client) = (reconnects.clone(), callback_client.clone());
-            async move { on_event(event, &reconnects, &client) }
+            let watchdog = watchdog.clone();
+            async move { on_event(event, &reconnects, &client, &watchdog) }
         })
         .connect(addrs)
         .await
@@ -81,14 +89,17 @@ fn on_event(
     event: async_nats::Event,
     reconnects: &tokio::sync::watch::Sender<u64>,
     client: &OnceLock<Client>,
+    watchdog: &super::watchdog::Watchdog,
 ) {
     match event {
         async_nats::Event::Disconnected => {
             tracing::warn!("NATS disconnected");
+            watchdog.disconnected();
             metrics::counter!(weir_telemetry::names::BUS_DISCONNECTS).increment(1);
         }
         async_nats::Event::Connected => {
-            tracing::info!("NATS connected");
+            let server = watchdog.connected();
+            tracing::info!(server = server.as_deref().unwrap_or("?"), "NATS connected");
             reconnects.send_modify(|n| *n += 1);
             if *reconnects.borrow() > 1 {
                 metrics::counter!(weir_telemetry::names::BUS_RECONNECTS).increment(1);
@@ -286,22 +297,40 @@ mod tests {
         format!("nats://{addr}")
     }
 
+    fn dog(config: &BusConfig) -> Arc<crate::nats::watchdog::Watchdog> {
+        let reach = crate::Reach::default();
+        Arc::new(crate::nats::watchdog::Watchdog::new(
+            config.timings(),
+            reach,
+        ))
+    }
+
     #[tokio::test]
     async fn a_node_connected_to_an_old_server_refuses_to_start() {
         let url = fake_server("2.9.10").await;
         let config = BusConfig::default();
-        let e = connect(&[url], "test", &config, tokio::sync::watch::Sender::new(0))
-            .await
-            .unwrap_err();
+        let e = connect(
+            &[url],
+            "test",
+            &config,
+            tokio::sync::watch::Sender::new(0),
+            dog(&config),
+        )
+        .await
+        .unwrap_err();
         let line = e.to_string();
         assert!(matches!(e, BusError::Unsupported(_)), "{line}");
         assert!(line.contains("2.9.10") && line.contains("2.11"), "{line}");
         let url = fake_server("2.15.1").await;
-        assert!(
-            connect(&[url], "test", &config, tokio::sync::watch::Sender::new(0))
-                .await
-                .is_ok()
-        );
+        assert!(connect(
+            &[url],
+            "test",
+            &config,
+            tokio::sync::watch::Sender::new(0),
+            dog(&config)
+        )
+        .await
+        .is_ok());
     }
 
     #[test]

@@ -43,9 +43,10 @@ pub trait Encoder: Send + 'static {
     fn notice(&self, _frame: &str) -> Bytes {
         Bytes::new()
     }
-    /// The node drains: the last text, if the protocol has a way to say
+    /// The client is to go to another node (it drains, or it cannot reach
+    /// the log): the last text, if the protocol has a way to say
     /// "reconnect" (otherwise the body just ends).
-    fn draining(&self) -> Option<Bytes> {
+    fn draining(&self, _why: crate::reach::Why) -> Option<Bytes> {
         None
     }
     /// True once the encoder has written its last text.
@@ -104,13 +105,13 @@ struct Pump<E> {
 
 impl<E: Encoder> Pump<E> {
     fn run(self, state: &AppState) -> impl Stream<Item = Result<Bytes, Infallible>> {
-        let drain = state.drain.clone();
+        let leave = state.leave();
         let heartbeat = state.config.heartbeat;
         let max = state.config.max_frame_events;
         stream::unfold(self, move |mut p| {
-            let drain = drain.clone();
+            let leave = leave.clone();
             async move {
-                let chunk = p.next(&drain, heartbeat, max).await?;
+                let chunk = p.next(&leave, heartbeat, max).await?;
                 Some((Ok(chunk), p))
             }
         })
@@ -119,7 +120,7 @@ impl<E: Encoder> Pump<E> {
     /// The next piece of the body; `None` ends it.
     async fn next(
         &mut self,
-        drain: &tokio_util::sync::CancellationToken,
+        leave: &crate::reach::Leave,
         heartbeat: std::time::Duration,
         max: usize,
     ) -> Option<Bytes> {
@@ -133,15 +134,15 @@ impl<E: Encoder> Pump<E> {
         if self.finished || self.encoder.done() {
             return None;
         }
-        if drain.is_cancelled() {
+        if let Some(why) = leave.now() {
             self.finished = true;
-            return self.encoder.draining();
+            return self.encoder.draining(why);
         }
         let room = self.encoder.room(self.sub.cursor(), max);
         let chunk = tokio::select! {
-            _ = drain.cancelled() => {
+            why = leave.wait() => {
                 self.finished = true;
-                self.encoder.draining()?
+                self.encoder.draining(why)?
             }
             Some(notice) = self.notices.next(), if E::NOTICES => self.encoder.notice(&notice),
             _ = tokio::time::sleep(heartbeat) => Bytes::from_static(b": keep-alive\n\n"),

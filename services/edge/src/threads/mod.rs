@@ -10,7 +10,7 @@
 //!   of the store, then launches it ([`crate::launch`]);
 //! - [`run_spec`], [`find_alias`], [`add_alias`], [`active_run`]: what the
 //!   front ends read back about a thread's runs;
-//! - [`thread_of`]: the thread a session is a run of, for the thread token
+//! - [`crate::sessions::thread_of`]: the thread a session is a run of, for the thread token
 //!   that opens it ([`crate::access`]).
 //!
 //! While the store cannot be reached, threads cannot be created, read or
@@ -195,7 +195,7 @@ pub(crate) async fn run_spec(
     state: &AppState,
     session: &SessionId,
 ) -> Result<Option<RunSpec>, ApiError> {
-    let Some(thread) = thread_of(state, session).await? else {
+    let Some(thread) = crate::sessions::thread_of(state, session).await? else {
         return Ok(None);
     };
     let record = state.store.get_run(&thread, session).await?;
@@ -231,14 +231,6 @@ pub(crate) async fn add_alias(
             "run id {alias:?} names another run of thread {thread}"
         )))
     }
-}
-
-/// The thread `session` is a run of, from its state.
-pub(crate) async fn thread_of(
-    state: &AppState,
-    session: &SessionId,
-) -> Result<Option<ThreadId>, ApiError> {
-    Ok(state.store.get(session).await?.and_then(|s| s.thread))
 }
 
 #[cfg(test)]

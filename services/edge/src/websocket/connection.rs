@@ -24,12 +24,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use weir_protocol::frame::{close, events_frame};
 use weir_protocol::{ClientFrame, ControlOp, RawEvent, ServerFrame};
 use weir_telemetry::names;
 
 use crate::frames::{frame_len, frame_room, Batch, Encoding, Frames};
+pub use crate::reach::Leave;
 use crate::subscription::{DeliveryError, Source};
 pub use crate::websocket::writer::Outgoing;
 use crate::websocket::writer::{Frame, WriteError, Writer};
@@ -157,7 +157,7 @@ pub async fn serve<S, R, N, P>(
     hello: ServerFrame,
     limits: Limits,
     actions: &dyn ClientActions,
-    drain: CancellationToken,
+    leave: Leave,
 ) -> ConnStats
 where
     S: Sink<Outgoing> + Send + Unpin + 'static,
@@ -211,9 +211,9 @@ where
         let heartbeat_at = tokio::time::Instant::from_std(idle_since + limits.heartbeat);
         tokio::select! {
             biased;
-            _ = drain.cancelled() => {
-                let frame = ServerFrame::Reconnect { reason: "node draining".into() };
-                break Some((close::DRAINING, Some(frame), "node draining"));
+            why = leave.wait() => {
+                let frame = ServerFrame::Reconnect { reason: why.reason().into() };
+                break Some((close::DRAINING, Some(frame), why.reason()));
             }
             written = poll_fn(|cx| writer.poll_write(cx)), if busy => {
                 if written.is_err() {

@@ -127,7 +127,7 @@ async fn connected(state: AppState, socket: Socket, opened: Opened) {
         hello,
         state.limits(),
         &actions,
-        state.drain.clone(),
+        state.leave(),
     )
     .await;
     tracing::debug!(?stats, "connection closed");

@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 use weir_protocol::{EndReason, RawEvent};
 
-use super::{to_json, AgUiEvent, TokenUsage};
+use super::events::{to_json, AgUiEvent, TokenUsage};
 use crate::frontends::stream::Encoder;
 use crate::frontends::{InputRequest, Op, Reader};
 use crate::subscription::DeliveryError;

@@ -3,6 +3,7 @@
 use serde_json::json;
 use weir_protocol::{EndReason, RawEvent};
 
+use super::events::to_json;
 use super::*;
 use crate::frontends::stream::Encoder;
 use crate::frontends::tests::{autogen_session, read_all};

@@ -10,6 +10,7 @@ use weir_protocol::{Event, SessionId};
 use super::*;
 use crate::hub::Hub;
 use crate::subscription::Subscription;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Recorder {
@@ -120,7 +121,7 @@ async fn a_slow_reader_gets_coalesced_frames_within_the_watermarks() {
         hello(),
         limits(100, 80, 30),
         &actions,
-        CancellationToken::new(),
+        Leave::default(),
     )
     .await;
     let (seqs, sizes, close) = reader.await.unwrap();
@@ -163,7 +164,7 @@ async fn read_all(bus: &Bus, hub: &Hub, id: &SessionId) -> Vec<Outgoing> {
         hello(),
         l,
         &actions,
-        CancellationToken::new(),
+        Leave::default(),
     )
     .await;
     reader.await.unwrap()
@@ -223,7 +224,7 @@ async fn a_client_that_never_reads_is_closed_with_4008() {
         hello(),
         l,
         &Recorder::default(),
-        CancellationToken::new(),
+        Leave::default(),
     )
     .await;
     assert_eq!(stats.close_code, Some(close::SLOW_CONSUMER));
@@ -254,7 +255,7 @@ async fn idle_connections_get_heartbeats_acks_are_recorded_and_drain_says_reconn
                 hello(),
                 l,
                 actions.as_ref(),
-                drain,
+                Leave::on_drain(drain),
             )
             .await
         })
@@ -313,7 +314,7 @@ async fn an_input_frame_is_answered_and_a_refused_one_gets_an_error_frame_while_
         let actions = actions.clone();
         tokio::spawn(async move {
             let l = limits(50, 40, 10);
-            let (notices, drain) = (futures::stream::pending(), CancellationToken::new());
+            let notices = futures::stream::pending();
             serve(
                 sink,
                 incoming,
@@ -322,7 +323,7 @@ async fn an_input_frame_is_answered_and_a_refused_one_gets_an_error_frame_while_
                 hello(),
                 l,
                 actions.as_ref(),
-                drain,
+                Leave::default(),
             )
             .await
         })
@@ -372,7 +373,17 @@ async fn pings_are_answered_in_order_and_a_protocol_error_closes_with_its_code()
         let actions = Recorder::default();
         let drain = CancellationToken::new();
         let l = limits(50, 40, 10);
-        serve(sink, incoming, notices, sub, hello(), l, &actions, drain).await
+        serve(
+            sink,
+            incoming,
+            notices,
+            sub,
+            hello(),
+            l,
+            &actions,
+            Leave::on_drain(drain),
+        )
+        .await
     });
     client
         .send(Incoming::Ping(Bytes::from_static(b"1")))
@@ -478,7 +489,7 @@ async fn no_pull_between_reaching_the_high_watermark_and_falling_to_the_low_one(
         hello(),
         limits(buffer, high, low),
         &actions,
-        CancellationToken::new(),
+        Leave::default(),
     )
     .await;
     assert_eq!(reader.await.unwrap(), (1..=601).collect::<Vec<_>>());

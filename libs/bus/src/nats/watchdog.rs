@@ -1,0 +1,391 @@
+//! The health watchdog of a node's NATS connection (protocol.md §6,
+//! "survives network partitions"). A connection can look alive — the TCP
+//! connection is up, the server even answers pings — while the server has
+//! lost its cluster: JetStream requests to it then go unanswered, or are
+//! answered "JetStream unavailable" once it notices it has no meta leader.
+//! The watchdog writes a probe key of its own to the lease table
+//! (`WEIR_LEASES`, key `watchdog.<node>`) every half ping interval: a write
+//! is stored only with a quorum behind the stream's leader, so a server
+//! cut off from its cluster cannot answer it — not even one that still
+//! believes it leads (a cut-off leader keeps answering reads, and the
+//! account info, until it steps down). A write refused at once (the table
+//! is electing a leader) says nothing against the server: then the
+//! account info (`$JS.API.INFO`, answered through the meta leader) decides.
+//! The node leaves the server — the same `force_reconnect` as lame duck
+//! mode — when
+//!
+//! - no probe was stored for [`Timings::stall`] (1.5 × the ping
+//!   interval), or
+//! - a write (an append, a lease write) got no answer in its time while the
+//!   connection was up (a cut-off server that still believes it leads).
+//!
+//! A dead connection (missed pongs, a host off the network) is left by the
+//! client itself. Either way the server left is tried last for a while
+//! ([`choose`]), so the next connection goes to a server that is not known
+//! to be cut off. A node whose probes have gone unanswered on every server
+//! for [`Timings::cut_off_after`] is *cut off* ([`crate::Reach`]): edges then
+//! tell their clients to reconnect, to an edge that can reach the log.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_nats::{jetstream, Client, ReconnectToServer, Server, ServerAddr};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::NatsBus;
+use crate::{BusError, Reach, Timings};
+
+/// A server this node left is tried last for this long.
+const LEFT_FOR: Duration = Duration::from_secs(30);
+
+pub(super) struct Watchdog {
+    timings: Timings,
+    state: Mutex<State>,
+    /// A write timed out: look now rather than at the next probe.
+    check: Notify,
+    reach: Reach,
+}
+
+struct State {
+    /// The server being connected to, then the one connected to.
+    trying: Option<ServerAddr>,
+    current: Option<ServerAddr>,
+    /// Servers left because they failed, with when.
+    left: HashMap<ServerAddr, Instant>,
+    /// JetStream last answered a probe on this connection (or it was made).
+    answered: Instant,
+    /// JetStream last answered a probe on any connection.
+    reached: Instant,
+    /// A write on this connection got no answer in its time.
+    write_timed_out: bool,
+    /// Counts connections, bumped as soon as one is given up (before the
+    /// client reports it): a write's outcome counts only for the connection
+    /// it was made on.
+    generation: u64,
+}
+
+impl Watchdog {
+    pub(super) fn new(timings: Timings, reach: Reach) -> Watchdog {
+        let now = Instant::now();
+        Watchdog {
+            timings,
+            state: Mutex::new(State {
+                trying: None,
+                current: None,
+                left: HashMap::new(),
+                answered: now,
+                reached: now,
+                write_timed_out: false,
+                generation: 0,
+            }),
+            check: Notify::new(),
+            reach,
+        }
+    }
+
+    pub(super) fn reach(&self) -> Reach {
+        self.reach.clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("watchdog lock")
+    }
+
+    /// The server to connect to next (the client's reconnect callback).
+    pub(super) fn choose(&self, pool: Vec<Server>) -> Option<ReconnectToServer> {
+        let mut state = self.state();
+        let now = Instant::now();
+        // Connecting again means the last connection failed (this runs
+        // before the client reports the disconnection).
+        if let Some(addr) = state.current.take() {
+            state.left.insert(addr, now);
+        }
+        state.generation += 1;
+        state
+            .left
+            .retain(|_, at| now.duration_since(*at) < LEFT_FOR);
+        let pick = choose(pool, &state.left);
+        state.trying = pick.as_ref().map(|p| p.addr.clone());
+        pick
+    }
+
+    /// The client connected: to the server it was trying, which it names.
+    pub(super) fn connected(&self) -> Option<String> {
+        let mut state = self.state();
+        state.current = state.trying.take();
+        state.answered = Instant::now();
+        state.write_timed_out = false;
+        state.current.as_ref().map(|a| a.as_url_str().to_owned())
+    }
+
+    /// The connection dropped (missed pongs, the server closed it, or this
+    /// node left it): the server is tried last for a while.
+    pub(super) fn disconnected(&self) {
+        let mut state = self.state();
+        if let Some(addr) = state.current.take() {
+            state.left.insert(addr, Instant::now());
+        }
+    }
+
+    /// The connection writes are made on now.
+    pub(super) fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// A write's outcome on connection `generation`: one that timed out
+    /// makes the node leave, unless the node has left that connection since.
+    pub(super) fn wrote(&self, generation: u64, timed_out: bool) {
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        state.write_timed_out = timed_out;
+        drop(state);
+        if timed_out {
+            self.check.notify_one();
+        }
+    }
+
+    /// Whether to leave the server now; resets the clocks when so.
+    fn should_leave(&self, now: Instant) -> bool {
+        let mut state = self.state();
+        let stalled = now.duration_since(state.answered) >= self.timings.stall;
+        if !(stalled || state.write_timed_out) {
+            return false;
+        }
+        state.answered = now;
+        state.write_timed_out = false;
+        state.generation += 1;
+        true
+    }
+
+    fn probe_answered(&self, now: Instant) {
+        let mut state = self.state();
+        state.answered = now;
+        state.reached = now;
+    }
+
+    fn update_reach(&self, now: Instant) {
+        let since = now.duration_since(self.state().reached);
+        self.reach.set_cut_off(since >= self.timings.cut_off_after);
+    }
+
+    /// Probes JetStream and leaves failing servers until `stop`.
+    pub(super) async fn run(
+        &self,
+        client: Client,
+        js: jetstream::Context,
+        table: jetstream::kv::Store,
+        key: String,
+        reconnects: watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.timings.probe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if connected(&client) && probes.len() < 4 {
+                        let (table, js) = (table.clone(), js.clone());
+                        let (limit, key) = (self.timings.stall, key.clone());
+                        let epoch = *reconnects.borrow();
+                        probes.push(async move {
+                            let write = table.put(key, bytes::Bytes::new());
+                            let answered = match tokio::time::timeout(limit, write).await {
+                                Ok(Ok(_)) => true,
+                                Err(_) => false,
+                                Ok(Err(_)) => {
+                                    let info = tokio::time::timeout(limit, js.query_account());
+                                    matches!(info.await, Ok(Ok(_)))
+                                }
+                            };
+                            (epoch, answered)
+                        });
+                    }
+                }
+                _ = self.check.notified() => {}
+                Some((epoch, ok)) = probes.next() => {
+                    // An answer counts for the connection it was asked on.
+                    if ok && epoch == *reconnects.borrow() {
+                        self.probe_answered(Instant::now());
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.update_reach(now);
+            if connected(&client) && self.should_leave(now) {
+                tracing::warn!(
+                    server = ?self.state().current,
+                    "the NATS server stores nothing (cut off from its cluster?); moving to another"
+                );
+                if let Err(e) = client.force_reconnect().await {
+                    tracing::warn!(error = %e, "could not leave the NATS server");
+                }
+            }
+        }
+    }
+}
+
+fn connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// The server to try: one not left lately before one that was, fewer
+/// failed attempts first, at random among equals (so that nodes spread over
+/// the cluster). Right away, unless it failed last time (then the client's
+/// backoff).
+fn choose(mut pool: Vec<Server>, left: &HashMap<ServerAddr, Instant>) -> Option<ReconnectToServer> {
+    use rand::seq::SliceRandom;
+    pool.shuffle(&mut rand::rng());
+    pool.sort_by_key(|s| (left.contains_key(&s.addr), s.failed_attempts));
+    pool.into_iter().next().map(|s| ReconnectToServer {
+        delay: (s.failed_attempts == 0).then_some(Duration::ZERO),
+        addr: s.addr,
+    })
+}
+
+impl NatsBus {
+    /// Runs a write to JetStream for at most `limit`, and not past a
+    /// reconnect (its answer would never come: the caller retries on the
+    /// new connection, with the same message id and fence). A write that
+    /// gets no answer in time is reported to the watchdog.
+    pub(super) async fn write<T, E>(
+        &self,
+        limit: Duration,
+        write: impl std::future::Future<Output = Result<T, E>>,
+        timed_out: impl Fn(&E) -> bool,
+    ) -> Result<Result<T, E>, BusError> {
+        let mut moved = self.reconnects.subscribe();
+        let epoch = *moved.borrow_and_update();
+        let generation = self.watchdog.generation();
+        let result = tokio::select! {
+            biased;
+            _ = moved.changed() => {
+                return Err(BusError::Unavailable("the NATS connection moved; retry".into()))
+            }
+            r = tokio::time::timeout(limit, write) => r,
+        };
+        if *self.reconnects.borrow() != epoch {
+            // Asked of the server left meanwhile: says nothing of this one.
+            return Err(BusError::Unavailable(
+                "the NATS connection moved; retry".into(),
+            ));
+        }
+        match result {
+            Err(_) => {
+                self.watchdog.wrote(generation, true);
+                Err(BusError::Unavailable(
+                    "NATS did not answer the write in time".into(),
+                ))
+            }
+            Ok(r) => {
+                let late = r.as_ref().err().is_some_and(&timed_out);
+                self.watchdog.wrote(generation, late);
+                Ok(r)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, failed_attempts: usize) -> Server {
+        Server {
+            addr: url.parse().unwrap(),
+            failed_attempts,
+            did_connect: false,
+            is_discovered: false,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_server_left_lately_is_tried_only_after_the_others() {
+        let left = HashMap::from([("nats://a:4222".parse().unwrap(), Instant::now())]);
+        for _ in 0..20 {
+            let pool = vec![server("nats://a:4222", 0), server("nats://b:4222", 3)];
+            let pick = choose(pool, &left).unwrap();
+            assert_eq!(pick.addr.as_url_str(), "nats://b:4222");
+            assert_eq!(pick.delay, None, "b failed last time: the client's backoff");
+        }
+        let pick = choose(vec![server("nats://a:4222", 0)], &left).unwrap();
+        assert_eq!(pick.addr.as_url_str(), "nats://a:4222", "the only one left");
+    }
+
+    #[test]
+    fn servers_in_good_standing_are_picked_at_random_and_at_once() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let pool = vec![
+                server("nats://a:4222", 0),
+                server("nats://b:4222", 0),
+                server("nats://c:4222", 1),
+            ];
+            let pick = choose(pool, &HashMap::new()).unwrap();
+            assert_eq!(pick.delay, Some(Duration::ZERO));
+            seen.insert(pick.addr.as_url_str().to_owned());
+        }
+        let want = ["nats://a:4222", "nats://b:4222"].map(String::from);
+        assert_eq!(seen, want.into_iter().collect());
+    }
+
+    #[test]
+    fn a_stalled_connection_or_a_timed_out_write_is_left_once() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0);
+        assert!(!dog.should_leave(t0 + Duration::from_secs(2)));
+        assert!(dog.should_leave(t0 + Duration::from_secs(3)));
+        assert!(
+            !dog.should_leave(t0 + Duration::from_secs(4)),
+            "the clock restarts"
+        );
+        dog.wrote(dog.generation(), true);
+        assert!(dog.should_leave(t0 + Duration::from_secs(4)));
+        dog.wrote(dog.generation(), true);
+        dog.wrote(dog.generation(), false);
+        assert!(
+            !dog.should_leave(t0 + Duration::from_secs(5)),
+            "a later write went through"
+        );
+    }
+
+    #[test]
+    fn a_write_that_timed_out_on_a_connection_left_since_is_not_held_against_the_next() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0);
+        let made_on = dog.generation();
+        assert!(dog.should_leave(t0 + Duration::from_secs(3)));
+        dog.wrote(made_on, true);
+        assert!(
+            !dog.should_leave(t0 + Duration::from_secs(3)),
+            "left a good server"
+        );
+    }
+
+    #[test]
+    fn a_node_without_an_answer_for_the_cut_off_time_is_cut_off_until_one_comes() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let reach = Reach::default();
+        let dog = Watchdog::new(timings, reach.clone());
+        let t0 = Instant::now();
+        dog.probe_answered(t0);
+        dog.update_reach(t0 + Duration::from_secs(8));
+        assert!(!reach.is_cut_off());
+        dog.update_reach(t0 + Duration::from_secs(9));
+        assert!(reach.is_cut_off());
+        dog.probe_answered(t0 + Duration::from_secs(10));
+        dog.update_reach(t0 + Duration::from_secs(10));
+        assert!(!reach.is_cut_off());
+    }
+}
