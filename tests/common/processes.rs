@@ -6,12 +6,27 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port nothing listens on now, for a server the test starts.
+///
+/// Below the kernel's ephemeral range (32768–60999 on Linux by default), so
+/// that no outgoing connection on the machine takes the port between this
+/// check and the server's bind (port 0 hands out ephemeral ports, and a
+/// nats-server once found its "free" monitoring port taken that way). Each
+/// process starts at its own place in 10000–31999 (nextest runs every test
+/// in a process of its own) and moves on from there.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A directory for this test's logs and data.
