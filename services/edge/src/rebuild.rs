@@ -33,6 +33,12 @@ pub fn live_status(last: &RawEvent) -> Status {
     }
 }
 
+/// True for the `resumed` notice a producer publishes when a pause ends.
+pub fn is_resumed_notice(last: &RawEvent) -> bool {
+    serde_json::from_slice::<Event>(&last.json)
+        .is_ok_and(|e| e.kind == "status" && e.data["state"] == "resumed")
+}
+
 /// The state the log shows, `None` when it holds nothing of the session.
 /// With `times`, the first event is read for `created` (one more read).
 pub async fn from_log(

@@ -3,7 +3,7 @@
 //! control.
 
 use weir_bus::LastEvent;
-use weir_protocol::{ControlOp, EndReason, Event, SessionId};
+use weir_protocol::{ControlOp, EndReason, Event, SessionId, Status};
 use weir_store::{SessionState, StoreError, Update};
 
 use crate::error::ApiError;
@@ -112,7 +112,16 @@ fn reconciled(mut s: SessionState, last: Option<&LastEvent>) -> (SessionState, O
         // The log says whether a live session is paused (its last event is
         // the `paused` notice) sooner than the producer's coalesced state
         // writes, and is the only place outside producers say it.
-        let live = rebuild::live_status(&last.event);
+        let mut live = rebuild::live_status(&last.event);
+        // A pause and resume while the run waits for its answer leave a
+        // `resumed` notice last: the question is still open, as the
+        // producer recorded (it records `streaming` once the answer is in).
+        if live == Status::Streaming
+            && s.status == Status::InputRequired
+            && rebuild::is_resumed_notice(&last.event)
+        {
+            live = Status::InputRequired;
+        }
         let changed = live != s.status;
         s.status = live;
         changed.then(|| Update::status(live))
@@ -304,6 +313,25 @@ mod tests {
         async fn ping(&self) -> Result<(), BusError> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_resume_during_a_wait_for_an_answer_leaves_the_question_open() {
+        let mut waiting = SessionState::new(SessionId::parse("asks").unwrap(), "mock");
+        waiting.status = Status::InputRequired;
+        let last = |kind: &str, data: serde_json::Value| LastEvent {
+            event: Event::new(7, kind, None, data).to_raw(),
+            fence: Fence(7),
+        };
+        let resumed = last("status", serde_json::json!({"state": "resumed"}));
+        let (s, update) = reconciled(waiting.clone(), Some(&resumed));
+        assert_eq!(s.status, Status::InputRequired);
+        assert_eq!(update, None);
+        // Once the answer is in and the agent goes on, the log says so.
+        let token = last("token", serde_json::json!({"text": "you"}));
+        let (s, update) = reconciled(waiting, Some(&token));
+        assert_eq!(s.status, Status::Streaming);
+        assert_eq!(update, Some(Update::status(Status::Streaming)));
     }
 
     #[tokio::test]
