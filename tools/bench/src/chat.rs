@@ -292,25 +292,13 @@ async fn chat(
         "trigger": "submit-message",
         "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": message}]}],
     });
-    let (t0, sent_ms) = (Instant::now(), now_ms());
-    let r = http
+    let request = http
         .post(format!("{edge}/v1/chat"))
         .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await?;
-    ensure!(r.status() == 200, "POST /v1/chat: {}", r.status());
-    let answered = t0.elapsed();
-    let read = read_ui_stream(r, t0).await?;
-    Ok(Start {
-        answered,
-        first_token: read.first,
-        right: read.text == format!("echo: {message}"),
-        sent_ms,
-        received_ms: read.first_ms,
-        run: Some((edge.to_owned(), read.message_id, token)),
-        ..Start::default()
-    })
+        .json(&body);
+    let (mut start, message_id) = one_request(request, message).await?;
+    start.run = Some((edge.to_owned(), message_id, token));
+    Ok(start)
 }
 
 /// `POST {baseline}/chat/{id}`: the resumable-stream server's one request.
@@ -321,23 +309,33 @@ async fn baseline(
     message: &str,
     rate: f64,
 ) -> anyhow::Result<Start> {
-    let (t0, sent_ms) = (Instant::now(), now_ms());
-    let r = http
+    let request = http
         .post(format!("{url}/chat/{id}-{}", std::process::id()))
-        .json(&json!({"text": message, "rate": rate}))
-        .send()
-        .await?;
-    ensure!(r.status() == 200, "baseline POST: {}", r.status());
+        .json(&json!({"text": message, "rate": rate}));
+    Ok(one_request(request, message).await?.0)
+}
+
+/// Sends a request that answers a UI message stream and reads it to its
+/// end: the start as measured (its reply checked against the mock's echo of
+/// `message`), and the stream's message id.
+async fn one_request(
+    request: reqwest::RequestBuilder,
+    message: &str,
+) -> anyhow::Result<(Start, String)> {
+    let (t0, sent_ms) = (Instant::now(), now_ms());
+    let r = request.send().await?;
+    ensure!(r.status() == 200, "POST {}: {}", r.url().path(), r.status());
     let answered = t0.elapsed();
     let read = read_ui_stream(r, t0).await?;
-    Ok(Start {
+    let start = Start {
         answered,
         first_token: read.first,
         right: read.text == format!("echo: {message}"),
         sent_ms,
         received_ms: read.first_ms,
         ..Start::default()
-    })
+    };
+    Ok((start, read.message_id))
 }
 
 /// What a UI message stream gave.
