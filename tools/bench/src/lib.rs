@@ -7,7 +7,7 @@
 //!
 //! - [`load`]: steady, burst, saturation, fan-out and failover (one runner,
 //!   presets).
-//! - [`chat`]: time to first token of chats started at once, by one
+//! - [`chat`] (its report in `chat/report.rs`): time to first token of chats started at once, by one
 //!   request (`POST /v1/chat`), by create-then-connect and by a baseline.
 //! - [`connections`]: idle subscribed connections and the edge's RSS;
 //!   [`memory`]: the edge's RSS over a streaming run, per subscriber.
