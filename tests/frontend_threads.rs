@@ -4,40 +4,22 @@
 //! port, no producer: a started run stays active). Every refusal is the
 //! API's JSON error before any event; malformed messages name the field.
 
-use std::sync::Arc;
+mod common;
 
+use common::Embedded;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, BusConfig};
 use weir_edge::EdgeConfig;
-use weir_store::{MemoryStore, SessionStore};
 
 const SECRET: &str = "frontend-threads-test-secret-32-bytes";
 const API_KEY: &str = "frontend-threads-test-api-key";
 
-struct Edge {
-    base: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn edge() -> Edge {
+/// The edge alone, with the API key: no producer, so a started run stays
+/// active until the test ends it.
+async fn edge() -> Embedded {
     let mut config = EdgeConfig::local(SECRET);
     config.api_key = Some(API_KEY.into());
-    let bus = Bus::memory(BusConfig::default());
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(config.cluster.retention));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(async move { weir_edge::run(config, bus, store, listener, shutdown).await });
-    Edge { base, stop }
+    Embedded::edge_only(config).await
 }
 
 /// A request with `Authorization: Bearer <token>` (none when empty).
@@ -71,7 +53,7 @@ async fn refused(
 }
 
 /// A thread of the mock agent: its id and token.
-async fn thread(edge: &Edge) -> (String, String) {
+async fn thread(edge: &Embedded) -> (String, String) {
     let url = format!("{}/v1/threads", edge.base);
     let r = send("POST", url, API_KEY, Some(json!({"agent": "mock"}))).await;
     assert_eq!(r.status(), StatusCode::CREATED);

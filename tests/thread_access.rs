@@ -3,45 +3,26 @@
 //! ends runs itself by appending their `end` to the log, as a producer
 //! would, without telling the store — the log is the truth.
 
-use std::sync::Arc;
+mod common;
 
+use common::Embedded;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, BusConfig, EventLog, Fence};
+use weir_bus::Fence;
 use weir_edge::EdgeConfig;
 use weir_protocol::{EndReason, Event, SessionId};
-use weir_store::{MemoryStore, SessionStore};
 
 const SECRET: &str = "thread-access-test-secret-of-32-bytes";
 const API_KEY: &str = "thread-test-api-key";
 
-struct Edge {
-    base: String,
-    log: Arc<dyn EventLog>,
-    stop: CancellationToken,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn edge() -> Edge {
+/// The edge alone, with the API key: no producer, so a started run stays
+/// active until the test ends it.
+async fn edge() -> Embedded {
     let mut config = EdgeConfig::local(SECRET);
     config.api_key = Some(API_KEY.into());
-    let bus = Bus::memory(BusConfig::default());
-    let log = bus.log.clone();
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(config.cluster.retention));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let shutdown = stop.clone();
-    tokio::spawn(async move { weir_edge::run(config, bus, store, listener, shutdown).await });
-    Edge { base, log, stop }
+    Embedded::edge_only(config).await
 }
 
 /// A request with `Authorization: Bearer <token>`; its status and JSON body.
@@ -65,7 +46,7 @@ async fn call(method: &str, url: String, token: &str, body: Option<Value>) -> (S
 }
 
 /// A thread of the mock agent: its id and token.
-async fn thread(edge: &Edge) -> (String, String) {
+async fn thread(edge: &Embedded) -> (String, String) {
     let url = format!("{}/v1/threads", edge.base);
     let (status, v) = call("POST", url, API_KEY, Some(json!({"agent": "mock"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -80,7 +61,7 @@ fn say(text: &str) -> Value {
 }
 
 /// Starts a run; its status and body.
-async fn run(edge: &Edge, t: &str, token: &str, body: Value) -> (StatusCode, Value) {
+async fn run(edge: &Embedded, t: &str, token: &str, body: Value) -> (StatusCode, Value) {
     call(
         "POST",
         format!("{}/v1/threads/{t}/runs", edge.base),
@@ -91,10 +72,10 @@ async fn run(edge: &Edge, t: &str, token: &str, body: Value) -> (StatusCode, Val
 }
 
 /// Ends a run in its log, as its producer would; the store is not told.
-async fn end_in_log(edge: &Edge, session: &str) {
+async fn end_in_log(edge: &Embedded, session: &str) {
     let id = SessionId::parse(session).unwrap();
     let end = Event::end(1, EndReason::Completed, None).to_raw();
-    edge.log.append(&id, &[end], Fence(0)).await.unwrap();
+    edge.bus.log.append(&id, &[end], Fence(0)).await.unwrap();
 }
 
 fn error_code(v: &Value) -> &str {

@@ -27,22 +27,29 @@ impl Embedded {
     /// edge's cluster settings (retention included); returns once the edge
     /// answers `/healthz`.
     pub async fn start(edge: EdgeConfig) -> Embedded {
+        let embedded = Embedded::edge_only(edge.clone()).await;
+        let mut producer = ProducerConfig::local();
+        producer.cluster = edge.cluster;
+        let agents = Registry::standard(&producer);
+        tokio::spawn(weir_producer::run(
+            producer,
+            embedded.bus.clone(),
+            embedded.store.clone(),
+            agents,
+            None,
+            embedded.stop.clone(),
+        ));
+        embedded
+    }
+
+    /// `edge` alone, with no producer: a run it starts stays queued until the
+    /// test writes its log itself. Returns once the edge answers `/healthz`.
+    pub async fn edge_only(edge: EdgeConfig) -> Embedded {
         let bus = Bus::memory(edge.cluster.bus());
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(edge.cluster.retention));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut producer = ProducerConfig::local();
-        producer.cluster = edge.cluster.clone();
         let stop = CancellationToken::new();
-        let agents = Registry::standard(&producer);
-        tokio::spawn(weir_producer::run(
-            producer,
-            bus.clone(),
-            store.clone(),
-            agents,
-            None,
-            stop.clone(),
-        ));
         tokio::spawn(weir_edge::run(
             edge,
             bus.clone(),
