@@ -48,6 +48,7 @@ pub async fn all(bus: &Bus, prefix: &str) {
     follow_starts_at_the_last_message(bus, prefix).await;
     control_reaches_subscribers(bus, prefix).await;
     runs_are_taken_once_and_redelivered_until_acked(bus, prefix).await;
+    a_run_offered_back_is_offered_again_before_the_ack_wait(bus, prefix).await;
     runs_go_to_their_agents_workers_only(bus, prefix).await;
     leases_are_taken_once_and_written_by_compare_and_set(bus, prefix).await;
     crate::input::conformance::answers_are_kept_once_and_delivered_to_a_later_wait(bus, prefix)
@@ -348,6 +349,45 @@ pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: 
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// A worker that cannot start a run offers it back: it is offered again
+/// after the delay it asked for, well before the ack wait (at least 1 s in
+/// these tests) would have brought it back.
+pub async fn a_run_offered_back_is_offered_again_before_the_ack_wait(bus: &Bus, prefix: &str) {
+    while !bus
+        .runs
+        .take("mock", 16, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty()
+    {} // leftovers of other tests
+    let run = RunRequest {
+        session: session(prefix, "offered-back"),
+        agent: "mock".into(),
+        input: serde_json::json!({}),
+        thread: None,
+    };
+    bus.runs.enqueue(&run).await.unwrap();
+    let mut taken = bus
+        .runs
+        .take("mock", 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let ticket = taken.pop().unwrap();
+    ticket.ack.retry(Duration::ZERO).await.unwrap();
+    let again = bus
+        .runs
+        .take("mock", 1, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let mut requests = Vec::new();
+    for t in again {
+        requests.push(t.request.clone());
+        t.ack.ack().await.unwrap();
+    }
+    assert_eq!(requests, vec![run], "not offered again before the ack wait");
 }
 
 /// A retry that comes after the duplicate window (its first try was stored

@@ -153,10 +153,15 @@ pub trait ControlChannel: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, ControlOp>, BusError>;
 }
 
-/// Acknowledges a taken run request, removing it from the queue.
+/// Answers for a taken run request: done with it, or offer it again soon.
 #[async_trait]
 pub trait RunAck: Send {
+    /// Acknowledges the request, removing it from the queue.
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    /// Offers the request again `after` this (to any worker), instead of at
+    /// the end of the ack wait: the taker could not start it for a passing
+    /// reason (the bus was electing a leader, its connection moved).
+    async fn retry(self: Box<Self>, after: Duration) -> Result<(), BusError>;
 }
 
 /// A run request taken from the queue. Unacknowledged requests are offered

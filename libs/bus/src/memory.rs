@@ -277,6 +277,7 @@ impl ControlChannel for MemoryBus {
 
 struct MemoryAck {
     runs: Arc<Mutex<RunState>>,
+    ready: Arc<Notify>,
     id: u64,
 }
 
@@ -285,6 +286,18 @@ impl RunAck for MemoryAck {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let mut runs = self.runs.lock().expect("runs lock");
         runs.queue.retain(|r| r.id != self.id);
+        Ok(())
+    }
+
+    async fn retry(self: Box<Self>, after: Duration) -> Result<(), BusError> {
+        {
+            let mut runs = self.runs.lock().expect("runs lock");
+            if let Some(run) = runs.queue.iter_mut().find(|r| r.id == self.id) {
+                run.taken_until = Some(Instant::now() + after);
+            }
+        }
+        // Takers waiting for the ack wait look again.
+        self.ready.notify_waiters();
         Ok(())
     }
 }
@@ -341,6 +354,7 @@ impl RunQueue for MemoryBus {
                             request: run.request.clone(),
                             ack: Box::new(MemoryAck {
                                 runs: self.runs.clone(),
+                                ready: self.runs_ready.clone(),
                                 id: run.id,
                             }),
                         }

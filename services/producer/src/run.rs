@@ -4,14 +4,14 @@
 //! the session exactly once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunTicket};
+use weir_bus::{Fence, Lease, LeaseEntry, RunAck, RunTicket};
 use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
 use weir_store::Update;
 use weir_telemetry::names;
@@ -39,16 +39,29 @@ pub(crate) enum Outcome {
 pub static ACTIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Executes one run request; every failure ends up in the session or the log.
+/// A run that could not start for a passing reason (the bus electing a
+/// leader, the connection moving to another server) is offered again this
+/// long after, to any producer, rather than at the end of the ack wait.
+pub const START_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Executes one run request; every failure ends up in the session or the
+/// log, or offers the request again.
 pub async fn execute(ctx: Arc<Ctx>, ticket: RunTicket, hard_stop: CancellationToken) {
     let id = ticket.request.session.clone();
     let span = tracing::info_span!("run", session = %id, node = %ctx.node);
     async move {
-        match claim(&ctx, ticket).await {
+        let RunTicket { request, ack } = ticket;
+        let mut ack = Some(ack);
+        match claim(&ctx, request, &mut ack).await {
             Ok(Some(claimed)) => claimed.run(&ctx, hard_stop).await,
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "could not start the run; it will be offered again")
+                tracing::warn!(error = %e, again_in = ?START_AGAIN_AFTER, "could not start the run; it will be offered again");
+                if let Some(ack) = ack.take() {
+                    if let Err(e) = ack.retry(START_AGAIN_AFTER).await {
+                        tracing::debug!(error = %e, "run request not offered back; it comes back after the ack wait");
+                    }
+                }
             }
         }
     }
@@ -61,7 +74,7 @@ struct Claimed {
     input: serde_json::Value,
     control: Option<ControlOp>,
     /// The session's control ops, subscribed to before its state was read.
-    subscribed: Result<BoxStream<'static, ControlOp>, BusError>,
+    subscribed: BoxStream<'static, ControlOp>,
     publisher: Publisher,
     lease: Lease,
 }
@@ -74,30 +87,34 @@ enum Admission {
     Skip(&'static str),
 }
 
-/// Takes the session's lease and acknowledges the request; `None` when the
-/// session ended or is already run by someone else. The control
-/// subscription is confirmed with the server before the session's state is
-/// read, so an op asked for at any time is either in that state or arrives
-/// on the subscription (edges store an op before they send it); the log's
-/// last event is read at the same time.
+/// Takes the session's lease and acknowledges the request (taking `ack`);
+/// `None` when the session ended or is already run by someone else. The
+/// control subscription is confirmed with the server before the session's
+/// state is read, so an op asked for at any time is either in that state or
+/// arrives on the subscription (edges store an op before they send it); the
+/// log's last event is read at the same time. Either failing fails the start
+/// (the lease is given back, `ack` left for the caller to offer the request
+/// again): a run never starts deaf to cancel and pause.
 async fn claim(
     ctx: &Arc<Ctx>,
-    ticket: RunTicket,
+    req: RunRequest,
+    ack: &mut Option<Box<dyn RunAck>>,
 ) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
-    let req = ticket.request;
     let id = req.session.clone();
     let (subscribed, last) = tokio::join!(ctx.bus.control.subscribe(&id), ctx.bus.log.last(&id));
     let (lease, control) = match admit(ctx, &req).await? {
         Admission::Run(lease, control) => (lease, control),
         Admission::Skip(why) => {
             tracing::info!("{why}; run dropped");
-            ticket.ack.ack().await?;
+            if let Some(ack) = ack.take() {
+                ack.ack().await?;
+            }
             return Ok(None);
         }
     };
-    let last = match last {
-        Ok(last) => last,
-        Err(e) => {
+    let (last, subscribed) = match (last, subscribed) {
+        (Ok(last), Ok(subscribed)) => (last, subscribed),
+        (Err(e), _) | (_, Err(e)) => {
             let _ = ctx.bus.leases.release(&lease).await;
             return Err(e.into());
         }
@@ -105,11 +122,13 @@ async fn claim(
     // Not waited for: should the ack be lost, the request comes back after
     // the ack wait, and whoever takes it finds the lease held or the
     // session ended, and drops it.
-    tokio::spawn(async move {
-        if let Err(e) = ticket.ack.ack().await {
-            tracing::debug!(error = %e, "run request not acknowledged; the lease keeps it here");
-        }
-    });
+    if let Some(ack) = ack.take() {
+        tokio::spawn(async move {
+            if let Err(e) = ack.ack().await {
+                tracing::debug!(error = %e, "run request not acknowledged; the lease keeps it here");
+            }
+        });
+    }
     let (next_seq, fence) = last
         .as_ref()
         .map_or((1, Fence(0)), |l| (l.event.seq + 1, l.fence));
@@ -215,16 +234,8 @@ impl Claimed {
                 ),
             }));
         };
-        let pending = Ok(futures::stream::pending().boxed());
-        let mut control = match std::mem::replace(&mut self.subscribed, pending) {
-            Ok(c) => c,
-            Err(e) => {
-                return Outcome::Finished(Err(AgentError::Failed {
-                    code: "bus_unavailable".into(),
-                    message: e.to_string(),
-                }))
-            }
-        };
+        let mut control =
+            std::mem::replace(&mut self.subscribed, futures::stream::pending().boxed());
         let initial = match self.control {
             Some(ControlOp::Cancel) => return Outcome::Cancelled,
             Some(ControlOp::Pause) => Gate::Paused,
@@ -437,69 +448,4 @@ pub(crate) async fn keep_lease(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use weir_store::SessionState;
-
-    use async_trait::async_trait;
-    use serde_json::json;
-
-    use super::*;
-    use crate::agents::Agent;
-    use crate::testing::{ctx, memory_bus, sid, Flaky};
-
-    /// Says two tokens, then panics.
-    struct Panics;
-
-    #[async_trait]
-    impl Agent for Panics {
-        async fn run(&self, _: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError> {
-            out.emit("token", None, json!({"text": "a"})).await?;
-            out.emit("token", None, json!({"text": "b"})).await?;
-            panic!("the model went away");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_agent_that_panics_ends_its_session_failed_after_what_it_said() {
-        let (bus, store) = (memory_bus(), Flaky::new());
-        let mut c = Arc::into_inner(ctx("p1", &bus, store, Duration::from_secs(5))).unwrap();
-        c.agents.insert("panics", Arc::new(Panics));
-        let ctx = Arc::new(c);
-        let id = sid("panicky");
-        let s = SessionState::new(id.clone(), "panics");
-        assert!(ctx.store.create(&s).await.unwrap());
-        let req = RunRequest {
-            session: id.clone(),
-            agent: "panics".into(),
-            input: json!({}),
-            thread: None,
-        };
-        ctx.bus.runs.enqueue(&req).await.unwrap();
-        let ticket = ctx
-            .bus
-            .runs
-            .take("panics", 1, Duration::from_secs(5))
-            .await
-            .unwrap();
-        let ticket = ticket.into_iter().next().expect("the queued run");
-        let run = execute(ctx.clone(), ticket, CancellationToken::new());
-        tokio::time::timeout(Duration::from_secs(10), run)
-            .await
-            .expect("the run ended");
-        let mut reader = ctx.bus.log.reader(&id, 0).await.unwrap();
-        let events = reader.next_page(100).await.unwrap();
-        let events: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::from_slice(&e.json).unwrap())
-            .collect();
-        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["token", "token", "error", "end"]);
-        let error = &events[2];
-        assert_eq!(error["data"]["code"], "agent_panicked", "{error}");
-        let said = error["data"]["message"].as_str().unwrap();
-        assert!(said.contains("the model went away"), "{error}");
-        assert_eq!(events[3]["data"]["reason"], "failed");
-    }
-}
+mod tests;

@@ -179,6 +179,13 @@ impl RunAck for NatsAck {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         self.0.double_ack().await.map_err(BusError::unavailable)
     }
+
+    async fn retry(self: Box<Self>, after: Duration) -> Result<(), BusError> {
+        self.0
+            .ack_with(jetstream::AckKind::Nak(Some(after)))
+            .await
+            .map_err(BusError::unavailable)
+    }
 }
 
 #[async_trait]

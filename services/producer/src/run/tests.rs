@@ -1,0 +1,150 @@
+//! A run's life on the in-memory bus: what reaches the log when the agent
+//! fails, and when the run cannot start.
+
+use std::time::Duration;
+
+use weir_protocol::SessionId;
+use weir_store::SessionState;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::*;
+use crate::agents::Agent;
+use crate::testing::{ctx, memory_bus, sid, Flaky};
+
+/// Says two tokens, then panics.
+struct Panics;
+
+#[async_trait]
+impl Agent for Panics {
+    async fn run(&self, _: serde_json::Value, out: &mut Emitter) -> Result<Finish, AgentError> {
+        out.emit("token", None, json!({"text": "a"})).await?;
+        out.emit("token", None, json!({"text": "b"})).await?;
+        panic!("the model went away");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_panics_ends_its_session_failed_after_what_it_said() {
+    let (bus, store) = (memory_bus(), Flaky::new());
+    let mut c = Arc::into_inner(ctx("p1", &bus, store, Duration::from_secs(5))).unwrap();
+    c.agents.insert("panics", Arc::new(Panics));
+    let ctx = Arc::new(c);
+    let id = sid("panicky");
+    let s = SessionState::new(id.clone(), "panics");
+    assert!(ctx.store.create(&s).await.unwrap());
+    let req = RunRequest {
+        session: id.clone(),
+        agent: "panics".into(),
+        input: json!({}),
+        thread: None,
+    };
+    ctx.bus.runs.enqueue(&req).await.unwrap();
+    let ticket = ctx
+        .bus
+        .runs
+        .take("panics", 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ticket = ticket.into_iter().next().expect("the queued run");
+    let run = execute(ctx.clone(), ticket, CancellationToken::new());
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ended");
+    let mut reader = ctx.bus.log.reader(&id, 0).await.unwrap();
+    let events = reader.next_page(100).await.unwrap();
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_slice(&e.json).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["token", "token", "error", "end"]);
+    let error = &events[2];
+    assert_eq!(error["data"]["code"], "agent_panicked", "{error}");
+    let said = error["data"]["message"].as_str().unwrap();
+    assert!(said.contains("the model went away"), "{error}");
+    assert_eq!(events[3]["data"]["reason"], "failed");
+}
+
+/// Control whose first subscription fails, as one does while the NATS
+/// connection moves to another server.
+struct FailsOnce {
+    inner: Arc<dyn weir_bus::ControlChannel>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl weir_bus::ControlChannel for FailsOnce {
+    async fn send(&self, session: &SessionId, op: ControlOp) -> Result<(), weir_bus::BusError> {
+        self.inner.send(session, op).await
+    }
+
+    async fn subscribe(
+        &self,
+        session: &SessionId,
+    ) -> Result<BoxStream<'static, ControlOp>, weir_bus::BusError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(weir_bus::BusError::Unavailable(
+                "the NATS connection moved; retry".into(),
+            ));
+        }
+        self.inner.subscribe(session).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_control_subscription_fails_is_offered_again_and_completes() {
+    let mut bus = memory_bus(); // the ack wait is 30 s: far longer than this test waits
+    bus.control = Arc::new(FailsOnce {
+        inner: bus.control.clone(),
+        failed: Default::default(),
+    });
+    let ctx = ctx("p1", &bus, Flaky::new(), Duration::from_secs(5));
+    let id = sid("deaf-at-start");
+    assert!(ctx
+        .store
+        .create(&SessionState::new(id.clone(), "mock"))
+        .await
+        .unwrap());
+    let req = RunRequest {
+        session: id.clone(),
+        agent: "mock".into(),
+        input: json!({"tokens": 3, "rate": 1000.0}),
+        thread: None,
+    };
+    ctx.bus.runs.enqueue(&req).await.unwrap();
+    for attempt in ["fails to start", "runs"] {
+        let mut taken = ctx
+            .bus
+            .runs
+            .take("mock", 1, START_AGAIN_AFTER * 3)
+            .await
+            .unwrap();
+        let ticket = taken
+            .pop()
+            .unwrap_or_else(|| panic!("{attempt}: not offered"));
+        let run = execute(ctx.clone(), ticket, CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the run ended");
+        if attempt == "fails to start" {
+            let state = ctx.store.get(&id).await.unwrap().unwrap();
+            assert!(
+                !state.status.is_ended(),
+                "ended at a failed start: {state:?}"
+            );
+            assert!(ctx.bus.log.last(&id).await.unwrap().is_none());
+        }
+    }
+    let last = ctx
+        .bus
+        .log
+        .last(&id)
+        .await
+        .unwrap()
+        .expect("the run's events");
+    let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
+    assert_eq!(end["kind"], "end");
+    assert_eq!(end["data"]["reason"], "completed", "{end}");
+}
