@@ -57,6 +57,9 @@ struct State {
     left: HashMap<ServerAddr, Instant>,
     /// JetStream last answered a probe on this connection (or it was made).
     answered: Instant,
+    /// A probe was last stored on this connection (a write: the server
+    /// reaches a quorum), if it was since the connection was made.
+    stored: Option<Instant>,
     /// JetStream last answered a probe on any connection.
     reached: Instant,
     /// A write on this connection got no answer in its time.
@@ -77,6 +80,7 @@ impl Watchdog {
                 current: None,
                 left: HashMap::new(),
                 answered: now,
+                stored: None,
                 reached: now,
                 write_timed_out: false,
                 generation: 0,
@@ -117,6 +121,7 @@ impl Watchdog {
         let mut state = self.state();
         state.current = state.trying.take();
         state.answered = Instant::now();
+        state.stored = None;
         state.write_timed_out = false;
         state.current.as_ref().map(|a| a.as_url_str().to_owned())
     }
@@ -135,11 +140,21 @@ impl Watchdog {
         self.state().generation
     }
 
-    /// A write's outcome on connection `generation`: one that timed out
-    /// makes the node leave, unless the node has left that connection since.
-    pub(super) fn wrote(&self, generation: u64, timed_out: bool) {
+    /// A write's outcome on connection `generation`, the write made at
+    /// `began`: one that timed out makes the node leave, unless the node has
+    /// left that connection since, or a probe was stored through it while
+    /// the write waited — then the server reaches its cluster, and the write
+    /// waited on its stream's election, which the next server would wait on
+    /// too.
+    pub(super) fn wrote(&self, generation: u64, began: Instant, timed_out: bool) {
         let mut state = self.state();
         if state.generation != generation {
+            return;
+        }
+        if timed_out && state.stored.is_some_and(|at| at > began) {
+            tracing::debug!(
+                "a write timed out on a server that stores probes: its stream is electing"
+            );
             return;
         }
         state.write_timed_out = timed_out;
@@ -162,9 +177,14 @@ impl Watchdog {
         true
     }
 
-    fn probe_answered(&self, now: Instant) {
+    /// A probe was answered at `now`: `stored` when its write was (not
+    /// merely the account info after a refused write).
+    fn probe_answered(&self, now: Instant, stored: bool) {
         let mut state = self.state();
         state.answered = now;
+        if stored {
+            state.stored = Some(now);
+        }
         state.reached = now;
     }
 
@@ -196,12 +216,13 @@ impl Watchdog {
                         let epoch = *reconnects.borrow();
                         probes.push(async move {
                             let write = table.put(key, bytes::Bytes::new());
+                            // Answered: stored, or refused but the account info came.
                             let answered = match tokio::time::timeout(limit, write).await {
-                                Ok(Ok(_)) => true,
-                                Err(_) => false,
+                                Ok(Ok(_)) => Some(true),
+                                Err(_) => None,
                                 Ok(Err(_)) => {
                                     let info = tokio::time::timeout(limit, js.query_account());
-                                    matches!(info.await, Ok(Ok(_)))
+                                    matches!(info.await, Ok(Ok(_))).then_some(false)
                                 }
                             };
                             (epoch, answered)
@@ -209,10 +230,10 @@ impl Watchdog {
                     }
                 }
                 _ = self.check.notified() => {}
-                Some((epoch, ok)) = probes.next() => {
+                Some((epoch, answered)) = probes.next() => {
                     // An answer counts for the connection it was asked on.
-                    if ok && epoch == *reconnects.borrow() {
-                        self.probe_answered(Instant::now());
+                    if let Some(stored) = answered.filter(|_| epoch == *reconnects.borrow()) {
+                        self.probe_answered(Instant::now(), stored);
                     }
                 }
             }
@@ -263,6 +284,7 @@ impl NatsBus {
         let mut moved = self.reconnects.subscribe();
         let epoch = *moved.borrow_and_update();
         let generation = self.watchdog.generation();
+        let began = Instant::now();
         let result = tokio::select! {
             biased;
             _ = moved.changed() => {
@@ -278,14 +300,14 @@ impl NatsBus {
         }
         match result {
             Err(_) => {
-                self.watchdog.wrote(generation, true);
+                self.watchdog.wrote(generation, began, true);
                 Err(BusError::Unavailable(
                     "NATS did not answer the write in time".into(),
                 ))
             }
             Ok(r) => {
                 let late = r.as_ref().err().is_some_and(&timed_out);
-                self.watchdog.wrote(generation, late);
+                self.watchdog.wrote(generation, began, late);
                 Ok(r)
             }
         }
@@ -341,17 +363,17 @@ mod tests {
         let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
         let dog = Watchdog::new(timings, Reach::default());
         let t0 = Instant::now();
-        dog.probe_answered(t0);
+        dog.probe_answered(t0, true);
         assert!(!dog.should_leave(t0 + Duration::from_secs(2)));
         assert!(dog.should_leave(t0 + Duration::from_secs(3)));
         assert!(
             !dog.should_leave(t0 + Duration::from_secs(4)),
             "the clock restarts"
         );
-        dog.wrote(dog.generation(), true);
+        dog.wrote(dog.generation(), t0, true);
         assert!(dog.should_leave(t0 + Duration::from_secs(4)));
-        dog.wrote(dog.generation(), true);
-        dog.wrote(dog.generation(), false);
+        dog.wrote(dog.generation(), t0, true);
+        dog.wrote(dog.generation(), t0, false);
         assert!(
             !dog.should_leave(t0 + Duration::from_secs(5)),
             "a later write went through"
@@ -363,13 +385,39 @@ mod tests {
         let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
         let dog = Watchdog::new(timings, Reach::default());
         let t0 = Instant::now();
-        dog.probe_answered(t0);
+        dog.probe_answered(t0, true);
         let made_on = dog.generation();
         assert!(dog.should_leave(t0 + Duration::from_secs(3)));
-        dog.wrote(made_on, true);
+        dog.wrote(made_on, t0, true);
         assert!(
             !dog.should_leave(t0 + Duration::from_secs(3)),
             "left a good server"
+        );
+    }
+
+    #[test]
+    fn a_write_that_timed_out_while_a_probe_was_stored_leaves_no_server() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0 + Duration::from_secs(1), true);
+        dog.wrote(dog.generation(), t0, true);
+        assert!(
+            !dog.should_leave(t0 + Duration::from_secs(2)),
+            "the server stores probes: the write's stream was electing"
+        );
+    }
+
+    #[test]
+    fn a_write_that_timed_out_while_probes_got_only_the_account_info_leaves_the_server() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0 + Duration::from_secs(1), false);
+        dog.wrote(dog.generation(), t0, true);
+        assert!(
+            dog.should_leave(t0 + Duration::from_secs(2)),
+            "a cut-off meta leader answers the account info until it steps down"
         );
     }
 
@@ -379,12 +427,12 @@ mod tests {
         let reach = Reach::default();
         let dog = Watchdog::new(timings, reach.clone());
         let t0 = Instant::now();
-        dog.probe_answered(t0);
+        dog.probe_answered(t0, true);
         dog.update_reach(t0 + Duration::from_secs(8));
         assert!(!reach.is_cut_off());
         dog.update_reach(t0 + Duration::from_secs(9));
         assert!(reach.is_cut_off());
-        dog.probe_answered(t0 + Duration::from_secs(10));
+        dog.probe_answered(t0 + Duration::from_secs(10), true);
         dog.update_reach(t0 + Duration::from_secs(10));
         assert!(!reach.is_cut_off());
     }
