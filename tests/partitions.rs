@@ -96,7 +96,20 @@ async fn check(world: &World, seen: &[(Session, Seen)], reason: impl Fn(&Session
         let ends: Vec<&Value> = got.events.iter().filter(|e| e["kind"] == "end").collect();
         assert_eq!(ends.len(), 1, "session {}: not one end", s.id);
         assert_eq!(got.events.last().unwrap()["kind"], "end");
-        assert_eq!(ends[0]["data"]["reason"], reason(s), "session {}", s.id);
+        assert!(
+            ends[0]["data"]["reason"] == reason(s),
+            "session {} ended {} where {} was expected; its error events: {:?}; \
+             what the weir nodes logged of it:\n{}",
+            s.id,
+            ends[0]["data"]["reason"],
+            reason(s),
+            got.events
+                .iter()
+                .filter(|e| e["kind"] == "error")
+                .map(|e| &e["data"])
+                .collect::<Vec<_>>(),
+            world.logged(&s.id)
+        );
         let log = hosts::history_to_end(&world.edge("e1"), s).await;
         let differ = got.events.iter().zip(&log).position(|(a, b)| a != b);
         assert!(

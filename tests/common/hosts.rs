@@ -158,6 +158,19 @@ impl World {
         wait_http(&ready, host);
     }
 
+    /// The lines the weir nodes logged that name `what` (a session id),
+    /// each after its node's name: what a failing check shows.
+    pub fn logged(&self, what: &str) -> String {
+        let mut lines = Vec::new();
+        for node in ["e0", "e1", "p0", "p1"] {
+            let log = std::fs::read_to_string(self.dir.join(format!("{node}.log")));
+            for line in log.unwrap_or_default().lines().filter(|l| l.contains(what)) {
+                lines.push(format!("{node}: {line}"));
+            }
+        }
+        lines.join("\n")
+    }
+
     fn host(&self, name: &str) -> &Host {
         self.net.host(name)
     }
