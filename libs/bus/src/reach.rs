@@ -23,6 +23,11 @@ pub struct Timings {
     /// A server whose JetStream answered no probe for this long is left:
     /// `1.5 p`.
     pub stall: Duration,
+    /// A server that stored no probe for this long is left even though it
+    /// answers (a cut-off meta leader answers the account info until it
+    /// steps down): a server with its cluster stores one once the election
+    /// is over. `max(ELECTION − p / 2, 1.5 p)`.
+    pub unstored: Duration,
     /// A node no server answered for this long is cut off: `2 p + t` (it
     /// left its server, and the next did not answer within the timeout).
     pub cut_off_after: Duration,
@@ -35,13 +40,17 @@ impl Timings {
         Timings {
             probe_every: ping_interval / 2,
             stall: ping_interval * 3 / 2,
+            unstored: ELECTION
+                .saturating_sub(ping_interval / 2)
+                .max(ping_interval * 3 / 2),
             cut_off_after: ping_interval * 2 + request_timeout,
             request_timeout,
         }
     }
 
     /// At most this after a partition, a node has left a server that lost
-    /// its cluster (or stopped answering): `2 p` (4 s by default).
+    /// its cluster (or stopped answering): `2 p` (4 s by default); one
+    /// that answers without storing, `max(ELECTION, 2 p)`.
     pub fn notice(&self) -> Duration {
         self.stall + self.probe_every
     }
@@ -96,10 +105,12 @@ mod tests {
         let t = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
         assert_eq!(t.probe_every, Duration::from_secs(1));
         assert_eq!(t.stall, Duration::from_secs(3));
+        assert_eq!(t.unstored, Duration::from_secs(9));
         assert_eq!(t.notice(), Duration::from_secs(4));
         assert_eq!(t.cut_off_after, Duration::from_secs(9));
         assert_eq!(t.pause_bound(), Duration::from_secs(15));
         let slow = Timings::new(Duration::from_secs(10), Duration::from_secs(5));
+        assert_eq!(slow.unstored, Duration::from_secs(15));
         assert_eq!(slow.pause_bound(), Duration::from_secs(25));
     }
 

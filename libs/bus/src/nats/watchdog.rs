@@ -14,10 +14,16 @@
 //! The node leaves the server — the same `force_reconnect` as lame duck
 //! mode — when
 //!
-//! - no probe was stored for [`Timings::stall`] (1.5 × the ping
+//! - no probe was answered for [`Timings::stall`] (1.5 × the ping
 //!   interval), or
+//! - no probe was *stored* for [`Timings::unstored`] (the election time,
+//!   less half a ping interval): a server that answers only the account
+//!   info that long is a cut-off meta leader, not one whose cluster is
+//!   electing, or
 //! - a write (an append, a lease write) got no answer in its time while the
-//!   connection was up (a cut-off server that still believes it leads).
+//!   connection was up (a cut-off server that still believes it leads),
+//!   and no probe was stored through the server while it waited (then its
+//!   stream was electing, which the next server would wait on too).
 //!
 //! A dead connection (missed pongs, a host off the network) is left by the
 //! client itself. Either way the server left is tried last for a while
@@ -58,8 +64,8 @@ struct State {
     /// JetStream last answered a probe on this connection (or it was made).
     answered: Instant,
     /// A probe was last stored on this connection (a write: the server
-    /// reaches a quorum), if it was since the connection was made.
-    stored: Option<Instant>,
+    /// reaches a quorum), or the connection was made.
+    stored: Instant,
     /// JetStream last answered a probe on any connection.
     reached: Instant,
     /// A write on this connection got no answer in its time.
@@ -80,7 +86,7 @@ impl Watchdog {
                 current: None,
                 left: HashMap::new(),
                 answered: now,
-                stored: None,
+                stored: now,
                 reached: now,
                 write_timed_out: false,
                 generation: 0,
@@ -103,8 +109,12 @@ impl Watchdog {
         let mut state = self.state();
         let now = Instant::now();
         // Connecting again means the last connection failed (this runs
-        // before the client reports the disconnection).
-        if let Some(addr) = state.current.take() {
+        // before the client reports the disconnection), or the last attempt
+        // to connect did (a host off the network): both are left.
+        for addr in [state.current.take(), state.trying.take()]
+            .into_iter()
+            .flatten()
+        {
             state.left.insert(addr, now);
         }
         state.generation += 1;
@@ -121,7 +131,7 @@ impl Watchdog {
         let mut state = self.state();
         state.current = state.trying.take();
         state.answered = Instant::now();
-        state.stored = None;
+        state.stored = state.answered;
         state.write_timed_out = false;
         state.current.as_ref().map(|a| a.as_url_str().to_owned())
     }
@@ -151,7 +161,7 @@ impl Watchdog {
         if state.generation != generation {
             return;
         }
-        if timed_out && state.stored.is_some_and(|at| at > began) {
+        if timed_out && state.stored > began {
             tracing::debug!(
                 "a write timed out on a server that stores probes: its stream is electing"
             );
@@ -164,17 +174,23 @@ impl Watchdog {
         }
     }
 
-    /// Whether to leave the server now; resets the clocks when so.
-    fn should_leave(&self, now: Instant) -> bool {
+    /// Whether to leave the server now, and why; resets the clocks when so.
+    fn should_leave(&self, now: Instant) -> Option<&'static str> {
         let mut state = self.state();
-        let stalled = now.duration_since(state.answered) >= self.timings.stall;
-        if !(stalled || state.write_timed_out) {
-            return false;
-        }
+        let why = if now.duration_since(state.answered) >= self.timings.stall {
+            "no probe answered"
+        } else if now.duration_since(state.stored) >= self.timings.unstored {
+            "no probe stored"
+        } else if state.write_timed_out {
+            "a write got no answer"
+        } else {
+            return None;
+        };
         state.answered = now;
+        state.stored = now;
         state.write_timed_out = false;
         state.generation += 1;
-        true
+        Some(why)
     }
 
     /// A probe was answered at `now`: `stored` when its write was (not
@@ -183,7 +199,7 @@ impl Watchdog {
         let mut state = self.state();
         state.answered = now;
         if stored {
-            state.stored = Some(now);
+            state.stored = now;
         }
         state.reached = now;
     }
@@ -239,9 +255,16 @@ impl Watchdog {
             }
             let now = Instant::now();
             self.update_reach(now);
-            if connected(&client) && self.should_leave(now) {
+            let leave = connected(&client).then(|| self.should_leave(now)).flatten();
+            if let Some(why) = leave {
+                let server = self
+                    .state()
+                    .current
+                    .as_ref()
+                    .map(|a| a.as_url_str().to_owned());
                 tracing::warn!(
-                    server = ?self.state().current,
+                    server,
+                    why,
                     "the NATS server stores nothing (cut off from its cluster?); moving to another"
                 );
                 if let Err(e) = client.force_reconnect().await {
@@ -256,14 +279,16 @@ fn connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 
-/// The server to try: one not left lately before one that was, fewer
-/// failed attempts first, at random among equals (so that nodes spread over
-/// the cluster). Right away, unless it failed last time (then the client's
-/// backoff).
+/// The server to try: one not left lately before one that was, and of
+/// those, the one left longest ago (a node that left two servers while a
+/// stream elected goes back to the first before it tries the third again,
+/// which may be off the network); fewer failed attempts first, at random
+/// among equals (so that nodes spread over the cluster). Right away, unless
+/// it failed last time (then the client's backoff).
 fn choose(mut pool: Vec<Server>, left: &HashMap<ServerAddr, Instant>) -> Option<ReconnectToServer> {
     use rand::seq::SliceRandom;
     pool.shuffle(&mut rand::rng());
-    pool.sort_by_key(|s| (left.contains_key(&s.addr), s.failed_attempts));
+    pool.sort_by_key(|s| (left.get(&s.addr).copied(), s.failed_attempts));
     pool.into_iter().next().map(|s| ReconnectToServer {
         delay: (s.failed_attempts == 0).then_some(Duration::ZERO),
         addr: s.addr,
@@ -342,6 +367,51 @@ mod tests {
     }
 
     #[test]
+    fn of_servers_all_left_lately_the_one_left_longest_ago_is_tried_first() {
+        let now = Instant::now();
+        let left = HashMap::from([
+            (
+                "nats://a:4222".parse().unwrap(),
+                now - Duration::from_secs(3),
+            ),
+            (
+                "nats://b:4222".parse().unwrap(),
+                now - Duration::from_secs(1),
+            ),
+            ("nats://c:4222".parse().unwrap(), now),
+        ]);
+        for _ in 0..20 {
+            let pool = vec![
+                server("nats://c:4222", 0),
+                server("nats://b:4222", 0),
+                server("nats://a:4222", 0),
+            ];
+            assert_eq!(
+                choose(pool, &left).unwrap().addr.as_url_str(),
+                "nats://a:4222"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_that_could_not_be_reached_is_left_like_one_that_failed() {
+        let dog = Watchdog::new(
+            Timings::new(Duration::from_secs(2), Duration::from_secs(5)),
+            Reach::default(),
+        );
+        let pool = || vec![server("nats://a:4222", 0), server("nats://b:4222", 0)];
+        // Connected to a, then left it.
+        let first = dog.choose(pool()).unwrap().addr;
+        dog.connected();
+        let second = dog.choose(pool()).unwrap().addr;
+        assert_ne!(first, second, "the server left is tried last");
+        // The attempt at the other never connects (its host is off the
+        // network): the next try goes back to the first, left longer ago.
+        assert_eq!(dog.choose(pool()).unwrap().addr, first);
+        assert_eq!(dog.choose(pool()).unwrap().addr, second);
+    }
+
+    #[test]
     fn servers_in_good_standing_are_picked_at_random_and_at_once() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
@@ -364,18 +434,27 @@ mod tests {
         let dog = Watchdog::new(timings, Reach::default());
         let t0 = Instant::now();
         dog.probe_answered(t0, true);
-        assert!(!dog.should_leave(t0 + Duration::from_secs(2)));
-        assert!(dog.should_leave(t0 + Duration::from_secs(3)));
+        assert_eq!(dog.should_leave(t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            dog.should_leave(t0 + Duration::from_secs(3)),
+            Some("no probe answered")
+        );
         assert!(
-            !dog.should_leave(t0 + Duration::from_secs(4)),
+            dog.should_leave(t0 + Duration::from_secs(4)).is_none(),
             "the clock restarts"
         );
-        dog.wrote(dog.generation(), t0, true);
-        assert!(dog.should_leave(t0 + Duration::from_secs(4)));
-        dog.wrote(dog.generation(), t0, true);
-        dog.wrote(dog.generation(), t0, false);
+        // Writes made on the next connection, after the leave at 3 s.
+        let later = t0 + Duration::from_millis(3500);
+        dog.wrote(dog.generation(), later, true);
+        assert_eq!(
+            dog.should_leave(t0 + Duration::from_secs(4)),
+            Some("a write got no answer")
+        );
+        let later = t0 + Duration::from_millis(4500);
+        dog.wrote(dog.generation(), later, true);
+        dog.wrote(dog.generation(), later, false);
         assert!(
-            !dog.should_leave(t0 + Duration::from_secs(5)),
+            dog.should_leave(t0 + Duration::from_secs(5)).is_none(),
             "a later write went through"
         );
     }
@@ -387,10 +466,10 @@ mod tests {
         let t0 = Instant::now();
         dog.probe_answered(t0, true);
         let made_on = dog.generation();
-        assert!(dog.should_leave(t0 + Duration::from_secs(3)));
+        assert!(dog.should_leave(t0 + Duration::from_secs(3)).is_some());
         dog.wrote(made_on, t0, true);
         assert!(
-            !dog.should_leave(t0 + Duration::from_secs(3)),
+            dog.should_leave(t0 + Duration::from_secs(3)).is_none(),
             "left a good server"
         );
     }
@@ -403,7 +482,7 @@ mod tests {
         dog.probe_answered(t0 + Duration::from_secs(1), true);
         dog.wrote(dog.generation(), t0, true);
         assert!(
-            !dog.should_leave(t0 + Duration::from_secs(2)),
+            dog.should_leave(t0 + Duration::from_secs(2)).is_none(),
             "the server stores probes: the write's stream was electing"
         );
     }
@@ -416,8 +495,25 @@ mod tests {
         dog.probe_answered(t0 + Duration::from_secs(1), false);
         dog.wrote(dog.generation(), t0, true);
         assert!(
-            dog.should_leave(t0 + Duration::from_secs(2)),
+            dog.should_leave(t0 + Duration::from_secs(2)).is_some(),
             "a cut-off meta leader answers the account info until it steps down"
+        );
+    }
+
+    #[test]
+    fn a_server_that_answers_but_stores_no_probe_past_an_election_is_left() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.probe_answered(t0, true);
+        for s in 1..=8 {
+            dog.probe_answered(t0 + Duration::from_secs(s), false);
+            assert!(dog.should_leave(t0 + Duration::from_secs(s)).is_none());
+        }
+        dog.probe_answered(t0 + Duration::from_secs(9), false);
+        assert_eq!(
+            dog.should_leave(t0 + Duration::from_secs(9)),
+            Some("no probe stored")
         );
     }
 
