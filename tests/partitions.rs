@@ -56,17 +56,21 @@ async fn begin(world: &World) -> (Vec<Session>, Vec<Client>) {
         clients.push(tokio::spawn(hosts::read(
             order,
             s,
-            Duration::from_secs(240),
+            Duration::from_secs(120),
         )));
     }
     (sessions, clients)
 }
 
-/// What every client saw, once all have read their session's `end`.
-async fn finish(clients: Vec<Client>) -> Vec<(Session, Seen)> {
+/// What every client saw, once all have read their session's `end`; a
+/// client that did not finish fails the test with the run queue's state.
+async fn finish(world: &World, clients: Vec<Client>) -> Vec<(Session, Seen)> {
     let mut seen = Vec::new();
     for c in clients {
-        seen.push(c.await.expect("client task"));
+        match c.await {
+            Ok(s) => seen.push(s),
+            Err(e) => panic!("{e}; the run queues: {}", world.runs_report().await),
+        }
     }
     seen
 }
@@ -76,7 +80,7 @@ async fn stream_through(world: &World, fault: impl Future<Output = ()>) -> Vec<(
     let (_, clients) = begin(world).await;
     tokio::time::sleep(FAULT_AFTER).await;
     fault.await;
-    finish(clients).await
+    finish(world, clients).await
 }
 
 /// Every client equals the log, holds seqs 1..=n with one `end` (of the
@@ -207,7 +211,7 @@ async fn a_producer_cut_off_from_nats_and_redis_loses_its_runs_and_stops_at_its_
     world.net.link("p0", false);
     tokio::time::sleep(PARTITION).await;
     world.net.link("p0", true);
-    let seen = finish(clients).await;
+    let seen = finish(&world, clients).await;
     let lost = owners.values().filter(|o| o.as_str() == "p0").count();
     assert!(lost > 0, "p0 ran no session; nothing was shown: {owners:?}");
     // On heal, p0 finds its runs taken over: it stops at the refused fence

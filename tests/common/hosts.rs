@@ -158,6 +158,50 @@ impl World {
         wait_http(&ready, host);
     }
 
+    /// `WEIR_RUNS` and its consumers as the first server that answers
+    /// sees them: what a client that never got its session's events shows.
+    pub async fn runs_report(&self) -> String {
+        for n in NATS {
+            let url = format!("nats://{}:4222", self.addr(n));
+            let Ok(client) = async_nats::connect(url).await else {
+                continue;
+            };
+            let js = async_nats::jetstream::new(client);
+            let Ok(mut stream) = js.get_stream("WEIR_RUNS").await else {
+                continue;
+            };
+            let Ok(info) = stream.info().await else {
+                continue;
+            };
+            let mut report = format!("{n}: stream {:?}", info.state);
+            let names: Vec<String> = stream
+                .consumer_names()
+                .filter_map(|c| async { c.ok() })
+                .collect()
+                .await;
+            for name in names {
+                let consumer =
+                    stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name);
+                if let Ok(mut c) = consumer.await {
+                    if let Ok(i) = c.info().await {
+                        report += &format!(
+                            "; {name}: pending {}, ack pending {}, redelivered {}, waiting {}, delivered {:?}, acked {:?}, leader {:?}",
+                            i.num_pending,
+                            i.num_ack_pending,
+                            i.num_redelivered,
+                            i.num_waiting,
+                            i.delivered,
+                            i.ack_floor,
+                            i.cluster.as_ref().and_then(|c| c.leader.clone())
+                        );
+                    }
+                }
+            }
+            return report;
+        }
+        "no server answered".into()
+    }
+
     /// The lines the weir nodes logged that name `what` (a session id),
     /// each after its node's name: what a failing check shows.
     pub fn logged(&self, what: &str) -> String {
@@ -327,8 +371,9 @@ pub async fn read(edges: Vec<String>, s: Session, within: Duration) -> (Session,
         );
         let connect = tokio_tungstenite::connect_async(url);
         if let Ok(Ok((mut ws, _))) = tokio::time::timeout(Duration::from_secs(5), connect).await {
-            let left = deadline.saturating_duration_since(Instant::now());
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout(left, ws.next()).await {
+            // The deadline holds however often the edge pings.
+            let until = tokio::time::Instant::from_std(deadline);
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
                 match msg {
                     Message::Text(t) => {
                         let v: Value = serde_json::from_str(&t).expect("frames are JSON");
