@@ -124,10 +124,12 @@ pub trait EventLog: Send + Sync + 'static {
         -> Result<Box<dyn LogReader>, BusError>;
 
     /// Follows the session: yields the log's last message (if any) as of the
-    /// call or later, then every message appended after it; once this
-    /// returns, nothing appended is missed. Batches may repeat or skip when
-    /// the bus reconnects, and a failed read of the last message is an
-    /// error item before the live ones; callers check seqs.
+    /// call or later, and every message appended after it; once this
+    /// returns, nothing appended is missed. Live messages need not wait for
+    /// the last one (a slow read of it would hold them back), so the last
+    /// may come after them; batches may also repeat or skip when the bus
+    /// reconnects, and a failed read of the last message is an error item;
+    /// callers check seqs.
     async fn follow(&self, session: &SessionId) -> Result<EventStream, BusError>;
 
     /// Ok while the log can be reached.

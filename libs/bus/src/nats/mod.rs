@@ -290,7 +290,11 @@ impl EventLog for NatsBus {
         // (made when the stream is first read), and the run request an edge
         // queues right after following a new session. So follow returns
         // without a round trip, nothing falls between the last message and
-        // the live ones, and repeats are dropped by seq.
+        // the live ones, and repeats are dropped by seq. Live messages do
+        // not wait for the last one: while the stream elects a leader, the
+        // replicas may leave that request unanswered for the whole timeout
+        // as the new leader's messages arrive (the follower drops the older
+        // one, or reads a gap from the log).
         let (events, id) = (self.events.clone(), session.clone());
         let last = futures::stream::once(async move { last_message(&events, &id).await })
             .filter_map(|r| futures::future::ready(r.transpose()));
@@ -301,7 +305,7 @@ impl EventLog for NatsBus {
             .take_until(async move {
                 let _ = reconnected.changed().await;
             });
-        Ok(last.chain(live).boxed())
+        Ok(futures::stream::select(last, live).boxed())
     }
 
     async fn ping(&self) -> Result<(), BusError> {
