@@ -203,6 +203,11 @@ impl RunQueue for NatsBus {
     ) -> Result<Vec<RunTicket>, BusError> {
         check_agent_name(agent)?;
         let consumer = self.runs_consumer(agent).await?;
+        // A pull's end is the server's word (its messages, or "expired"):
+        // a pull sent to a consumer leader that went off the network never
+        // ends. So each has a deadline of its own, past which what came is
+        // taken and the pull given up.
+        let timeout = self.config.request_timeout;
         // What is waiting now, in one request; else wait for the first.
         let waiting = consumer
             .fetch()
@@ -210,7 +215,7 @@ impl RunQueue for NatsBus {
             .messages()
             .await
             .map_err(BusError::unavailable)?;
-        let taken = tickets(waiting).await?;
+        let taken = tickets(waiting, timeout).await?;
         if !taken.is_empty() {
             return Ok(taken);
         }
@@ -221,15 +226,29 @@ impl RunQueue for NatsBus {
             .messages()
             .await
             .map_err(BusError::unavailable)?;
-        tickets(first).await
+        tickets(first, wait + timeout).await
     }
 }
 
-/// The run requests of a pull; malformed ones are terminated.
-async fn tickets(mut messages: consumer::pull::Batch) -> Result<Vec<RunTicket>, BusError> {
+/// The run requests of a pull, read until it ends or for `within` at most;
+/// malformed ones are terminated.
+async fn tickets(
+    mut messages: consumer::pull::Batch,
+    within: Duration,
+) -> Result<Vec<RunTicket>, BusError> {
+    let deadline = tokio::time::Instant::now() + within;
     let mut out = Vec::new();
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(BusError::unavailable)?;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, messages.next()).await {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) if out.is_empty() => return Err(BusError::unavailable(e)),
+            // What came before the error is taken (else it would wait out
+            // the ack wait).
+            Err(e) => {
+                tracing::debug!(error = %e, "a pull ended early; taking what came");
+                break;
+            }
+        };
         match serde_json::from_slice::<RunRequest>(&msg.payload) {
             Ok(request) => out.push(RunTicket {
                 request,
