@@ -151,14 +151,19 @@ impl Watchdog {
     }
 
     /// A write's outcome on connection `generation`, the write made at
-    /// `began`: one that timed out makes the node leave, unless the node has
-    /// left that connection since, or a probe was stored through it while
-    /// the write waited — then the server reaches its cluster, and the write
-    /// waited on its stream's election, which the next server would wait on
-    /// too.
-    pub(super) fn wrote(&self, generation: u64, began: Instant, timed_out: bool) {
+    /// `began` and answered (or given up) after `waited`: one that timed out
+    /// makes the node leave, unless the node has left that connection since;
+    /// or its own limit was shorter than the stall time (a lease renewal
+    /// waits a quarter of the lease: the probes judge the server then); or a
+    /// probe was stored through the server while the write waited — then
+    /// the server reaches its cluster, and the write waited on its stream's
+    /// election, which the next server would wait on too.
+    pub(super) fn wrote(&self, generation: u64, began: Instant, waited: Duration, timed_out: bool) {
         let mut state = self.state();
         if state.generation != generation {
+            return;
+        }
+        if timed_out && waited < self.timings.stall {
             return;
         }
         if timed_out && state.stored > began {
@@ -325,14 +330,16 @@ impl NatsBus {
         }
         match result {
             Err(_) => {
-                self.watchdog.wrote(generation, began, true);
+                self.watchdog
+                    .wrote(generation, began, began.elapsed(), true);
                 Err(BusError::Unavailable(
                     "NATS did not answer the write in time".into(),
                 ))
             }
             Ok(r) => {
                 let late = r.as_ref().err().is_some_and(&timed_out);
-                self.watchdog.wrote(generation, began, late);
+                self.watchdog
+                    .wrote(generation, began, began.elapsed(), late);
                 Ok(r)
             }
         }
@@ -445,14 +452,14 @@ mod tests {
         );
         // Writes made on the next connection, after the leave at 3 s.
         let later = t0 + Duration::from_millis(3500);
-        dog.wrote(dog.generation(), later, true);
+        dog.wrote(dog.generation(), later, Duration::from_secs(5), true);
         assert_eq!(
             dog.should_leave(t0 + Duration::from_secs(4)),
             Some("a write got no answer")
         );
         let later = t0 + Duration::from_millis(4500);
-        dog.wrote(dog.generation(), later, true);
-        dog.wrote(dog.generation(), later, false);
+        dog.wrote(dog.generation(), later, Duration::from_secs(5), true);
+        dog.wrote(dog.generation(), later, Duration::from_secs(5), false);
         assert!(
             dog.should_leave(t0 + Duration::from_secs(5)).is_none(),
             "a later write went through"
@@ -467,10 +474,22 @@ mod tests {
         dog.probe_answered(t0, true);
         let made_on = dog.generation();
         assert!(dog.should_leave(t0 + Duration::from_secs(3)).is_some());
-        dog.wrote(made_on, t0, true);
+        dog.wrote(made_on, t0, Duration::from_secs(5), true);
         assert!(
             dog.should_leave(t0 + Duration::from_secs(3)).is_none(),
             "left a good server"
+        );
+    }
+
+    #[test]
+    fn a_write_whose_own_limit_was_shorter_than_the_stall_time_leaves_no_server() {
+        let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+        let dog = Watchdog::new(timings, Reach::default());
+        let t0 = Instant::now();
+        dog.wrote(dog.generation(), t0, Duration::from_millis(1250), true);
+        assert!(
+            dog.should_leave(t0 + Duration::from_secs(1)).is_none(),
+            "a lease renewal's quarter of the lease says nothing of the server"
         );
     }
 
@@ -480,7 +499,7 @@ mod tests {
         let dog = Watchdog::new(timings, Reach::default());
         let t0 = Instant::now();
         dog.probe_answered(t0 + Duration::from_secs(1), true);
-        dog.wrote(dog.generation(), t0, true);
+        dog.wrote(dog.generation(), t0, Duration::from_secs(5), true);
         assert!(
             dog.should_leave(t0 + Duration::from_secs(2)).is_none(),
             "the server stores probes: the write's stream was electing"
@@ -493,7 +512,7 @@ mod tests {
         let dog = Watchdog::new(timings, Reach::default());
         let t0 = Instant::now();
         dog.probe_answered(t0 + Duration::from_secs(1), false);
-        dog.wrote(dog.generation(), t0, true);
+        dog.wrote(dog.generation(), t0, Duration::from_secs(5), true);
         assert!(
             dog.should_leave(t0 + Duration::from_secs(2)).is_some(),
             "a cut-off meta leader answers the account info until it steps down"
