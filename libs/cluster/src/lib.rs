@@ -58,8 +58,11 @@ pub struct ClusterConfig {
     pub nats_timeout: Duration,
     /// Lease on a run: a producer that stops renewing it for this long is
     /// presumed dead and its session ends `failed` (the time of this node's
-    /// own leases; each producer states its own).
-    #[arg(long, env = "WEIR_LEASE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// own leases; each producer states its own). It must outlast the time
+    /// a producer needs to leave a NATS server cut off from its cluster and
+    /// renew through another (`2 × --nats-ping-interval`, plus the renewal
+    /// cadence of a third of the lease): 10 s with the defaults.
+    #[arg(long, env = "WEIR_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// How often this node looks for runs of dead producers.
     #[arg(long, env = "WEIR_REAP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -78,9 +81,17 @@ impl ClusterConfig {
             nats_ping_interval: Duration::from_secs(2),
             node_ttl: Duration::from_secs(10),
             nats_timeout: Duration::from_secs(5),
-            lease_ttl: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
             reap_interval: Duration::from_secs(1),
         }
+    }
+
+    /// The shortest lease a producer keeps through a partition: it renews
+    /// every third of the lease, retries a tenth later, and needs the time
+    /// to notice a cut-off server and move (`Timings::notice`) between two
+    /// renewals; so `notice < lease × (1 − 1/3 − 1/10)`.
+    pub fn shortest_safe_lease(&self) -> Duration {
+        self.bus().timings().notice() * 30 / 17
     }
 
     /// This node's reaper.
@@ -171,6 +182,15 @@ mod tests {
         let cmd = ClusterConfig::augment_args(Command::new("weir"));
         let m = cmd.try_get_matches_from(std::iter::once("weir").chain(args.iter().copied()))?;
         ClusterConfig::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn the_default_lease_outlasts_the_move_off_a_cut_off_server() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.lease_ttl, ClusterConfig::local().lease_ttl);
+        assert!(c.lease_ttl >= c.shortest_safe_lease(), "{c:?}");
+        let short = parse(&["--lease-ttl", "5s"]).unwrap();
+        assert!(short.lease_ttl < short.shortest_safe_lease());
     }
 
     #[test]

@@ -85,6 +85,18 @@ pub async fn run(
     ));
     tasks.spawn(status::announce(ctx.clone(), hard_stop.clone()));
     tracing::info!(%node, agents = ?ctx.agents.names(), "producer running");
+    let (lease, safe) = (
+        ctx.config.cluster.lease_ttl,
+        ctx.config.cluster.shortest_safe_lease(),
+    );
+    if lease < safe {
+        tracing::warn!(
+            ?lease,
+            ?safe,
+            "--lease-ttl is shorter than a producer needs to move off a NATS server cut off \
+             from its cluster: its runs may be ended failed by a partition it would survive"
+        );
+    }
 
     let permits = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
     let runs = TaskTracker::new();

@@ -156,7 +156,7 @@ class Publisher:
         on_cancel: Optional[Callback] = None,
         connect_options: Optional[Dict[str, Any]] = None,
         node_id: Optional[str] = None,
-        lease_ttl: float = 5.0,
+        lease_ttl: float = 10.0,
     ) -> None:
         if max_in_flight < 1 or max_batch < 1:
             raise ValueError("max_in_flight and max_batch must be >= 1")

@@ -76,7 +76,7 @@ class Worker:
         concurrency: int = 8,
         drain_grace: float = 10.0,
         cancel_grace: float = 5.0,
-        lease_ttl: float = 5.0,
+        lease_ttl: float = 10.0,
         node_ttl: float = 10.0,
         ack_wait: float = 30.0,
         connect_options: Optional[Dict[str, Any]] = None,

@@ -41,7 +41,7 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--node-id", default=os.environ.get("WEIR_NODE_ID"))
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("WEIR_CONCURRENCY", "8")))
     p.add_argument("--drain-grace", type=float, default=float(os.environ.get("WEIR_DRAIN_GRACE", "10")))
-    p.add_argument("--lease-ttl", type=float, default=float(os.environ.get("WEIR_LEASE_TTL", "5")))
+    p.add_argument("--lease-ttl", type=float, default=float(os.environ.get("WEIR_LEASE_TTL", "10")))
     p.add_argument("--log-level", default=os.environ.get("WEIR_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     args.app = args.app or args.app_flag
