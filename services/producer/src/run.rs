@@ -147,6 +147,11 @@ async fn admit(
     };
     let control = match state {
         Ok(Some(state)) if state.status.is_ended() => return Ok(Admission::Skip("session ended")),
+        // The id was taken when this request's edge created it: that edge
+        // refused the creation (409), and the session is another's.
+        Ok(Some(state)) if state.is_other_creation(req) => {
+            return Ok(Admission::Skip("session created by another request"))
+        }
         Ok(state) => state.and_then(|s| s.control),
         Err(e) if e.is_unavailable() => {
             tracing::debug!(error = %e, "store unreachable; running from the log");
@@ -470,12 +475,7 @@ mod tests {
         let id = sid("panicky");
         let s = SessionState::new(id.clone(), "panics");
         assert!(ctx.store.create(&s).await.unwrap());
-        let req = RunRequest {
-            session: id.clone(),
-            agent: "panics".into(),
-            input: json!({}),
-            thread: None,
-        };
+        let req = RunRequest::new(id.clone(), "panics", json!({}));
         ctx.bus.runs.enqueue(&req).await.unwrap();
         let ticket = ctx
             .bus
