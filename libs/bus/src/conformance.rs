@@ -61,11 +61,8 @@ pub async fn runs_go_to_their_agents_workers_only(bus: &Bus, prefix: &str) {
     for agent in ["conf-a", "conf-b"] {
         while !bus.runs.take(agent, 16, wait).await.unwrap().is_empty() {}
     }
-    let run = |name: &str, agent: &str| RunRequest {
-        session: session(prefix, name),
-        agent: agent.into(),
-        input: serde_json::json!({}),
-        thread: None,
+    let run = |name: &str, agent: &str| {
+        RunRequest::new(session(prefix, name), agent, serde_json::json!({}))
     };
     bus.runs.enqueue(&run("for-a", "conf-a")).await.unwrap();
     bus.runs.enqueue(&run("for-b", "conf-b")).await.unwrap();
@@ -302,12 +299,7 @@ pub async fn control_reaches_subscribers(bus: &Bus, prefix: &str) {
 pub async fn runs_are_taken_once_and_redelivered_until_acked(bus: &Bus, prefix: &str) {
     let wait = Duration::from_millis(200);
     while !bus.runs.take("mock", 16, wait).await.unwrap().is_empty() {} // leftovers of other tests
-    let run = |name: &str| RunRequest {
-        session: session(prefix, name),
-        agent: "mock".into(),
-        input: serde_json::json!({}),
-        thread: None,
-    };
+    let run = |name: &str| RunRequest::new(session(prefix, name), "mock", serde_json::json!({}));
     let requests = |tickets: &[RunTicket]| -> Vec<RunRequest> {
         tickets.iter().map(|t| t.request.clone()).collect()
     };
@@ -362,12 +354,11 @@ pub async fn a_run_offered_back_is_offered_again_before_the_ack_wait(bus: &Bus, 
         .unwrap()
         .is_empty()
     {} // leftovers of other tests
-    let run = RunRequest {
-        session: session(prefix, "offered-back"),
-        agent: "mock".into(),
-        input: serde_json::json!({}),
-        thread: None,
-    };
+    let run = RunRequest::new(
+        session(prefix, "offered-back"),
+        "mock",
+        serde_json::json!({}),
+    );
     bus.runs.enqueue(&run).await.unwrap();
     let mut taken = bus
         .runs

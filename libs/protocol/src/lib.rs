@@ -33,7 +33,8 @@ pub use frame::{ClientFrame, ServerFrame};
 pub use input::{Answer, AnswerBody, InputRequest, RequestId, RequestIdError};
 pub use jwks::{JwksError, PublicKeys};
 pub use session::{
-    ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status, EXTERNAL_AGENT,
+    creation_nonce, ControlOp, EndReason, RunRequest, SessionId, SessionIdError, Status,
+    EXTERNAL_AGENT,
 };
 pub use thread::{check_messages, check_tools, ThreadId, ThreadIdError};
 pub use token::{KeyError, TokenError, TokenKey, MIN_SECRET_BYTES};

@@ -197,6 +197,43 @@ pub struct RunRequest {
     /// producer that rewrites lost state names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<crate::ThreadId>,
+    /// The session's creation time (Unix milliseconds) as its edge records
+    /// it. With [`RunRequest::nonce`], a producer that takes the request
+    /// before the edge's state write lands writes the same state the edge
+    /// would (the edge queues the request while it writes). Absent in
+    /// requests of older edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// The session's `pace` (events per second per client), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<u32>,
+    /// A random string naming the creation this request belongs to, stored
+    /// with the session's state: an edge that finds the id taken knows by
+    /// it whether this very request's producer wrote the state first, and a
+    /// producer drops a request whose session another creation wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+impl RunRequest {
+    /// A request for `session` of `agent` with `input`; nothing else known.
+    pub fn new(session: SessionId, agent: &str, input: serde_json::Value) -> RunRequest {
+        RunRequest {
+            session,
+            agent: agent.to_owned(),
+            input,
+            thread: None,
+            created: None,
+            pace: None,
+            nonce: None,
+        }
+    }
+}
+
+/// A fresh creation nonce ([`RunRequest::nonce`]): 128 random bits, 22
+/// URL-safe characters.
+pub fn creation_nonce() -> String {
+    SessionId::random().0
 }
 
 /// A control message on `weir.ctl.<session>`: `{"op": "pause"|"resume"|"cancel"}`.
@@ -256,5 +293,31 @@ mod tests {
                 .unwrap();
         assert_eq!(run.input["tokens"], 3);
         assert!(serde_json::from_str::<RunRequest>(r#"{"session":"a.b","agent":"m"}"#).is_err());
+    }
+
+    #[test]
+    fn run_requests_of_older_edges_parse_with_nothing_of_the_creation() {
+        let run: RunRequest =
+            serde_json::from_str(r#"{"session":"s1","agent":"mock","input":{}}"#).unwrap();
+        assert_eq!((run.created, run.pace, run.nonce), (None, None, None));
+    }
+
+    #[test]
+    fn a_run_request_carries_its_creation_and_omits_what_it_lacks() {
+        let mut run = RunRequest::new(
+            SessionId::parse("s1").unwrap(),
+            "mock",
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            serde_json::to_string(&run).unwrap(),
+            r#"{"session":"s1","agent":"mock","input":{}}"#
+        );
+        run.created = Some(1_765_000_000_000);
+        run.pace = Some(20);
+        run.nonce = Some(creation_nonce());
+        let back: RunRequest = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back, run);
+        assert_ne!(creation_nonce(), creation_nonce());
     }
 }

@@ -47,6 +47,7 @@ pub async fn the_index_pages_newest_first_by_status(store: &dyn SessionStore, pr
         let mut s = SessionState::new(sid.clone(), "mock");
         s.created = base + i as u64;
         s.pace = (i == 3).then_some(20);
+        s.nonce = (i == 3).then(|| "creation-3".to_owned());
         assert!(store.create(&s).await.unwrap());
     }
     for i in [1, 4, 6] {
@@ -79,6 +80,9 @@ pub async fn the_index_pages_newest_first_by_status(store: &dyn SessionStore, pr
     assert_eq!(seen[..ids.len()], newest_first[..]);
     let paced = store.get(&ids[3]).await.unwrap().unwrap();
     assert_eq!(paced.pace, Some(20));
+    assert_eq!(paced.nonce.as_deref(), Some("creation-3"));
+    let plain = store.get(&ids[2]).await.unwrap().unwrap();
+    assert_eq!((plain.pace, plain.nonce), (None, None));
     // By status: the index moved with each change, and ended is final.
     let status_ids = |page: crate::Page| -> Vec<SessionId> {
         page.sessions

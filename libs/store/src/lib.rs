@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use weir_protocol::{ControlOp, EndReason, SessionId, Status, ThreadId};
+use weir_protocol::{ControlOp, EndReason, RunRequest, SessionId, Status, ThreadId};
 
 pub mod conformance;
 pub mod health;
@@ -80,6 +80,11 @@ pub struct SessionState {
     /// The thread this session is a run of (protocol.md §9).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread: Option<ThreadId>,
+    /// The creation this state was written for (`RunRequest::nonce`): it
+    /// tells the edge that created the session from another creation of
+    /// the same id. Not shown.
+    #[serde(skip)]
+    pub nonce: Option<String>,
 }
 
 impl SessionState {
@@ -99,6 +104,7 @@ impl SessionState {
             unknown: Vec::new(),
             pace: None,
             thread: None,
+            nonce: None,
         }
     }
 
@@ -111,6 +117,46 @@ impl SessionState {
     /// True when some fields are not known (see [`SessionState::unknown`]).
     pub fn is_partial(&self) -> bool {
         !self.unknown.is_empty()
+    }
+
+    /// The run request of this new session, carrying all of the state it
+    /// starts with, so that [`SessionState::of_request`] gives it back.
+    pub fn run_request(&self, input: serde_json::Value) -> RunRequest {
+        RunRequest {
+            session: self.id.clone(),
+            agent: self.agent.clone(),
+            input,
+            thread: self.thread.clone(),
+            created: Some(self.created),
+            pace: self.pace,
+            nonce: self.nonce.clone(),
+        }
+    }
+
+    /// The state a run request was created with: exactly what its edge
+    /// wrote when the request carries its creation (its `created`); for an
+    /// older edge's request, a state whose creation time and control op are
+    /// unknown.
+    pub fn of_request(req: &RunRequest) -> SessionState {
+        let mut state = SessionState::new(req.session.clone(), &req.agent);
+        state.thread = req.thread.clone();
+        state.pace = req.pace;
+        state.nonce = req.nonce.clone();
+        match req.created {
+            Some(created) => (state.created, state.updated) = (created, created),
+            None => state.unknown = vec!["created".into(), "control".into()],
+        }
+        state
+    }
+
+    /// Whether this state was written for another creation than `req`'s:
+    /// both name theirs, and the names differ. A state rebuilt from the log
+    /// (partial) names none that could be trusted, and is not.
+    pub fn is_other_creation(&self, req: &RunRequest) -> bool {
+        match &req.nonce {
+            Some(nonce) => !self.is_partial() && self.nonce.as_ref() != Some(nonce),
+            None => false,
+        }
     }
 }
 
@@ -243,5 +289,54 @@ mod tests {
         assert_eq!(ended.producer, Some(None));
         assert_eq!(ended.last_seq, Some(9), "last_seq went down");
         assert_eq!(progress.then(Update::default()).last_seq, Some(9));
+    }
+
+    fn new_run_of_a_thread() -> SessionState {
+        let mut s = SessionState::new(SessionId::parse("s1").unwrap(), "mock");
+        s.created = 1_765_000_000_123;
+        s.updated = s.created;
+        s.pace = Some(20);
+        s.thread = Some(ThreadId::parse("t1").unwrap());
+        s.nonce = Some(weir_protocol::creation_nonce());
+        s
+    }
+
+    #[test]
+    fn a_run_request_gives_back_the_exact_state_its_session_was_created_with() {
+        let s = new_run_of_a_thread();
+        let req = s.run_request(serde_json::json!({"tokens": 3}));
+        assert_eq!(req.input["tokens"], 3);
+        assert_eq!(SessionState::of_request(&req), s);
+    }
+
+    #[test]
+    fn an_older_edges_run_request_gives_a_state_without_its_creation_time() {
+        let req = RunRequest::new(
+            SessionId::parse("s1").unwrap(),
+            "mock",
+            serde_json::json!({}),
+        );
+        let s = SessionState::of_request(&req);
+        assert_eq!((s.agent.as_str(), s.status), ("mock", Status::Queued));
+        assert_eq!(s.unknown, ["created", "control"]);
+    }
+
+    #[test]
+    fn only_a_state_naming_another_creation_is_anothers() {
+        let s = new_run_of_a_thread();
+        let req = s.run_request(serde_json::json!({}));
+        assert!(!s.is_other_creation(&req));
+        let mut other = s.clone();
+        other.nonce = Some(weir_protocol::creation_nonce());
+        assert!(other.is_other_creation(&req));
+        other.nonce = None;
+        assert!(
+            other.is_other_creation(&req),
+            "a state of no creation of ours"
+        );
+        other.unknown = vec!["created".into()];
+        assert!(!other.is_other_creation(&req), "a rebuilt state names none");
+        let older = RunRequest::new(s.id.clone(), "mock", serde_json::json!({}));
+        assert!(!other.is_other_creation(&older));
     }
 }

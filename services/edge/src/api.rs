@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use weir_bus::LeaseEntry;
 use weir_protocol::mock::MockInput;
-use weir_protocol::{ControlOp, RunRequest, SessionId, EXTERNAL_AGENT};
+use weir_protocol::{ControlOp, SessionId, EXTERNAL_AGENT};
 use weir_store::SessionState;
 use weir_telemetry::names;
 
@@ -78,13 +78,11 @@ pub async fn create(
         let unclaimed = LeaseEntry::unclaimed(state.config.claim_timeout);
         state.bus.leases.acquire(&id, unclaimed).await?;
     } else {
-        let run = RunRequest {
-            session: id.clone(),
-            agent: agent.to_owned(),
-            input: body.input,
-            thread: None,
+        let origin = match body.id {
+            Some(_) => launch::Id::Chosen,
+            None => launch::Id::Random,
         };
-        launch::launch(&state, &new, &run).await?;
+        launch::launch(&state, &new, body.input, origin).await?;
     }
     metrics::counter!(names::SESSIONS_CREATED, "agent" => agent.to_owned()).increment(1);
     let token = state.auth.keys.issue(&id, state.config.token_ttl.as_secs());

@@ -17,9 +17,19 @@ use crate::{rebuild, AppState};
 /// (partial: see [`crate::rebuild`]) while the store cannot be reached or
 /// when it lost the state; a valid token proves the session exists.
 /// For streams and control; `GET /v1/sessions/{id}` uses [`describe`].
+///
+/// The store and the log are asked at once; what the log told the store is
+/// written back in the background.
 pub async fn view(state: &AppState, id: &SessionId) -> Result<SessionState, ApiError> {
-    match state.store.get(id).await {
-        Ok(Some(s)) => reconcile(state, s).await,
+    let (stored, last) = tokio::join!(state.store.get(id), state.bus.log.last(id));
+    match stored {
+        Ok(Some(s)) => {
+            let (s, update) = reconciled(s, last?.as_ref());
+            if let Some(u) = update {
+                write_back(state, &s.id, u);
+            }
+            Ok(s)
+        }
         Ok(None) => Ok(rebuild::from_log(state.bus.log.as_ref(), id, false)
             .await?
             .ok_or(ApiError::NotFound)?),
@@ -95,6 +105,18 @@ pub async fn reconcile(state: &AppState, s: SessionState) -> Result<SessionState
     Ok(s)
 }
 
+/// Writes what the log told about a session to the store, without waiting
+/// for it: the index (listing by status) follows sessions whose producer
+/// writes no state.
+fn write_back(state: &AppState, id: &SessionId, update: Update) {
+    let (store, id) = (state.store.clone(), id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.update(&id, update).await {
+            tracing::debug!(session = %id, error = %e, "reconciled state not written back");
+        }
+    });
+}
+
 /// The state with what the log's last event tells, and the update that
 /// records it when the store is behind.
 fn reconciled(mut s: SessionState, last: Option<&LastEvent>) -> (SessionState, Option<Update>) {
@@ -168,12 +190,7 @@ pub async fn open(
             let (s, update) = reconciled(s, last.as_ref());
             let ended = last.as_ref().is_some_and(|l| l.event.end);
             if let Some(u) = update.filter(|_| from_leader || ended) {
-                let (store, id) = (state.store.clone(), s.id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = store.update(&id, u).await {
-                        tracing::debug!(session = %id, error = %e, "reconciled state not written back");
-                    }
-                });
+                write_back(state, &s.id, u);
             }
             s
         }

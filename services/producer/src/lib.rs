@@ -28,6 +28,8 @@ pub mod agents;
 mod ask;
 pub mod config;
 #[cfg(test)]
+mod creation;
+#[cfg(test)]
 mod outage;
 mod progress;
 mod publish;

@@ -22,12 +22,8 @@ async fn queue(ctx: &Ctx, id: &SessionId, tokens: u64, rate: f64, state: bool) {
         let s = SessionState::new(id.clone(), "mock");
         assert!(ctx.store.create(&s).await.unwrap());
     }
-    let req = RunRequest {
-        session: id.clone(),
-        agent: "mock".into(),
-        input: serde_json::json!({"tokens": tokens, "rate": rate, "seed": 1}),
-        thread: None,
-    };
+    let input = serde_json::json!({"tokens": tokens, "rate": rate, "seed": 1});
+    let req = RunRequest::new(id.clone(), "mock", input);
     ctx.bus.runs.enqueue(&req).await.unwrap();
 }
 

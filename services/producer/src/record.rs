@@ -14,8 +14,8 @@
 //!
 //! A write that finds the session's state gone (Redis came back empty) is
 //! not redone: edges rebuild the state from the log when it is asked for;
-//! a run that starts for a session whose state is gone writes it again
-//! ([`recreate`]).
+//! a run that starts for a session whose state is gone, or not written yet,
+//! writes it from its request ([`recreate`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -181,18 +181,23 @@ async fn write(ctx: Arc<Ctx>, id: SessionId, shared: Arc<Shared>) {
     }
 }
 
-/// Writes the state of a session the store lost (Redis came back empty)
-/// again from its run request. The request proves the session was created,
-/// and requests expire with the state's retention, so a request without
-/// state is one the store forgot.
+/// Writes the state of a session that has none from its run request: the
+/// edge's own write has not landed yet (edges queue the request while they
+/// write), or the store lost it (Redis came back empty). The request
+/// proves the session was created, and requests expire with the state's
+/// retention, so a request without state is one whose state is on its way
+/// or forgotten. A request of a current edge carries the whole initial
+/// state, so this writes exactly what the edge writes, and whichever write
+/// lands first the other finds it taken; when the edge's landed first, that
+/// state is returned.
 pub(crate) async fn recreate(ctx: &Ctx, req: &RunRequest) -> Result<SessionState, StoreError> {
-    let mut state = SessionState::new(req.session.clone(), &req.agent);
-    state.unknown = vec!["created".into(), "control".into()];
-    // A thread's run stays its thread's (its thread token opens it).
-    state.thread = req.thread.clone();
-    ctx.store.create(&state).await?;
-    tracing::debug!("the store had lost the session's state; written again from the run request");
-    Ok(state)
+    let state = SessionState::of_request(req);
+    if ctx.store.create(&state).await? {
+        tracing::debug!("the session had no state; written from the run request");
+        return Ok(state);
+    }
+    // Written meanwhile (by its edge, as a rule): that one stands.
+    Ok(ctx.store.get(&req.session).await?.unwrap_or(state))
 }
 
 #[cfg(test)]

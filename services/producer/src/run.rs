@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weir_bus::{Fence, Lease, LeaseEntry, RunAck, RunTicket};
+use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunAck, RunTicket};
 use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
 use weir_store::Update;
 use weir_telemetry::names;
@@ -79,21 +79,26 @@ struct Claimed {
     lease: Lease,
 }
 
-/// Whether this producer runs a session it was asked to.
+/// Whether the session's state lets this producer run it.
 enum Admission {
-    /// Run it, holding its lease, obeying the control op asked for before it started.
-    Run(Lease, Option<ControlOp>),
+    /// Run it, obeying the control op asked for before it started.
+    Run(Option<ControlOp>),
     /// Not here: the reason, for the log.
     Skip(&'static str),
 }
 
 /// Takes the session's lease and acknowledges the request (taking `ack`);
-/// `None` when the session ended or is already run by someone else. The
-/// control subscription is confirmed with the server before the session's
-/// state is read, so an op asked for at any time is either in that state or
-/// arrives on the subscription (edges store an op before they send it); the
-/// log's last event is read at the same time. Either failing fails the start
-/// (the lease is given back, `ack` left for the caller to offer the request
+/// `None` when the session ended, is another creation's, or is already run
+/// by someone else. The control subscription is confirmed with the server
+/// before the session's state is read, so an op asked for at any time is
+/// either in that state or arrives on the subscription (edges store an op
+/// before they send it); the log's last event is read and the lease taken
+/// at the same time, and the lease is given back when the state says skip
+/// (no other request of the session can be waiting for it: edges queue one
+/// request per creation, and a request of another creation of the same id
+/// is only ever queued for an id chosen at random, which no other creation
+/// holds). A failed log read or control subscription fails the start (the
+/// lease is given back, `ack` left for the caller to offer the request
 /// again): a run never starts deaf to cancel and pause.
 async fn claim(
     ctx: &Arc<Ctx>,
@@ -101,16 +106,37 @@ async fn claim(
     ack: &mut Option<Box<dyn RunAck>>,
 ) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
     let id = req.session.clone();
-    let (subscribed, last) = tokio::join!(ctx.bus.control.subscribe(&id), ctx.bus.log.last(&id));
-    let (lease, control) = match admit(ctx, &req).await? {
-        Admission::Run(lease, control) => (lease, control),
-        Admission::Skip(why) => {
+    let entry = LeaseEntry::new(&ctx.node, ctx.config.cluster.lease_ttl, true);
+    let subscribed_then_admitted = async {
+        let subscribed = ctx.bus.control.subscribe(&id).await;
+        (subscribed, admit(ctx, &req).await)
+    };
+    let ((subscribed, admission), last, lease) = tokio::join!(
+        subscribed_then_admitted,
+        ctx.bus.log.last(&id),
+        ctx.bus.leases.acquire(&id, entry)
+    );
+    let control = match admission {
+        Ok(Admission::Run(control)) => control,
+        Ok(Admission::Skip(why)) => {
+            give_back(ctx, lease).await;
             tracing::info!("{why}; run dropped");
             if let Some(ack) = ack.take() {
                 ack.ack().await?;
             }
             return Ok(None);
         }
+        Err(e) => {
+            give_back(ctx, lease).await;
+            return Err(e);
+        }
+    };
+    let Some(lease) = lease? else {
+        tracing::info!("session owned elsewhere; run dropped");
+        if let Some(ack) = ack.take() {
+            ack.ack().await?;
+        }
+        return Ok(None);
     };
     let (last, subscribed) = match (last, subscribed) {
         (Ok(last), Ok(subscribed)) => (last, subscribed),
@@ -150,10 +176,19 @@ async fn claim(
     }))
 }
 
-/// Decides from the session's state and lease whether to run it. The lease
-/// is on the bus; while the store cannot be reached the run starts anyway,
-/// from the log (the request is taken only once, and the lease and the
-/// log's fence refuse a second writer).
+/// Releases a lease taken for a run that does not start here.
+async fn give_back(ctx: &Ctx, lease: Result<Option<Lease>, BusError>) {
+    if let Ok(Some(lease)) = lease {
+        if let Err(e) = ctx.bus.leases.release(&lease).await {
+            tracing::debug!(error = %e, "lease of a run not started not released; it lapses");
+        }
+    }
+}
+
+/// Decides from the session's state whether to run it. While the store
+/// cannot be reached the run starts anyway, from the log (the request is
+/// taken only once, and the lease and the log's fence refuse a second
+/// writer).
 async fn admit(
     ctx: &Ctx,
     req: &RunRequest,
@@ -166,6 +201,11 @@ async fn admit(
     };
     let control = match state {
         Ok(Some(state)) if state.status.is_ended() => return Ok(Admission::Skip("session ended")),
+        // The id was taken when this request's edge created it: that edge
+        // refused the creation (409), and the session is another's.
+        Ok(Some(state)) if state.is_other_creation(req) => {
+            return Ok(Admission::Skip("session created by another request"))
+        }
         Ok(state) => state.and_then(|s| s.control),
         Err(e) if e.is_unavailable() => {
             tracing::debug!(error = %e, "store unreachable; running from the log");
@@ -173,12 +213,7 @@ async fn admit(
         }
         Err(e) => return Err(e.into()),
     };
-    let ttl = ctx.config.cluster.lease_ttl;
-    let entry = LeaseEntry::new(&ctx.node, ttl, true);
-    match ctx.bus.leases.acquire(id, entry).await? {
-        Some(lease) => Ok(Admission::Run(lease, control)),
-        None => Ok(Admission::Skip("session owned elsewhere")),
-    }
+    Ok(Admission::Run(control))
 }
 
 impl Claimed {

@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `weir:{bNN}:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`, `pace`, `ix` (its index entry); `unknown` (comma-separated field names) in a state rebuilt from the log |
+//! | `weir:{bNN}:s:<id>` | hash | `status`, `agent`, `created`, `updated`, `last_seq`, `end_reason`, `producer`, `acked`, `control`, `pace`, `nonce` (the creation's, `RunRequest::nonce`), `ix` (its index entry); `unknown` (comma-separated field names) in a state rebuilt from the log |
 //! | `weir:{bNN}:idx` | sorted set | the index entry `<created ms, 13 digits>:<id>` of every session of the bucket, all at score 0 (ordered as strings: by creation) |
 //! | `weir:{bNN}:idx:<status>` | sorted set | the same, per status; the update script moves an entry when the status changes |
 //!
@@ -197,6 +197,9 @@ fn encode(state: &SessionState) -> Vec<(&'static str, String)> {
     if let Some(thread) = &state.thread {
         fields.push(("thread", thread.to_string()));
     }
+    if let Some(nonce) = &state.nonce {
+        fields.push(("nonce", nonce.clone()));
+    }
     fields
 }
 
@@ -229,6 +232,7 @@ fn decode(id: &SessionId, map: HashMap<String, String>) -> Result<SessionState, 
         thread: map
             .get("thread")
             .and_then(|t| weir_protocol::ThreadId::parse(t).ok()),
+        nonce: map.get("nonce").cloned(),
     })
 }
 

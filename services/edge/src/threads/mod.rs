@@ -18,7 +18,7 @@
 //! stream on from the log.
 
 use serde_json::{Map, Value};
-use weir_protocol::{RunRequest, SessionId, ThreadId};
+use weir_protocol::{SessionId, ThreadId};
 use weir_store::{RunRecord, SessionState, ThreadRecord};
 use weir_telemetry::names;
 
@@ -116,13 +116,8 @@ pub(crate) async fn start_run(
     let agent = record.thread.agent;
     let mut new = SessionState::new(session.clone(), &agent);
     new.thread = Some(thread.clone());
-    let request = RunRequest {
-        session: session.clone(),
-        agent: agent.clone(),
-        input: Value::Object(input),
-        thread: Some(thread.clone()),
-    };
-    if let Err(e) = launch::launch(state, &new, &request).await {
+    let input = Value::Object(input);
+    if let Err(e) = launch::launch(state, &new, input, launch::Id::Random).await {
         // Not queued (or refused): the thread is free again.
         if let Err(w) = state.store.withdraw_run(thread, &session).await {
             tracing::warn!(thread = %thread, session = %session, error = %w, "unlaunched run not withdrawn");

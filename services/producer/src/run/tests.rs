@@ -34,12 +34,7 @@ async fn an_agent_that_panics_ends_its_session_failed_after_what_it_said() {
     let id = sid("panicky");
     let s = SessionState::new(id.clone(), "panics");
     assert!(ctx.store.create(&s).await.unwrap());
-    let req = RunRequest {
-        session: id.clone(),
-        agent: "panics".into(),
-        input: json!({}),
-        thread: None,
-    };
+    let req = RunRequest::new(id.clone(), "panics", json!({}));
     ctx.bus.runs.enqueue(&req).await.unwrap();
     let ticket = ctx
         .bus
@@ -107,12 +102,7 @@ async fn a_run_whose_control_subscription_fails_is_offered_again_and_completes()
         .create(&SessionState::new(id.clone(), "mock"))
         .await
         .unwrap());
-    let req = RunRequest {
-        session: id.clone(),
-        agent: "mock".into(),
-        input: json!({"tokens": 3, "rate": 1000.0}),
-        thread: None,
-    };
+    let req = RunRequest::new(id.clone(), "mock", json!({"tokens": 3, "rate": 1000.0}));
     ctx.bus.runs.enqueue(&req).await.unwrap();
     for attempt in ["fails to start", "runs"] {
         let mut taken = ctx
