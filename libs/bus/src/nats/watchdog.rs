@@ -61,6 +61,8 @@ struct State {
     current: Option<ServerAddr>,
     /// Servers left because they failed, with when.
     left: HashMap<ServerAddr, Instant>,
+    /// When each server last stored a probe of this node's.
+    worked: HashMap<ServerAddr, Instant>,
     /// JetStream last answered a probe on this connection (or it was made).
     answered: Instant,
     /// A probe was last stored on this connection (a write: the server
@@ -85,6 +87,7 @@ impl Watchdog {
                 trying: None,
                 current: None,
                 left: HashMap::new(),
+                worked: HashMap::new(),
                 answered: now,
                 stored: now,
                 reached: now,
@@ -111,17 +114,18 @@ impl Watchdog {
         // Connecting again means the last connection failed (this runs
         // before the client reports the disconnection), or the last attempt
         // to connect did (a host off the network): both are left.
-        for addr in [state.current.take(), state.trying.take()]
+        let leaving: Vec<ServerAddr> = [state.current.take(), state.trying.take()]
             .into_iter()
             .flatten()
-        {
-            state.left.insert(addr, now);
+            .collect();
+        for addr in &leaving {
+            state.left.insert(addr.clone(), now);
         }
         state.generation += 1;
         state
             .left
             .retain(|_, at| now.duration_since(*at) < LEFT_FOR);
-        let pick = choose(pool, &state.left);
+        let pick = choose(pool, &leaving, &state.left, &state.worked);
         state.trying = pick.as_ref().map(|p| p.addr.clone());
         pick
     }
@@ -205,6 +209,9 @@ impl Watchdog {
         state.answered = now;
         if stored {
             state.stored = now;
+            if let Some(addr) = state.current.clone() {
+                state.worked.insert(addr, now);
+            }
         }
         state.reached = now;
     }
@@ -284,16 +291,31 @@ fn connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 
-/// The server to try: one not left lately before one that was, and of
-/// those, the one left longest ago (a node that left two servers while a
-/// stream elected goes back to the first before it tries the third again,
-/// which may be off the network); fewer failed attempts first, at random
-/// among equals (so that nodes spread over the cluster). Right away, unless
-/// it failed last time (then the client's backoff).
-fn choose(mut pool: Vec<Server>, left: &HashMap<ServerAddr, Instant>) -> Option<ReconnectToServer> {
+/// The server to try: never the one being left (`leaving`) while there is
+/// another; one not left lately before one that was; of those left, the one
+/// that last stored a probe (a node that left two healthy servers while a
+/// stream elected goes back to them, not to the one cut off or off the
+/// network), then the one left longest ago; fewer failed attempts first, at
+/// random among equals (so that nodes spread over the cluster). Right away,
+/// unless it failed last time (then the client's backoff).
+fn choose(
+    mut pool: Vec<Server>,
+    leaving: &[ServerAddr],
+    left: &HashMap<ServerAddr, Instant>,
+    worked: &HashMap<ServerAddr, Instant>,
+) -> Option<ReconnectToServer> {
     use rand::seq::SliceRandom;
+    use std::cmp::Reverse;
     pool.shuffle(&mut rand::rng());
-    pool.sort_by_key(|s| (left.get(&s.addr).copied(), s.failed_attempts));
+    pool.sort_by_key(|s| {
+        (
+            leaving.contains(&s.addr),
+            left.contains_key(&s.addr),
+            Reverse(worked.get(&s.addr).copied()),
+            left.get(&s.addr).copied(),
+            s.failed_attempts,
+        )
+    });
     pool.into_iter().next().map(|s| ReconnectToServer {
         delay: (s.failed_attempts == 0).then_some(Duration::ZERO),
         addr: s.addr,
@@ -365,11 +387,17 @@ mod tests {
         let left = HashMap::from([("nats://a:4222".parse().unwrap(), Instant::now())]);
         for _ in 0..20 {
             let pool = vec![server("nats://a:4222", 0), server("nats://b:4222", 3)];
-            let pick = choose(pool, &left).unwrap();
+            let pick = choose(pool, &[], &left, &HashMap::new()).unwrap();
             assert_eq!(pick.addr.as_url_str(), "nats://b:4222");
             assert_eq!(pick.delay, None, "b failed last time: the client's backoff");
         }
-        let pick = choose(vec![server("nats://a:4222", 0)], &left).unwrap();
+        let pick = choose(
+            vec![server("nats://a:4222", 0)],
+            &[],
+            &left,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(pick.addr.as_url_str(), "nats://a:4222", "the only one left");
     }
 
@@ -394,9 +422,36 @@ mod tests {
                 server("nats://a:4222", 0),
             ];
             assert_eq!(
-                choose(pool, &left).unwrap().addr.as_url_str(),
+                choose(pool, &[], &left, &HashMap::new())
+                    .unwrap()
+                    .addr
+                    .as_url_str(),
                 "nats://a:4222"
             );
+        }
+    }
+
+    #[test]
+    fn of_servers_all_left_lately_the_one_that_last_stored_a_probe_is_tried_first() {
+        let now = Instant::now();
+        let at = |secs: u64| now - Duration::from_secs(secs);
+        let (a, b, c): (ServerAddr, ServerAddr, ServerAddr) = (
+            "nats://a:4222".parse().unwrap(),
+            "nats://b:4222".parse().unwrap(),
+            "nats://c:4222".parse().unwrap(),
+        );
+        // a was cut off 20 s ago and left first; b stored probes until 2 s
+        // ago (its cluster was electing); c is being left now.
+        let left = HashMap::from([(a.clone(), at(18)), (b.clone(), at(1)), (c.clone(), now)]);
+        let worked = HashMap::from([(a, at(20)), (b.clone(), at(2)), (c.clone(), at(1))]);
+        for _ in 0..20 {
+            let pool = vec![
+                server("nats://a:4222", 0),
+                server("nats://b:4222", 0),
+                server("nats://c:4222", 0),
+            ];
+            let pick = choose(pool, std::slice::from_ref(&c), &left, &worked).unwrap();
+            assert_eq!(pick.addr, b);
         }
     }
 
@@ -427,7 +482,7 @@ mod tests {
                 server("nats://b:4222", 0),
                 server("nats://c:4222", 1),
             ];
-            let pick = choose(pool, &HashMap::new()).unwrap();
+            let pick = choose(pool, &[], &HashMap::new(), &HashMap::new()).unwrap();
             assert_eq!(pick.delay, Some(Duration::ZERO));
             seen.insert(pick.addr.as_url_str().to_owned());
         }
