@@ -87,6 +87,7 @@ def main():
     print(f"zones: {delay} ± {jitter} each way between nodes; weir and clients at n1")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    paired = []
     for r in rounds:
         if not (out / f"{r}-no-delay-steady.json").exists():
             continue  # an unfinished round
@@ -94,6 +95,26 @@ def main():
         for name in ("direct", "no-delay", "zones"):
             if (out / f"{r}-{name}-steady.json").exists():
                 print("| " + " | ".join(row(out, f"{r}-{name}", base)) + " |")
+        if (out / f"{r}-zones-steady.json").exists():
+            paired.append((base, load(out / f"{r}-zones-steady.json")))
+    if paired:
+        print(summary(paired))
+
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summary(paired):
+    """Zones against no-delay, the median over the rounds."""
+    ratio = lambda f: median([f(z) / f(b) for b, z in paired])
+    more = lambda f: median([f(z) - f(b) for b, z in paired])
+    p50, p99 = (lambda r: r["latency_ms"]["p50"]), (lambda r: r["latency_ms"]["p99"])
+    return (f"zones ÷ no-delay, median of {len(paired)} rounds: events/s "
+            f"{ratio(lambda r: r['events_per_s']):.2f}, latency p50 {ratio(p50):.2f} "
+            f"({more(p50):+.1f} ms), p99 {ratio(p99):.2f} ({more(p99):+.1f} ms)")
 
 
 if __name__ == "__main__":
