@@ -133,10 +133,14 @@ impl Stats {
 /// `weir-bench relay`: serves until SIGINT or SIGTERM.
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let shape = args.shape.validated()?;
+    anyhow::ensure!(
+        !args.report_every.is_zero(),
+        "--report-every must be longer than zero"
+    );
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("relay: cannot listen on {}: {e}", args.listen))?;
     let stats = Arc::new(Stats::default());
-    let name = format!("relay {} → {}", args.listen, args.to);
+    let name = format!("relay {} → {}", listener.local_addr()?, args.to);
     eprintln!("{name}: delay {:?} ± {:?}", shape.delay, shape.jitter);
     let report = {
         let (stats, name) = (stats.clone(), name.clone());
