@@ -13,6 +13,8 @@
 //!   [`memory`]: the edge's RSS over a streaming run, per subscriber.
 //! - [`limit`]: raw NATS core and JetStream numbers, for ratios.
 //! - [`soak`]: long steady load with churn; [`soak_series`]: its samples and verdict.
+//! - [`relay`]: a TCP relay that delays what it forwards, standing in for the
+//!   network between zones (`scripts/bench-cluster.sh zones`).
 //! - [`client`]: one resuming WebSocket client; [`api`]: the HTTP API;
 //!   [`external`]: publishing as an outside producer.
 //! - [`verify`]: every client checked against its session's log.
@@ -32,6 +34,7 @@ pub mod limit;
 pub mod load;
 pub mod memory;
 pub mod procinfo;
+pub mod relay;
 pub mod report;
 pub mod soak;
 pub mod soak_series;
@@ -72,6 +75,10 @@ pub enum Scenario {
     /// clients reconnecting): RSS, fds, tasks and NATS subscriptions sampled
     /// and judged flat or growing.
     Soak(soak::SoakArgs),
+    /// A TCP relay that forwards each connection with a delay (± jitter) per
+    /// chunk, each direction, in order: the network between zones, on one
+    /// machine. Runs until SIGINT or SIGTERM.
+    Relay(relay::RelayArgs),
 }
 
 /// Output flags shared by every scenario.
@@ -133,6 +140,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Soak(a) => {
             soak::run(a).await?;
+        }
+        Scenario::Relay(a) => {
+            relay::run(a).await?;
         }
         Scenario::Limit(a) => {
             let l = limit::run(&a).await?;

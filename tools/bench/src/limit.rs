@@ -320,7 +320,38 @@ async fn limit_stream(js: &jetstream::Context, republish: bool) -> anyhow::Resul
     })
     .await
     .context("create the limit stream")?;
-    Ok(())
+    until_reachable(js).await
+}
+
+/// Waits until a publish on the limit stream's subjects reaches it: in a
+/// cluster, the stream's interest can reach the client's server a moment
+/// after the stream is created (its publishes answered "no responders").
+/// The probe expects a last sequence the stream cannot have, so it is
+/// refused, never stored or republished.
+async fn until_reachable(js: &jetstream::Context) -> anyhow::Result<()> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            u64::MAX.to_string().as_str(),
+        );
+        let ack = js
+            .publish_with_headers("weir.bench.js.probe", headers, Bytes::new())
+            .await?
+            .await;
+        match ack.map_err(|e| e.kind()) {
+            Err(PublishErrorKind::StreamNotFound) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(PublishErrorKind::StreamNotFound) => {
+                anyhow::bail!("the limit stream was created but no publish reached it in 10 s")
+            }
+            Ok(_) | Err(PublishErrorKind::WrongLastSequence) => return Ok(()),
+            Err(kind) => anyhow::bail!("probing the limit stream: {kind}"),
+        }
+    }
 }
 
 /// One event per message at `rate` in all, spread over `subjects`, each
