@@ -238,7 +238,16 @@ impl Claimed {
             Some(o) => self.finish(o).await,
         };
         lost.cancel();
-        let lease = keeper.await.ok().flatten();
+        let mut lease = keeper.await.ok().flatten();
+        if matches!(outcome, Some(Outcome::Lost)) && lease.is_some() {
+            // The log refused a publish's fence while the lease is still
+            // this node's: something this run cannot account for is in the
+            // log. The lease is left to lapse, so that a reaper ends the
+            // session from what the log holds; released, it would leave the
+            // session without an end and without anyone to give it one.
+            tracing::warn!("the log refused this run's fence while it held the lease; leaving the session to the reapers");
+            lease = None;
+        }
         // The end is recorded and the lease released after the run, by the
         // recorder (later, if the store is unreachable now).
         self.publisher.recorder.settle(end, lease);

@@ -138,3 +138,62 @@ async fn a_run_whose_control_subscription_fails_is_offered_again_and_completes()
     assert_eq!(end["kind"], "end");
     assert_eq!(end["data"]["reason"], "completed", "{end}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_fence_is_refused_while_it_holds_the_lease_leaves_it_to_lapse() {
+    let (bus, store) = (memory_bus(), Flaky::new());
+    let ctx = ctx("p1", &bus, store, Duration::from_secs(5));
+    let id = sid("fenced-out");
+    assert!(ctx
+        .store
+        .create(&SessionState::new(id.clone(), "mock"))
+        .await
+        .unwrap());
+    let input = json!({"tokens": 200, "rate": 20.0});
+    ctx.bus
+        .runs
+        .enqueue(&RunRequest::new(id.clone(), "mock", input))
+        .await
+        .unwrap();
+    let ticket = ctx
+        .bus
+        .runs
+        .take("mock", 1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .expect("the queued run");
+    let run = tokio::spawn(execute(ctx.clone(), ticket, CancellationToken::new()));
+    let last = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(last) = ctx.bus.log.last(&id).await.unwrap() {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the run published");
+    // Something the run did not write takes the next seqs (two events: a
+    // message of its own, not one the run's next could be taken for).
+    let n = last.event.seq;
+    let foreign: Vec<_> = (n + 1..=n + 2)
+        .map(|seq| Event::new(seq, "token", Some("elsewhere"), json!({})).to_raw())
+        .collect();
+    ctx.bus.log.append(&id, &foreign, last.fence).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run stopped")
+        .unwrap();
+    let log = ctx.bus.log.last(&id).await.unwrap().unwrap();
+    assert_eq!(log.event.seq, n + 2, "the run went on writing");
+    // The recorder releases a lease after the run, off its path: give it
+    // the time it takes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = ctx.bus.leases.get(&id).await.unwrap();
+    assert_eq!(
+        held.map(|l| l.entry.owner),
+        Some("p1".to_owned()),
+        "the lease was released: no reaper would end the session"
+    );
+}
