@@ -52,6 +52,16 @@ pub struct Ctx {
     pub node: String,
     pub config: ProducerConfig,
     pub started: std::time::Instant,
+    /// The sessions whose runs this node has claimed and not finished.
+    pub running: std::sync::Mutex<std::collections::HashSet<weir_protocol::SessionId>>,
+}
+
+impl Ctx {
+    pub fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<weir_protocol::SessionId>> {
+        self.running.lock().expect("running lock")
+    }
 }
 
 /// Runs the worker until `shutdown`, then drains: no new runs are taken,
@@ -72,6 +82,7 @@ pub async fn run(
         node: node.clone(),
         config,
         started: std::time::Instant::now(),
+        running: Default::default(),
     });
     let tasks = TaskTracker::new();
     let hard_stop = CancellationToken::new();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_bus::{BusError, Fence, Lease, LeaseEntry, RunAck, RunTicket};
-use weir_protocol::{ControlOp, EndReason, Event, RunRequest, Status};
+use weir_protocol::{ControlOp, EndReason, Event, RunRequest, SessionId, Status};
 use weir_store::Update;
 use weir_telemetry::names;
 
@@ -88,62 +88,66 @@ enum Admission {
 }
 
 /// Takes the session's lease and acknowledges the request (taking `ack`);
-/// `None` when the session ended, is another creation's, or is already run
-/// by someone else. The control subscription is confirmed with the server
-/// before the session's state is read, so an op asked for at any time is
-/// either in that state or arrives on the subscription (edges store an op
-/// before they send it); the log's last event is read and the lease taken
-/// at the same time, and the lease is given back when the state says skip
-/// (no other request of the session can be waiting for it: edges queue one
-/// request per creation, and a request of another creation of the same id
-/// is only ever queued for an id chosen at random, which no other creation
-/// holds). A failed log read or control subscription fails the start (the
-/// lease is given back, `ack` left for the caller to offer the request
-/// again): a run never starts deaf to cancel and pause.
+/// `None` when the session ended, is another creation's, is already run by
+/// someone else, or already runs here. The control subscription is
+/// confirmed with the server before the session's state is read, so an op
+/// asked for at any time is either in that state or arrives on the
+/// subscription (edges store an op before they send it); the log's last
+/// event is read at the same time. The lease is taken only once all of that
+/// succeeded: a start that fails (the log or the subscription unreachable,
+/// as while NATS elects) holds nothing, and `ack` is left for the caller to
+/// offer the request again — a run never starts deaf to cancel and pause,
+/// and never leaves a lease for the reapers to end a session by.
 async fn claim(
     ctx: &Arc<Ctx>,
     req: RunRequest,
     ack: &mut Option<Box<dyn RunAck>>,
 ) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
     let id = req.session.clone();
-    let entry = LeaseEntry::new(&ctx.node, ctx.config.cluster.lease_ttl, true);
+    if !ctx.running().insert(id.clone()) {
+        tracing::info!("already running here; run dropped");
+        if let Some(ack) = ack.take() {
+            ack.ack().await?;
+        }
+        return Ok(None);
+    }
+    let claimed = claim_here(ctx, req, ack).await;
+    if !matches!(claimed, Ok(Some(_))) {
+        ctx.running().remove(&id);
+    }
+    claimed
+}
+
+/// [`claim`] for a session not running here.
+async fn claim_here(
+    ctx: &Arc<Ctx>,
+    req: RunRequest,
+    ack: &mut Option<Box<dyn RunAck>>,
+) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
+    let id = req.session.clone();
     let subscribed_then_admitted = async {
         let subscribed = ctx.bus.control.subscribe(&id).await;
         (subscribed, admit(ctx, &req).await)
     };
-    let ((subscribed, admission), last, lease) = tokio::join!(
-        subscribed_then_admitted,
-        ctx.bus.log.last(&id),
-        ctx.bus.leases.acquire(&id, entry)
-    );
-    let control = match admission {
-        Ok(Admission::Run(control)) => control,
-        Ok(Admission::Skip(why)) => {
-            give_back(ctx, lease).await;
+    let ((subscribed, admission), last) =
+        tokio::join!(subscribed_then_admitted, ctx.bus.log.last(&id));
+    let control = match admission? {
+        Admission::Run(control) => control,
+        Admission::Skip(why) => {
             tracing::info!("{why}; run dropped");
             if let Some(ack) = ack.take() {
                 ack.ack().await?;
             }
             return Ok(None);
         }
-        Err(e) => {
-            give_back(ctx, lease).await;
-            return Err(e);
-        }
     };
-    let Some(lease) = lease? else {
+    let (last, subscribed) = (last?, subscribed?);
+    let Some(lease) = take_lease(ctx, &id).await? else {
         tracing::info!("session owned elsewhere; run dropped");
         if let Some(ack) = ack.take() {
             ack.ack().await?;
         }
         return Ok(None);
-    };
-    let (last, subscribed) = match (last, subscribed) {
-        (Ok(last), Ok(subscribed)) => (last, subscribed),
-        (Err(e), _) | (_, Err(e)) => {
-            let _ = ctx.bus.leases.release(&lease).await;
-            return Err(e.into());
-        }
     };
     // Not waited for: should the ack be lost, the request comes back after
     // the ack wait, and whoever takes it finds the lease held or the
@@ -176,12 +180,21 @@ async fn claim(
     }))
 }
 
-/// Releases a lease taken for a run that does not start here.
-async fn give_back(ctx: &Ctx, lease: Result<Option<Lease>, BusError>) {
-    if let Ok(Some(lease)) = lease {
-        if let Err(e) = ctx.bus.leases.release(&lease).await {
-            tracing::debug!(error = %e, "lease of a run not started not released; it lapses");
+/// The session's lease for this node: taken, or taken back when this node
+/// holds it without running the session (an earlier start here whose
+/// answer was lost stored it all the same); `None` when another node holds
+/// it.
+async fn take_lease(ctx: &Ctx, id: &SessionId) -> Result<Option<Lease>, BusError> {
+    let entry = LeaseEntry::new(&ctx.node, ctx.config.cluster.lease_ttl, true);
+    if let Some(lease) = ctx.bus.leases.acquire(id, entry.clone()).await? {
+        return Ok(Some(lease));
+    }
+    match ctx.bus.leases.get(id).await? {
+        Some(held) if held.entry.owner == ctx.node => {
+            tracing::info!("taking back the lease an earlier start here left");
+            ctx.bus.leases.replace(&held, entry).await
         }
+        _ => Ok(None),
     }
 }
 
@@ -251,6 +264,7 @@ impl Claimed {
         // The end is recorded and the lease released after the run, by the
         // recorder (later, if the store is unreachable now).
         self.publisher.recorder.settle(end, lease);
+        ctx.running().remove(&self.publisher.id);
         metrics::gauge!(names::RUNS_ACTIVE).decrement(1.0);
         ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(names::RUNS, "outcome" => label).increment(1);

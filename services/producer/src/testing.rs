@@ -174,6 +174,7 @@ pub fn ctx(node: &str, bus: &Bus, store: Arc<Flaky>, lease_ttl: Duration) -> Arc
         node: node.into(),
         config,
         started: std::time::Instant::now(),
+        running: Default::default(),
     })
 }
 

@@ -197,3 +197,41 @@ async fn a_run_whose_fence_is_refused_while_it_holds_the_lease_leaves_it_to_laps
         "the lease was released: no reaper would end the session"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
+    let (bus, store) = (memory_bus(), Flaky::new());
+    let ctx = ctx("p1", &bus, store, Duration::from_secs(5));
+    let id = sid("left-behind");
+    assert!(ctx
+        .store
+        .create(&SessionState::new(id.clone(), "mock"))
+        .await
+        .unwrap());
+    // An earlier start here stored its lease, but its answer was lost.
+    let earlier = LeaseEntry::new("p1", Duration::from_secs(5), true);
+    assert!(ctx.bus.leases.acquire(&id, earlier).await.unwrap().is_some());
+    let input = json!({"tokens": 3, "rate": 1000.0});
+    ctx.bus
+        .runs
+        .enqueue(&RunRequest::new(id.clone(), "mock", input))
+        .await
+        .unwrap();
+    let ticket = ctx
+        .bus
+        .runs
+        .take("mock", 1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .expect("the queued run");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        execute(ctx.clone(), ticket, CancellationToken::new()),
+    )
+    .await
+    .expect("the run ended");
+    let last = ctx.bus.log.last(&id).await.unwrap().expect("the run's events");
+    let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
+    assert_eq!(end["data"]["reason"], "completed", "{end}");
+}
