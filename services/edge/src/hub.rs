@@ -286,7 +286,6 @@ async fn follow(
         };
         match subscribed {
             Ok(mut stream) => {
-                backoff = Duration::from_millis(100);
                 if let Some(f) = feed.upgrade() {
                     f.ready.send_replace(true);
                 }
@@ -304,14 +303,20 @@ async fn follow(
                     };
                     match item {
                         Some(Ok(batch)) => {
+                            backoff = Duration::from_millis(100);
                             let Some(f) = feed.upgrade() else { return };
                             if f.push(batch) {
                                 return; // `end` seen: nothing follows it
                             }
                         }
+                        // A read the follow could not make (its last message,
+                        // while the stream elects): follow again shortly rather
+                        // than wait for the idle check, or a feed that missed a
+                        // session's last events would sit on them.
                         Some(Err(e)) => {
                             metrics::counter!(names::BUS_ERRORS, "op" => "follow").increment(1);
-                            tracing::warn!(session = %session, error = %e, "live feed error");
+                            tracing::warn!(session = %session, error = %e, "live feed error; following again");
+                            break;
                         }
                         None => break,
                     }

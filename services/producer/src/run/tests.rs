@@ -210,7 +210,13 @@ async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
         .unwrap());
     // An earlier start here stored its lease, but its answer was lost.
     let earlier = LeaseEntry::new("p1", Duration::from_secs(5), true);
-    assert!(ctx.bus.leases.acquire(&id, earlier).await.unwrap().is_some());
+    assert!(ctx
+        .bus
+        .leases
+        .acquire(&id, earlier)
+        .await
+        .unwrap()
+        .is_some());
     let input = json!({"tokens": 3, "rate": 1000.0});
     ctx.bus
         .runs
@@ -231,7 +237,13 @@ async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
     )
     .await
     .expect("the run ended");
-    let last = ctx.bus.log.last(&id).await.unwrap().expect("the run's events");
+    let last = ctx
+        .bus
+        .log
+        .last(&id)
+        .await
+        .unwrap()
+        .expect("the run's events");
     let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
     assert_eq!(end["data"]["reason"], "completed", "{end}");
 }
