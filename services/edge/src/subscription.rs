@@ -178,15 +178,16 @@ impl Subscription {
         // Mark the ring's state as seen before reading it, so that a change
         // after this read wakes the wait in `next`.
         self.last.borrow_and_update();
-        match self.feed.read(self.cursor, max) {
+        let behind = match self.feed.read(self.cursor, max) {
             RingRead::Events(events) => return Ok(Some(self.advance(events))),
             // Caught up with a live feed: wait for it, never poll the log.
             RingRead::Nothing => return Ok(None),
             RingRead::Empty if !log_has_more(&self.log, &self.session, self.cursor).await? => {
                 return Ok(None)
             }
-            RingRead::Empty | RingRead::Behind { .. } => {}
-        }
+            RingRead::Empty => false,
+            RingRead::Behind { .. } => true,
+        };
         let page = match self.feed.cached(self.cursor, max) {
             Some(events) => events,
             None => {
@@ -195,6 +196,15 @@ impl Subscription {
             }
         };
         let Some(first) = page.first() else {
+            if behind {
+                // The ring holds later events, so the log has these: the
+                // replica that answered is behind (one that rejoined after a
+                // partition). Read again; waiting on the ring would wait for
+                // ever once the session has ended.
+                return Err(Step::Bus(BusError::Unavailable(
+                    "the log replica read is behind the live feed".into(),
+                )));
+            }
             // The log has nothing more: back to the ring.
             return Ok(None);
         };
@@ -301,5 +311,102 @@ mod tests {
         }
         let want: Vec<(u64, u128)> = (1..=10).map(|s| (s, (s as u128 - 1) * 50)).collect();
         assert_eq!(got, want);
+    }
+
+    /// A log whose reads are first answered by a replica that is behind:
+    /// its first pages come back empty.
+    struct Lagging {
+        inner: Arc<dyn EventLog>,
+        empty_pages: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct LaggingReader {
+        inner: Box<dyn weir_bus::LogReader>,
+        empty_pages: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl weir_bus::LogReader for LaggingReader {
+        async fn next_page(
+            &mut self,
+            max: usize,
+        ) -> Result<Vec<weir_protocol::RawEvent>, BusError> {
+            use std::sync::atomic::Ordering;
+            let lag = self.empty_pages.load(Ordering::SeqCst);
+            if lag > 0 {
+                self.empty_pages.store(lag - 1, Ordering::SeqCst);
+                return Ok(Vec::new());
+            }
+            self.inner.next_page(max).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for Lagging {
+        async fn append(
+            &self,
+            s: &SessionId,
+            e: &[weir_protocol::RawEvent],
+            f: weir_bus::Fence,
+        ) -> Result<weir_bus::Appended, BusError> {
+            self.inner.append(s, e, f).await
+        }
+        async fn last(&self, s: &SessionId) -> Result<Option<weir_bus::LastEvent>, BusError> {
+            self.inner.last(s).await
+        }
+        async fn latest(&self, s: &SessionId) -> Result<Option<weir_bus::LastEvent>, BusError> {
+            self.inner.latest(s).await
+        }
+        async fn reader(
+            &self,
+            s: &SessionId,
+            after: u64,
+        ) -> Result<Box<dyn weir_bus::LogReader>, BusError> {
+            Ok(Box::new(LaggingReader {
+                inner: self.inner.reader(s, after).await?,
+                empty_pages: self.empty_pages.clone(),
+            }))
+        }
+        async fn follow(&self, s: &SessionId) -> Result<weir_bus::EventStream, BusError> {
+            self.inner.follow(s).await
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_behind_the_ring_reads_again_when_a_lagging_replica_answers_empty() {
+        use weir_bus::{Bus, BusConfig, Fence};
+        use weir_protocol::{EndReason, Event};
+
+        let bus = Bus::memory(BusConfig::default());
+        let id = SessionId::parse("lagging").unwrap();
+        let mut fence = Fence(0);
+        for s in 1..=9 {
+            let e = Event::new(s, "token", None, serde_json::json!({"text": "x"})).to_raw();
+            fence = bus.log.append(&id, &[e], fence).await.unwrap().fence;
+        }
+        let end = Event::end(10, EndReason::Completed, None).to_raw();
+        bus.log.append(&id, &[end], fence).await.unwrap();
+        let log: Arc<dyn EventLog> = Arc::new(Lagging {
+            inner: bus.log.clone(),
+            empty_pages: Arc::new(2.into()),
+        });
+        // The feed's ring holds the end only: the subscriber is behind it.
+        let hub = crate::hub::Hub::new(log.clone(), 16, 4);
+        let feed = hub.feed(&id).await;
+        let mut sub = Subscription::new(id, feed, log, 0);
+        let mut seqs = Vec::new();
+        let read_all = async {
+            while seqs.last() != Some(&10) {
+                let batch = sub.next(100).await.unwrap();
+                seqs.extend(batch.iter().map(|e| e.seq));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read_all)
+            .await
+            .expect("the subscriber waited on a ring that will not move");
+        assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
     }
 }
