@@ -144,25 +144,7 @@ async fn a_run_whose_fence_is_refused_while_it_holds_the_lease_leaves_it_to_laps
     let (bus, store) = (memory_bus(), Flaky::new());
     let ctx = ctx("p1", &bus, store, Duration::from_secs(5));
     let id = sid("fenced-out");
-    assert!(ctx
-        .store
-        .create(&SessionState::new(id.clone(), "mock"))
-        .await
-        .unwrap());
-    let input = json!({"tokens": 200, "rate": 20.0});
-    ctx.bus
-        .runs
-        .enqueue(&RunRequest::new(id.clone(), "mock", input))
-        .await
-        .unwrap();
-    let ticket = ctx
-        .bus
-        .runs
-        .take("mock", 1, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .pop()
-        .expect("the queued run");
+    let ticket = queued(&ctx, &id, json!({"tokens": 200, "rate": 20.0})).await;
     let run = tokio::spawn(execute(ctx.clone(), ticket, CancellationToken::new()));
     let last = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -217,20 +199,7 @@ async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
         .await
         .unwrap()
         .is_some());
-    let input = json!({"tokens": 3, "rate": 1000.0});
-    ctx.bus
-        .runs
-        .enqueue(&RunRequest::new(id.clone(), "mock", input))
-        .await
-        .unwrap();
-    let ticket = ctx
-        .bus
-        .runs
-        .take("mock", 1, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .pop()
-        .expect("the queued run");
+    let ticket = take_run(&ctx, &id, json!({"tokens": 3, "rate": 1000.0})).await;
     tokio::time::timeout(
         Duration::from_secs(10),
         execute(ctx.clone(), ticket, CancellationToken::new()),
@@ -246,4 +215,30 @@ async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
         .expect("the run's events");
     let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
     assert_eq!(end["data"]["reason"], "completed", "{end}");
+}
+
+/// A mock session `id` with its state written, its run queued and taken.
+async fn queued(ctx: &Arc<Ctx>, id: &SessionId, input: serde_json::Value) -> RunTicket {
+    assert!(ctx
+        .store
+        .create(&SessionState::new(id.clone(), "mock"))
+        .await
+        .unwrap());
+    take_run(ctx, id, input).await
+}
+
+/// Queues a mock run of `id` and takes it.
+async fn take_run(ctx: &Arc<Ctx>, id: &SessionId, input: serde_json::Value) -> RunTicket {
+    ctx.bus
+        .runs
+        .enqueue(&RunRequest::new(id.clone(), "mock", input))
+        .await
+        .unwrap();
+    ctx.bus
+        .runs
+        .take("mock", 1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .expect("the queued run")
 }
