@@ -127,16 +127,7 @@ async fn a_run_whose_control_subscription_fails_is_offered_again_and_completes()
             assert!(ctx.bus.log.last(&id).await.unwrap().is_none());
         }
     }
-    let last = ctx
-        .bus
-        .log
-        .last(&id)
-        .await
-        .unwrap()
-        .expect("the run's events");
-    let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
-    assert_eq!(end["kind"], "end");
-    assert_eq!(end["data"]["reason"], "completed", "{end}");
+    assert_eq!(end_reason(&ctx, &id).await, "completed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,15 +197,7 @@ async fn a_lease_an_earlier_start_here_left_behind_is_taken_back() {
     )
     .await
     .expect("the run ended");
-    let last = ctx
-        .bus
-        .log
-        .last(&id)
-        .await
-        .unwrap()
-        .expect("the run's events");
-    let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
-    assert_eq!(end["data"]["reason"], "completed", "{end}");
+    assert_eq!(end_reason(&ctx, &id).await, "completed");
 }
 
 /// A mock session `id` with its state written, its run queued and taken.
@@ -241,4 +224,21 @@ async fn take_run(ctx: &Arc<Ctx>, id: &SessionId, input: serde_json::Value) -> R
         .unwrap()
         .pop()
         .expect("the queued run")
+}
+
+/// The reason of the session's `end`, the last event of its log.
+async fn end_reason(ctx: &Arc<Ctx>, id: &SessionId) -> String {
+    let last = ctx
+        .bus
+        .log
+        .last(id)
+        .await
+        .unwrap()
+        .expect("the run's events");
+    let end: serde_json::Value = serde_json::from_slice(&last.event.json).unwrap();
+    assert_eq!(end["kind"], "end", "{end}");
+    end["data"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
