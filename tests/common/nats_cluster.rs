@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, nats_server_bin, wait_port, Proc};
+use super::{free_port, nats_server_bin, Proc};
 
 pub struct NatsNode {
     pub name: String,
@@ -28,8 +28,9 @@ impl NatsNode {
         let mut cmd = Command::new(nats_server_bin());
         cmd.arg("-c").arg(&self.config);
         let log = self.dir.join(format!("{}.log", self.name));
-        self.proc = Some(Proc::spawn_logged(&self.name, cmd, log));
-        wait_port(self.port, &self.name);
+        let mut proc = Proc::spawn_logged(&self.name, cmd, log);
+        proc.wait_port(self.port);
+        self.proc = Some(proc);
     }
 
     /// SIGKILL: the node dies with whatever it had not written.

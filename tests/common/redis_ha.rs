@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, wait_port, Proc};
+use super::{free_port, Proc};
 
 pub const MASTER_NAME: &str = "weir";
 
@@ -71,8 +71,8 @@ impl Server {
             .arg("--dir")
             .arg(dir)
             .args(args);
-        let proc = Proc::spawn_logged(name, cmd, dir.join("redis.log"));
-        wait_port(port, name);
+        let mut proc = Proc::spawn_logged(name, cmd, dir.join("redis.log"));
+        proc.wait_port(port);
         proc
     }
 
@@ -131,8 +131,9 @@ impl Sentinel {
             let mut cmd = Command::new(redis_server());
             cmd.arg(&conf).arg("--sentinel");
             let log = dir.join(format!("sentinel-{i}.log"));
-            s.sentinels.push(Proc::spawn_logged("sentinel", cmd, log));
-            wait_port(port, "redis-sentinel");
+            let mut sentinel = Proc::spawn_logged("sentinel", cmd, log);
+            sentinel.wait_port(port);
+            s.sentinels.push(sentinel);
             s.sentinel_ports.push(port);
         }
         // A failover needs every sentinel to know the replica and the others.
@@ -214,9 +215,16 @@ impl RedisCluster {
     pub fn start(dir: &Path) -> RedisCluster {
         let servers: Vec<Server> = (0..6)
             .map(|i| {
+                // The cluster bus listens on its own port, by default the
+                // client port + 10000: in the kernel's ephemeral range, where
+                // any outgoing connection may hold it. It gets a free port
+                // below that range, like every other server here.
+                let bus = free_port().to_string();
                 let args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",

@@ -144,7 +144,7 @@ fn sentinel_env_turns_the_profile_on_with_a_url_naming_every_sentinel_and_the_ma
 /// port pointed at a real master on free ports.
 #[test]
 fn sentinel_conf_runs_under_the_real_redis_server_and_watches_the_master() {
-    use crate::common::{free_port, scratch, wait_port, Proc};
+    use crate::common::{free_port, scratch, Proc};
     let conf = text("deploy/redis/sentinel.conf");
     let (port, master) = port_and_master(&conf);
     let dir = scratch("compose-sentinel");
@@ -158,8 +158,8 @@ fn sentinel_conf_runs_under_the_real_redis_server_and_watches_the_master() {
         "--save",
         "",
     ]);
-    let _master = Proc::spawn_logged("redis", cmd, dir.join("redis.log"));
-    wait_port(master_port, "redis-server");
+    let mut master_server = Proc::spawn_logged("redis", cmd, dir.join("redis.log"));
+    master_server.wait_port(master_port);
     let sentinel_port = free_port();
     let local = conf
         .replace(
@@ -174,8 +174,8 @@ fn sentinel_conf_runs_under_the_real_redis_server_and_watches_the_master() {
     std::fs::write(&path, local).unwrap();
     let mut cmd = std::process::Command::new(redis_server());
     cmd.arg(&path).arg("--sentinel");
-    let _sentinel = Proc::spawn_logged("sentinel", cmd, dir.join("sentinel.log"));
-    wait_port(sentinel_port, "redis-sentinel");
+    let mut sentinel = Proc::spawn_logged("sentinel", cmd, dir.join("sentinel.log"));
+    sentinel.wait_port(sentinel_port);
     wait_until(
         "the sentinel does not watch the master",
         Duration::from_secs(10),
