@@ -14,15 +14,18 @@ fn session(prefix: &str, name: &str) -> SessionId {
     SessionId::parse(&format!("{prefix}{name}")).expect("valid test session id")
 }
 
+/// Token events with these seqs, the same bytes each time (a retry resends
+/// the very message it tried).
 fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<RawEvent> {
     seqs.map(|s| {
-        Event::new(
+        let mut e = Event::new(
             s,
             "token",
             Some("t"),
             serde_json::json!({ "text": format!("t{s}") }),
-        )
-        .to_raw()
+        );
+        e.ts = 1_800_000_000_000.0 + s as f64;
+        e.to_raw()
     })
     .collect()
 }
@@ -44,6 +47,7 @@ async fn read_all(bus: &Bus, s: &SessionId, after: u64, page: usize) -> Vec<u64>
 pub async fn all(bus: &Bus, prefix: &str) {
     append_read_and_fence(bus, prefix).await;
     retried_appends_are_stored_once(bus, prefix).await;
+    another_writers_message_with_the_same_seqs_is_fenced_not_a_duplicate(bus, prefix).await;
     long_logs_are_read_from_any_seq(bus, prefix).await;
     follow_starts_at_the_last_message(bus, prefix).await;
     control_reaches_subscribers(bus, prefix).await;
@@ -238,6 +242,29 @@ pub async fn retried_appends_are_stored_once(bus: &Bus, prefix: &str) {
     assert_eq!(read_all(bus, &s, 0, 10).await, vec![1, 2, 3]);
 }
 
+/// Two writers that read the same last message (the old producer, whose
+/// lease lapsed with a publish in flight, and the reaper that ends the
+/// session) append different events with the same seqs, so with the same
+/// message id. The one stored second is fenced, never told its message is
+/// stored: the old producer would go on after the reaper's `end`, or the
+/// reaper would count an end the log does not hold. Inside the duplicate
+/// window (after it, see [`retries_after_the_duplicate_window_are_stored_once`]).
+pub async fn another_writers_message_with_the_same_seqs_is_fenced_not_a_duplicate(
+    bus: &Bus,
+    prefix: &str,
+) {
+    let s = session(prefix, "other-writer");
+    let a = bus.log.append(&s, &events(1..=2), Fence(0)).await.unwrap();
+    bus.log.append(&s, &events(3..=4), a.fence).await.unwrap();
+    let reaper = [
+        Event::error(3, "producer_lost", "lost").to_raw(),
+        Event::end(4, weir_protocol::EndReason::Failed, None).to_raw(),
+    ];
+    let refused = bus.log.append(&s, &reaper, a.fence).await;
+    assert!(matches!(refused, Err(BusError::Fenced)), "{refused:?}");
+    assert_eq!(read_all(bus, &s, 0, 10).await, vec![1, 2, 3, 4]);
+}
+
 async fn next_batch(live: &mut crate::EventStream) -> Vec<RawEvent> {
     tokio::time::timeout(Duration::from_secs(5), live.next())
         .await
@@ -406,6 +433,10 @@ pub async fn retries_after_the_duplicate_window_are_stored_once(
     let stale = bus.log.append(&s, &events(1..=2), Fence(0)).await;
     assert!(matches!(stale, Err(BusError::Fenced)), "{stale:?}");
     let other = bus.log.append(&s, &events(3..=4), a.fence).await;
+    assert!(matches!(other, Err(BusError::Fenced)), "{other:?}");
+    // The last stored message's id, another writer's content: fenced.
+    let end = Event::end(3, weir_protocol::EndReason::Failed, None).to_raw();
+    let other = bus.log.append(&s, &[end], a.fence).await;
     assert!(matches!(other, Err(BusError::Fenced)), "{other:?}");
     assert_eq!(read_all(bus, &s, 0, 10).await, vec![1, 2, 3]);
     assert_eq!(bus.log.last(&s).await.unwrap().unwrap().fence, b.fence);

@@ -36,11 +36,17 @@ struct SessionLog {
     live: broadcast::Sender<Arc<[RawEvent]>>,
 }
 
+struct Dedup {
+    fence: u64,
+    at: Instant,
+    events: Arc<[RawEvent]>,
+}
+
 #[derive(Default)]
 struct LogState {
     sessions: HashMap<SessionId, SessionLog>,
-    /// msg id → (fence of the stored message, when it was stored)
-    dedup: HashMap<String, (u64, Instant)>,
+    /// msg id → (fence of the stored message, when it was stored, its events)
+    dedup: HashMap<String, Dedup>,
     next_fence: u64,
     last_sweep: Option<Instant>,
 }
@@ -104,7 +110,7 @@ impl LogState {
             !log.messages.is_empty() || log.live.receiver_count() > 0
         });
         self.dedup
-            .retain(|_, (_, at)| now.duration_since(*at) < config.duplicate_window);
+            .retain(|_, d| now.duration_since(d.at) < config.duplicate_window);
     }
 }
 
@@ -120,18 +126,26 @@ impl EventLog for MemoryBus {
         let id = msg_id(session, events);
         let mut state = self.log.lock().expect("log lock");
         state.sweep(&self.config, now);
-        if let Some((stored, _)) = state.dedup.get(&id) {
-            return Ok(Appended {
-                fence: Fence(*stored),
-                duplicate: true,
-            });
+        // As on NATS, where the server deduplicates by id alone and the
+        // writer then compares what is stored: a message of another writer
+        // with the same seqs (a reaper's end where the old producer's
+        // tokens went) is not this one, and the append is fenced.
+        if let Some(stored) = state.dedup.get(&id) {
+            return if *stored.events == *events {
+                Ok(Appended {
+                    fence: Fence(stored.fence),
+                    duplicate: true,
+                })
+            } else {
+                Err(BusError::Fenced)
+            };
         }
         let last = state.sessions.get(session).and_then(|l| l.messages.back());
         if last.map_or(0, |m| m.fence) != fence.0 {
             // As on NATS: a retry of the last stored message, after the
             // duplicate window, is recognised by its id.
             return match last {
-                Some(m) if msg_id(session, &m.events) == id => Ok(Appended {
+                Some(m) if *m.events == *events => Ok(Appended {
                     fence: Fence(m.fence),
                     duplicate: true,
                 }),
@@ -140,7 +154,15 @@ impl EventLog for MemoryBus {
         }
         state.next_fence += 1;
         let new_fence = state.next_fence;
-        state.dedup.insert(id, (new_fence, now));
+        let events: Arc<[RawEvent]> = events.into();
+        state.dedup.insert(
+            id,
+            Dedup {
+                fence: new_fence,
+                at: now,
+                events: events.clone(),
+            },
+        );
         let log = state
             .sessions
             .entry(session.clone())
@@ -148,7 +170,6 @@ impl EventLog for MemoryBus {
                 messages: VecDeque::new(),
                 live: broadcast::channel(FOLLOW_CAPACITY).0,
             });
-        let events: Arc<[RawEvent]> = events.into();
         log.messages.push_back(Message {
             events: events.clone(),
             fence: new_fence,

@@ -11,7 +11,10 @@
 //! measured by the conformance suite and the Python publisher's tests; so
 //! does any server once the id left the duplicate window). A refused fence
 //! is resolved from the session's last stored message and its
-//! `Nats-Msg-Id`: if that is this message, the append is a duplicate.
+//! `Nats-Msg-Id`: if that is this message (its id and its bytes), the
+//! append is a duplicate. A duplicate acknowledgement is checked the same
+//! way: the id names only the seqs, and two writers (a lapsed producer and
+//! the reaper) can write the same seqs.
 //! Follows are core subscriptions to the stream's republish, starting from
 //! the subject's last message; reads are batched direct gets, a page per
 //! request and no consumer on the server ([`reader`]), so a slow reader
@@ -128,8 +131,15 @@ impl NatsBus {
     /// Resolves a refused fence: if the session's last stored message is
     /// this one (an earlier try was stored but its acknowledgement lost, and
     /// the server no longer remembers the id), the append is a duplicate;
-    /// otherwise another writer moved the log on.
-    async fn stored_as_last(&self, session: &SessionId, id: &str) -> Result<Appended, BusError> {
+    /// otherwise another writer moved the log on. "This one" is the same id
+    /// and the same bytes: another writer's message for the same seqs has
+    /// the same id.
+    async fn stored_as_last(
+        &self,
+        session: &SessionId,
+        id: &str,
+        payload: &[u8],
+    ) -> Result<Appended, BusError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let last = match self
             .events
@@ -143,11 +153,33 @@ impl NatsBus {
             Err(e) => return Err(BusError::unavailable(e)),
         };
         match last.headers.get("Nats-Msg-Id") {
-            Some(stored) if stored.as_str() == id => Ok(Appended {
+            Some(stored) if stored.as_str() == id && last.payload == payload => Ok(Appended {
                 fence: Fence(last.sequence),
                 duplicate: true,
             }),
             _ => Err(BusError::Fenced),
+        }
+    }
+
+    /// Resolves a duplicate acknowledgement. The server deduplicates by id
+    /// alone, and another writer's message for the same seqs has the same
+    /// id (an old producer whose publish was in flight when its lease
+    /// lapsed, and the reaper that ended the session after the same last
+    /// message): the append is a duplicate only if the stored message is
+    /// these bytes, and fenced otherwise.
+    async fn stored_is(&self, sequence: u64, payload: &[u8]) -> Result<Appended, BusError> {
+        let stored = self
+            .events
+            .get_raw_message(sequence)
+            .await
+            .map_err(BusError::unavailable)?;
+        if stored.payload == payload {
+            Ok(Appended {
+                fence: Fence(sequence),
+                duplicate: true,
+            })
+        } else {
+            Err(BusError::Fenced)
         }
     }
 
@@ -212,7 +244,7 @@ impl EventLog for NatsBus {
         let publish = async {
             match self
                 .js
-                .publish_with_headers(session.events_subject(), headers, payload)
+                .publish_with_headers(session.events_subject(), headers, payload.clone())
                 .await
             {
                 Ok(ack) => ack.await,
@@ -227,12 +259,13 @@ impl EventLog for NatsBus {
             .write(self.config.request_timeout, publish, timed_out)
             .await?;
         match ack {
+            Ok(ack) if ack.duplicate => self.stored_is(ack.sequence, &payload).await,
             Ok(ack) => Ok(Appended {
                 fence: Fence(ack.sequence),
-                duplicate: ack.duplicate,
+                duplicate: false,
             }),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.stored_as_last(session, &id).await
+                self.stored_as_last(session, &id, &payload).await
             }
             // Busy (10164: another proposal for the subject is in flight;
             // 10158: this message is), a leader election, a timeout: the
