@@ -7,6 +7,7 @@
 //! - [`run`]: one run — lease, seqs, batching, fenced publishing, control;
 //!   [`ask`]: its questions for a person and their answers.
 //! - [`record`]: a run's session state, written off the publish path.
+//! - [`taker`]: takes each agent's run requests while there is room.
 //! - [`reaper`] (tests): the cluster's reaper (`weir_cluster::reaper`),
 //!   which every producer runs, with this worker's runs.
 //!
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::{http::StatusCode, routing::get, Router};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_bus::Bus;
@@ -38,6 +39,7 @@ mod reaper;
 pub mod record;
 pub mod run;
 pub mod status;
+mod taker;
 #[cfg(test)]
 mod testing;
 
@@ -114,15 +116,17 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
     let runs = TaskTracker::new();
     // One taker per agent, each reading its agent's queue; they share the
-    // run permits, so the worker never runs more than its concurrency.
+    // run permits, so the worker never runs more than its concurrency
+    // ([`taker`]).
     let takers = TaskTracker::new();
     for agent in ctx.agents.names() {
-        let taker = Taker {
+        let taker = taker::Taker {
             ctx: ctx.clone(),
             agent,
             permits: permits.clone(),
             runs: runs.clone(),
             hard_stop: hard_stop.clone(),
+            wait: Duration::from_secs(5),
         };
         takers.spawn(taker.run(shutdown.clone()));
     }
@@ -141,68 +145,6 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     Ok(())
-}
-
-/// Takes one agent's run requests while this worker has room for them.
-struct Taker {
-    ctx: Arc<Ctx>,
-    agent: String,
-    permits: Arc<Semaphore>,
-    runs: TaskTracker,
-    hard_stop: CancellationToken,
-}
-
-impl Taker {
-    const MAX_TAKE: usize = 64;
-
-    async fn run(self, shutdown: CancellationToken) {
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = self.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            };
-            // As many runs as there are free permits (this one included), in
-            // one request: a producer with room for many starts them at once.
-            let max = 1 + self.permits.available_permits().min(Self::MAX_TAKE - 1);
-            let wait = Duration::from_secs(5);
-            let tickets = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                t = self.ctx.bus.runs.take(&self.agent, max, wait) => t,
-            };
-            match tickets {
-                Ok(tickets) => self.start(tickets, permit).await,
-                Err(e) => {
-                    metrics::counter!(weir_telemetry::names::BUS_ERRORS, "op" => "take")
-                        .increment(1);
-                    tracing::warn!(agent = %self.agent, error = %e, "could not take run requests");
-                    drop(permit);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-
-    async fn start(&self, tickets: Vec<weir_bus::RunTicket>, permit: OwnedSemaphorePermit) {
-        let mut first = Some(permit);
-        for ticket in tickets {
-            let permit = match first.take() {
-                Some(p) => p,
-                // Other agents' takers may hold the free permits a moment
-                // (while they wait for requests): this waits its turn.
-                None => self
-                    .permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
-            };
-            let (ctx, stop) = (self.ctx.clone(), self.hard_stop.clone());
-            self.runs.spawn(async move {
-                run::execute(ctx, ticket, stop).await;
-                drop(permit);
-            });
-        }
-    }
 }
 
 async fn serve_metrics(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {
