@@ -67,7 +67,9 @@ fi
 if [ -f clients/python/pyproject.toml ]; then
   PY=$(command -v python3.11 || command -v python3)
   [ -x clients/python/.venv/bin/python ] || "$PY" -m venv clients/python/.venv
-  clients/python/.venv/bin/pip install -q -r clients/python/requirements-test.txt './clients/python[agent-framework]'
+  # Editable: the tests run the adapter's source as it is now, not the copy
+  # an earlier run installed.
+  clients/python/.venv/bin/pip install -q -r clients/python/requirements-test.txt -e './clients/python[agent-framework]'
 fi
 # schemathesis (tests/openapi.rs runs it against a live edge), pinned, in a
 # venv of its own: its dependencies stay apart from the adapter's.

@@ -212,6 +212,50 @@ async def _true(v):
     return v
 
 
+async def test_an_agent_with_an_empty_queue_leaves_the_room_to_the_busy_one(nc, serve, monkeypatch):
+    # Each pull waits as long as the test: a taker that kept its slot while it waited would
+    # keep it to the end.
+    monkeypatch.setattr(weir.Worker, "_FETCH_WAIT", 3600.0)
+    running = 0
+    release = asyncio.Event()
+
+    async def busy(run: weir.Run) -> None:
+        nonlocal running
+        running += 1
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    await serve({"busy": busy, "idle": _noop}, concurrency=2)
+    sids = [await enqueue(nc, "busy") for _ in range(2)]
+    await wait_for(lambda: _true(running == 2), "the busy agent's two runs at once")
+    release.set()
+    for sid in sids:
+        assert (await ended_log(nc, sid))[-1]["data"]["reason"] == "completed"
+
+
+async def test_requests_taken_without_room_go_back_and_each_runs_once(nc, serve):
+    running, most = 0, 0
+
+    async def one(run: weir.Run) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.05)
+            await run.emit("token", {"text": run.agent})
+        finally:
+            running -= 1
+
+    await serve({"a": one, "b": one}, concurrency=1)
+    sids = [await enqueue(nc, "a" if n % 2 == 0 else "b") for n in range(6)]
+    for sid in sids:
+        evs = await ended_log(nc, sid)
+        assert [e["kind"] for e in evs] == ["token", "end"], evs
+    assert most == 1
+
+
 async def test_stopping_drains_then_ends_what_is_left_failed(nc, serve):
     async def quick(run: weir.Run) -> None:
         await asyncio.sleep(0.3)

@@ -67,6 +67,9 @@ class Worker:
     ``cancel_grace`` seconds, if it does not end the session itself) and ends it ``cancelled``.
     """
 
+    # How long one pull of an agent's queue waits for a request.
+    _FETCH_WAIT = 5.0
+
     def __init__(
         self,
         handlers: Mapping[str, Handler],
@@ -172,32 +175,31 @@ class Worker:
         return await js.pull_subscribe_bind(durable=name, stream=RUNS_STREAM)
 
     async def _take(self, agent: str, sub: Any) -> None:
-        # Several agents share the slots: a taker holding a free slot waits for requests only
-        # briefly when others may need it.
-        wait = 5.0 if len(self.handlers) <= self.concurrency else 1.0
+        # Several agents share the slots. A taker waits for a free slot, then for a request
+        # without keeping the slot: an agent with an empty queue holds no run's place. A request
+        # taken when the slots have gone meanwhile goes back to the queue at once.
         while not self._stop.is_set():
             await self._slots.acquire()
+            self._slots.release()
             try:
-                msgs = await sub.fetch(1, timeout=wait)
+                msgs = await sub.fetch(1, timeout=self._FETCH_WAIT)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                self._slots.release()
                 continue
             except asyncio.CancelledError:
-                self._slots.release()
                 raise
             except Exception as e:  # noqa: BLE001 - NATS away: try again
-                self._slots.release()
                 log.warning("could not take runs of %s: %s", agent, e)
                 await asyncio.sleep(0.5)
                 continue
-            if self._stop.is_set():
-                # Taken while stopping: offered again at once to another worker.
-                for m in msgs:
-                    await m.nak()
-                self._slots.release()
-                return
             for m in msgs:
+                if self._stop.is_set() or self._slots.locked():
+                    # Taken while stopping, or with no room left: offered again at once.
+                    await m.nak()
+                    continue
+                await self._slots.acquire()
                 self._start(agent, m)
+            if self._stop.is_set():
+                return
 
     def _start(self, agent: str, msg: Any) -> None:
         task = asyncio.create_task(self._execute(agent, msg))
