@@ -2,6 +2,8 @@
 // Each call to makeFakeWebSocket() gives a class with its own list of sockets, so tests
 // running side by side never see each other's sockets.
 
+import { WeirSession } from '../weir-client.js';
+
 /** @returns {any} */
 export function makeFakeWebSocket() {
   class FakeWebSocket {
@@ -117,3 +119,29 @@ export async function waitFor(pred, { timeout = 2000, interval = 2, what = 'cond
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export const A = 'http://edge-a:8080';
+export const B = 'http://edge-b:8080';
+
+/** A session on a fresh fake socket class, with fast backoff; records states, events, errors. */
+export function setup(opts = {}) {
+  const WS = makeFakeWebSocket();
+  const log = { states: [], infos: [], events: [], errors: [] };
+  const s = new WeirSession({
+    session: 's1',
+    token: 'tok',
+    urls: [A, B],
+    WebSocket: WS,
+    backoff: { initial: 4, max: 20 },
+    onEvent: (ev) => log.events.push(ev),
+    onState: (st, info) => {
+      log.states.push(st);
+      log.infos.push(info);
+    },
+    onError: (e) => log.errors.push(e),
+    ...opts,
+  });
+  const sock = (i) => WS.sockets[i];
+  const nth = (i) => waitFor(() => WS.sockets[i], { what: `socket #${i}` });
+  return { s, WS, log, sock, nth, seqs: () => log.events.map((e) => e.seq) };
+}
