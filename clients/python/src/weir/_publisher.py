@@ -27,57 +27,35 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import json
 import logging
-import random
 import re
 import time
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 import nats
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from ._errors import (
     EventTooLargeError,
     FencedError,
-    PublishError,
     SessionEndedError,
     WeirError,
 )
 from ._lease import Lease, default_node_id
+from ._control import CONTROL_OPS, Callback, Control
+from ._log import EVENTS_PREFIX, SessionLog
 
 log = logging.getLogger("weir")
 
 STREAM = "WEIR_EVENTS"
-EVENTS_PREFIX = "weir.ev."
 CONTROL_PREFIX = "weir.ctl."
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 END_REASONS = ("completed", "cancelled", "failed")
-CONTROL_OPS = ("pause", "resume", "cancel")
-
-# JetStream API error codes (nats-server's errors.json).
-ERR_WRONG_LAST_SEQUENCE = 10071
-ERR_NO_MESSAGE_FOUND = 10037
-ERR_STREAM_NOT_FOUND = 10059
 
 # Room kept in a NATS message for headers and the array brackets.
 _HEADER_ROOM = 1024
 
-_RETRYABLE = (
-    asyncio.TimeoutError,  # nats.errors.TimeoutError is a subclass
-    nats.errors.NoRespondersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-)
-
-Callback = Callable[[], Union[None, Awaitable[None]]]
 SessionLike = Union[str, Mapping[str, Any]]
 
 
@@ -90,16 +68,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def _header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]:
-    if not headers:
-        return None
-    lname = name.lower()
-    for k, v in headers.items():
-        if k.lower() == lname:
-            return v
-    return None
-
-
 def session_id_of(session: SessionLike) -> str:
     """The session id of a ``POST /v1/sessions`` answer (a mapping with ``id``) or of an id."""
     sid = session if isinstance(session, str) else session.get("id")
@@ -108,7 +76,7 @@ def session_id_of(session: SessionLike) -> str:
     return sid
 
 
-class Publisher:
+class Publisher(Control):
     """Publishes one session's events to weir and follows its control channel.
 
     ``session`` is the JSON answer of ``POST /v1/sessions {"agent": "external"}`` on an edge
@@ -185,6 +153,7 @@ class Publisher:
         self._auto_end = auto_end
 
         self._js: Any = None
+        self._log: Any = None  # SessionLog, once started
         # The least number a default request id (``ask_<n>``) may take: ids never repeat.
         self._ask_next = 1
         self._ctl_sub: Any = None
@@ -308,7 +277,16 @@ class Publisher:
         if self._nc.max_payload:
             self._max_payload = int(self._nc.max_payload)
         try:
-            last_seq, fence, last_kind = await self._lookup_last()
+            self._log = SessionLog(
+                self._js,
+                self._sid,
+                self._stream,
+                ack_timeout=self._ack_timeout,
+                retry_deadline=self._retry_deadline,
+                backoff_initial=self._backoff_initial,
+                backoff_max=self._backoff_max,
+            )
+            last_seq, fence, last_kind = await self._log.last()
             if last_kind == "end":
                 raise SessionEndedError(f"session {self._sid!r} already ended (seq {last_seq} is its end event)")
             self._next_seq = last_seq + 1
@@ -559,7 +537,7 @@ class Publisher:
                     size += len(nxt) + 1
                     last = seq
                 payload = items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
-                self._fence = await self._store(first, last, payload)
+                self._fence = await self._log.store(first, last, payload, self._fence)
                 self._acked_seq = last
                 self._release(len(items))
                 self._progress_ev.set()
@@ -567,202 +545,6 @@ class Publisher:
             raise
         except BaseException as e:  # noqa: BLE001 - reported to every caller
             self._fail(e)
-
-    async def _store(self, first: int, last: int, payload: bytes) -> int:
-        """Publish one message until it is stored; return its stream sequence."""
-        msg_id = f"{self._sid}:{first}" if first == last else f"{self._sid}:{first}-{last}"
-        headers = {
-            "Nats-Msg-Id": msg_id,
-            "Weir-Seq": str(last),
-            "Nats-Expected-Last-Subject-Sequence": str(self._fence),
-        }
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_deadline
-        delay = self._backoff_initial
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                ack = await self._js.publish(
-                    self._subject, payload, timeout=self._ack_timeout, stream=self._stream, headers=dict(headers)
-                )
-            except nats.js.errors.APIError as e:
-                if e.err_code == ERR_WRONG_LAST_SEQUENCE:
-                    # Our own earlier attempt may be what is there (a lost ack past the dedup window).
-                    seq = await self._find_own(msg_id, payload)
-                    if seq is not None:
-                        return seq
-                    raise FencedError(self._sid, self._fence, e.description or "wrong last sequence") from None
-                if not isinstance(e, _RETRYABLE):
-                    raise PublishError(f"publishing {msg_id} failed: {e}") from e
-                err: BaseException = e
-            except _RETRYABLE as e:
-                err = e
-            except nats.errors.ConnectionClosedError as e:
-                raise PublishError(f"publishing {msg_id} failed: the NATS connection is closed") from e
-            else:
-                if ack.duplicate:
-                    await self._check_duplicate(msg_id, ack.seq, payload)
-                return int(ack.seq)
-            if loop.time() + delay > deadline:
-                raise PublishError(f"publishing {msg_id} failed after {attempt} attempts: {err!r}")
-            log.warning("publish %s attempt %d failed (%r); retrying in %.2fs", msg_id, attempt, err, delay)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self._backoff_max)
-
-    async def _check_duplicate(self, msg_id: str, stream_seq: int, payload: bytes) -> None:
-        """A duplicate ack is fine only if the stored message is this very message."""
-        raw = await self._with_retry(lambda: self._js.get_msg(self._stream, seq=stream_seq))
-        if raw is None or raw.data != payload:
-            raise FencedError(
-                self._sid, self._fence, f"message id {msg_id} is already stored with other content (stream seq {stream_seq})"
-            )
-
-    async def _find_own(self, msg_id: str, payload: bytes) -> Optional[int]:
-        raw = await self._last_msg()
-        if raw is None or _header(raw.headers, "Nats-Msg-Id") != msg_id or raw.data != payload:
-            return None
-        return int(raw.seq)
-
-    async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        delay = self._backoff_initial
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_deadline
-        while True:
-            try:
-                return await fn()
-            except nats.js.errors.NotFoundError as e:
-                if e.err_code == ERR_STREAM_NOT_FOUND:
-                    raise WeirError(
-                        f"JetStream stream {self._stream} does not exist (edges create it at start-up)"
-                    ) from e
-                return None
-            except _RETRYABLE as e:
-                if loop.time() + delay > deadline:
-                    raise PublishError(f"JetStream request failed: {e!r}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff_max)
-
-    async def _last_msg(self) -> Any:
-        return await self._with_retry(lambda: self._js.get_last_msg(self._stream, self._subject))
-
-    async def _lookup_last(self) -> Tuple[int, int, Optional[str]]:
-        """(last event seq, its stream seq, kind of the last event) of the session's log; zeros when empty."""
-        raw = await self._last_msg()
-        if raw is None:
-            return 0, 0, None
-        body: Any = None
-        try:
-            body = json.loads(raw.data) if raw.data else None
-        except ValueError:
-            body = None
-        last_ev = body[-1] if isinstance(body, list) and body else body
-        last_kind = last_ev.get("kind") if isinstance(last_ev, dict) else None
-        hdr = _header(raw.headers, "Weir-Seq")
-        if hdr is not None and hdr.strip().isdigit():
-            last_seq = int(hdr)
-        elif isinstance(last_ev, dict) and isinstance(last_ev.get("seq"), int):
-            last_seq = int(last_ev["seq"])
-        else:
-            raise WeirError(f"cannot read the last seq of {self._subject} (stream seq {raw.seq})")
-        return last_seq, int(raw.seq), last_kind
-
-    # ------------------------------------------------------------------ control
-
-    def on(self, op: str, callback: Callback) -> Callable[[], None]:
-        """Call ``callback()`` (sync or async) when control ``op`` (pause/resume/cancel) takes effect.
-
-        Returns a function that removes the callback.
-        """
-        if op not in CONTROL_OPS:
-            raise ValueError(f"op must be one of {CONTROL_OPS}")
-        self._listeners[op].append(callback)
-
-        def remove() -> None:
-            try:
-                self._listeners[op].remove(callback)
-            except ValueError:
-                pass
-
-        return remove
-
-    async def wait_if_paused(self) -> bool:
-        """Return at once unless paused; else wait for resume (or cancel).
-
-        Returns False when the run should stop (cancelled, or the publisher failed).
-        """
-        while self._paused and not self._cancelled and self._failure is None and not self._closed:
-            await self._gate.wait()
-        return not self._cancelled and self._failure is None
-
-    async def wait_cancelled(self) -> None:
-        """Wait until a ``cancel`` arrives on the control channel."""
-        await self._cancel_ev.wait()
-
-    async def _wait_halt(self) -> None:
-        """Wait until cancelled or failed (used by adapters to stop a run promptly)."""
-        await self._halt_ev.wait()
-
-    def apply_control(self, op: str) -> bool:
-        """Apply a control op as if it came from ``weir.ctl.<session>``; True if it changed state."""
-        if self._end_claimed or self._failure is not None:
-            return False
-        if op == "pause":
-            if self._paused or self._cancelled:
-                return False
-            # The status takes its seq now, before anything that is held by the pause.
-            self._paused = True
-            self._gate.clear()
-            self._status_now("paused")
-        elif op == "resume":
-            if not self._paused or self._cancelled:
-                return False
-            # The status takes its seq now, before the held emits are let through.
-            self._status_now("resumed")
-            self._paused = False
-            self._gate.set()
-        elif op == "cancel":
-            if self._cancelled:
-                return False
-            self._cancelled = True
-            self._cancel_ev.set()
-            self._halt_ev.set()
-            self._gate.set()
-        else:
-            log.warning("session %s: unknown control op %r ignored", self._sid, op)
-            return False
-        log.info("session %s: %s", self._sid, op)
-        for cb in list(self._listeners[op]):
-            try:
-                r = cb()
-                if inspect.isawaitable(r):
-                    t = asyncio.ensure_future(r)
-                    self._bg.add(t)
-                    t.add_done_callback(self._bg_done)
-            except Exception:  # noqa: BLE001
-                log.exception("control callback for %s failed", op)
-        return True
-
-    def _bg_done(self, t: "asyncio.Future[Any]") -> None:
-        self._bg.discard(t)  # type: ignore[arg-type]
-        if not t.cancelled() and t.exception() is not None:
-            log.error("control callback failed: %r", t.exception())
-
-    async def _on_control(self, msg: Msg) -> None:
-        try:
-            body = json.loads(msg.data)
-            op = body.get("op") if isinstance(body, dict) else None
-        except ValueError:
-            op = None
-        if not isinstance(op, str):
-            log.warning("session %s: malformed control message %r ignored", self._sid, msg.data[:200])
-            return
-        changed = self.apply_control(op)
-        if msg.reply:
-            try:
-                await msg.respond(_dumps({"ok": True, "op": op, "changed": changed}).encode())
-            except Exception:  # noqa: BLE001
-                pass
 
     def _status_now(self, state: str) -> None:
         """Queue a ``status`` event at once. It takes a window slot without waiting for one (a

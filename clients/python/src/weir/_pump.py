@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 import logging
 import sys
-from typing import Any, AsyncIterator, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol, Tuple
 
 from ._errors import WeirError
 from ._publisher import Publisher
