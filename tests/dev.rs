@@ -38,6 +38,17 @@ async fn weir_dev_streams_and_serves_the_demo_page() {
         js.text().await.unwrap(),
         include_str!("../clients/js/weir-client.js")
     );
+    // Every module of the client is served: one left out breaks the page's import.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/weir-client");
+    for file in std::fs::read_dir(dir).unwrap() {
+        let name = file.unwrap().file_name().into_string().unwrap();
+        assert!(
+            weir_edge::api::CLIENT_MODULES
+                .iter()
+                .any(|(m, _)| *m == name),
+            "clients/js/weir-client/{name} is not in CLIENT_MODULES"
+        );
+    }
     for (module, source) in weir_edge::api::CLIENT_MODULES {
         let served = http()
             .get(format!("{}/weir-client/{module}", node.http()))

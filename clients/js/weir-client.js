@@ -18,7 +18,8 @@
  * @module weir-client
  */
 
-export { CloseCode, WeirSession, backoffDelay, wsUrl } from './weir-client/session.js';
+export { WeirSession } from './weir-client/session.js';
+export { CloseCode, backoffDelay, wsUrl } from './weir-client/wire.js';
 export { WeirError, createSession, createThread, fetchHistory } from './weir-client/http.js';
 export { WeirThread } from './weir-client/thread.js';
 import { WeirSession } from './weir-client/session.js';

@@ -5,132 +5,24 @@
  * @module weir-client/session
  */
 
-import { WeirError, edgeUrls, joinPath, toUrl } from './http.js';
+import { WeirError, edgeUrls } from './http.js';
 import { InputRequests } from './inputs.js';
+import { onClose, onFrame } from './frames.js';
+import { eventIterator } from './iterate.js';
+import { CLIENT_DROP, backoffDelay, readCursor, resolveStorage, writeCursor, wsUrl } from './wire.js';
+
+export { CloseCode, backoffDelay, wsUrl } from './wire.js';
 
 /** @typedef {import('./inputs.js').WeirInputRequest} WeirInputRequest */
-
-/**
- * @typedef {Object} WeirEvent
- * @property {number} seq      1, 2, 3, … contiguous per session; the resume cursor
- * @property {string} kind     `token`, `message`, `tool_call`, `tool_result`, `usage`, `status`, `error`, `end`, or any other kind (passed through)
- * @property {number} ts       producer wall clock, Unix milliseconds (fraction allowed)
- * @property {string} [source] agent name
- * @property {any} data        kind-specific object
- */
-
-/**
- * @typedef {'idle'|'connecting'|'open'|'reconnecting'|'ended'|'failed'|'closed'} WeirState
- */
-
-/**
- * The `data` of an operator broadcast (protocol.md §5 `notice` frame, §7 `POST /v1/broadcast`):
- * whatever object the operator sent, e.g. `{text: "Maintenance at 18:00"}`. A notice is not an
- * event: it has no seq, is never stored, and never moves the client's cursor.
- * @typedef {{text?: string, [key: string]: any}} WeirNotice
- */
-
-/**
- * @typedef {Object} StateInfo
- * @property {WeirState} [previous]  the state before this one
- * @property {string} [url]          edge base URL in use (or about to be used)
- * @property {string} [node]         node id from the server's hello
- * @property {number} [attempt]      consecutive unsuccessful attempts so far
- * @property {number} [delay]        ms until the next attempt (state `reconnecting`)
- * @property {number} [closeCode]    close code of the connection that just ended
- * @property {string} [reason]       why the state changed
- * @property {string} [serverStatus] session status from the hello frame
- * @property {WeirEvent} [end]       the `end` event (state `ended`)
- * @property {WeirError} [error]     the error (state `failed`)
- */
-
-/** Close codes of protocol.md §5. */
-export const CloseCode = Object.freeze({
-  DONE: 1000,
-  TOO_LARGE: 1009,
-  DRAINING: 1012,
-  UNAUTHORIZED: 4001,
-  NO_SUCH_SESSION: 4004,
-  SLOW_CONSUMER: 4008,
-  EXPIRED: 4010,
-});
-
-/** Close code this client uses when it drops a connection on purpose (gap, timeout, reconnect()). */
-const CLIENT_DROP = 4000;
+/** @typedef {import('./wire.js').WeirEvent} WeirEvent */
+/** @typedef {import('./wire.js').WeirState} WeirState */
+/** @typedef {import('./wire.js').WeirNotice} WeirNotice */
+/** @typedef {import('./wire.js').StateInfo} StateInfo */
+/** @typedef {import('./wire.js').StorageLike} StorageLike */
+/** @typedef {import('./wire.js').WeirSessionOptions} WeirSessionOptions */
 
 const noop = () => {};
 
-/** Terminal session statuses (protocol.md §3). */
-const TERMINAL_STATUS = new Set(['completed', 'cancelled', 'failed']);
-
-/**
- * Full-jitter exponential backoff: a uniformly random delay in
- * `[0, min(max, initial * factor^attempt)]`.
- * @param {number} attempt 0 for the first retry
- * @param {{initial?: number, max?: number, factor?: number}} [opts]
- * @param {() => number} [random] returns [0, 1)
- * @returns {number} milliseconds
- */
-export function backoffDelay(attempt, opts = {}, random = Math.random) {
-  const initial = opts.initial ?? 250;
-  const max = opts.max ?? 10000;
-  const factor = opts.factor ?? 2;
-  const cap = Math.min(max, initial * Math.pow(factor, Math.max(0, Math.min(attempt, 60))));
-  return Math.floor(random() * cap);
-}
-
-/**
- * The WebSocket URL of a session on one edge: `<base>/v1/sessions/<id>/ws?after=N&token=T`,
- * with http→ws and https→wss.
- * @param {string} base edge base URL (`http://host:port`, may carry a path prefix; relative in browsers)
- * @param {string} session
- * @param {{after?: number, token?: string}} [q]
- * @returns {string}
- */
-export function wsUrl(base, session, q = {}) {
-  const u = toUrl(base);
-  if (u.protocol === 'http:') u.protocol = 'ws:';
-  else if (u.protocol === 'https:') u.protocol = 'wss:';
-  else if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
-    throw new TypeError(`weir: unsupported URL scheme in ${base}`);
-  }
-  u.pathname = joinPath(u.pathname, `v1/sessions/${encodeURIComponent(session)}/ws`);
-  u.search = '';
-  u.hash = '';
-  u.searchParams.set('after', String(q.after ?? 0));
-  if (q.token) u.searchParams.set('token', q.token);
-  return u.toString();
-}
-
-/**
- * @typedef {Object} StorageLike
- * @property {(key: string) => string|null} getItem
- * @property {(key: string, value: string) => void} setItem
- * @property {(key: string) => void} removeItem
- */
-
-/**
- * @typedef {Object} WeirSessionOptions
- * @property {string} session                       session id
- * @property {string} [token]                       session token (JWT); fetched with getToken() when absent
- * @property {string|string[]} [urls]               edge base URLs, tried in rotation; default `[location.origin]`
- * @property {number} [after]                       last seq already held (default 0, or the persisted one if larger)
- * @property {() => (string|null|undefined|Promise<string|null|undefined>)} [getToken]  fresh token after a 4001
- * @property {'sessionStorage'|'localStorage'|StorageLike|false} [persist]  keep lastSeq under `weir:<session>`
- * @property {number} [heartbeatInterval]           server heartbeat interval in ms (default 15000); silence for 2× ⇒ dead
- * @property {number} [connectTimeout]              ms for a socket to open before the attempt is abandoned (default 10000)
- * @property {{initial?: number, max?: number, factor?: number}} [backoff]  default {initial: 250, max: 10000, factor: 2}
- * @property {number} [maxAttempts]                 consecutive failed attempts before `failed` (default Infinity)
- * @property {boolean|number} [autoAck]             ack delivered events: true = at most every 1000 ms, a number = that interval
- * @property {any} [WebSocket]                      WebSocket implementation (default globalThis.WebSocket)
- * @property {(ev: WeirEvent) => void} [onEvent]
- * @property {(state: WeirState, info: StateInfo) => void} [onState]
- * @property {(err: WeirError) => void} [onError]
- * @property {(data: WeirNotice) => void} [onNotice]  operator broadcasts (`notice` frames); no seq, no cursor
- * @property {(req: WeirInputRequest) => void} [onInputRequest]  the agent asks a person: answer with answer(req, data)
- * @property {typeof fetch} [fetch]                  fetch implementation for answers over HTTP and request checks
- * @property {() => number} [random]                randomness for jitter (tests)
- */
 
 /**
  * One subscriber of one session. Delivers every event exactly once, in seq order, across
@@ -177,7 +69,7 @@ export class WeirSession {
     this.onInputRequest = opts.onInputRequest;
 
     let after = Math.max(0, Math.floor(Number(opts.after ?? 0)) || 0);
-    const stored = this._readPersisted();
+    const stored = readCursor(this._storage, this._storageKey);
     if (stored > after) after = stored;
     /** @type {number} last seq delivered (the resume cursor) */
     this.lastSeq = after;
@@ -359,66 +251,7 @@ export class WeirSession {
    * @returns {AsyncIterableIterator<WeirEvent>}
    */
   events() {
-    /** @type {WeirEvent[]} */
-    const queue = [];
-    /** @type {{resolve: Function, reject: Function}|null} */
-    let waiter = null;
-    let finished = this.done;
-    /** @type {WeirError|undefined} */
-    let failure = this.state === 'failed' ? this.error : undefined;
-    const sub = {
-      /** @param {WeirEvent} ev */
-      push: (ev) => {
-        if (waiter) {
-          const w = waiter;
-          waiter = null;
-          w.resolve({ value: ev, done: false });
-        } else queue.push(ev);
-      },
-      /** @param {WeirError} [err] */
-      finish: (err) => {
-        finished = true;
-        failure = err;
-        this._iterators.delete(sub);
-        if (waiter && queue.length === 0) {
-          const w = waiter;
-          waiter = null;
-          if (err) w.reject(err);
-          else w.resolve({ value: undefined, done: true });
-        }
-      },
-    };
-    if (!finished) this._iterators.add(sub);
-    if (this.state === 'idle') this.connect();
-    /** @type {AsyncIterableIterator<WeirEvent>} */
-    const it = {
-      next: () => {
-        if (queue.length) return Promise.resolve({ value: /** @type {WeirEvent} */ (queue.shift()), done: false });
-        if (finished) {
-          if (failure) {
-            const e = failure;
-            failure = undefined; // throw once, then done
-            return Promise.reject(e);
-          }
-          return Promise.resolve({ value: undefined, done: true });
-        }
-        return new Promise((resolve, reject) => {
-          waiter = { resolve, reject };
-        });
-      },
-      return: () => {
-        this._iterators.delete(sub);
-        queue.length = 0;
-        finished = true;
-        failure = undefined;
-        if (!this.done) this.close();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-      [Symbol.asyncIterator]() {
-        return it;
-      },
-    };
-    return it;
+    return eventIterator(this);
   }
 
   [Symbol.asyncIterator]() {
@@ -507,7 +340,7 @@ export class WeirSession {
     ws.onmessage = (/** @type {any} */ msg) => {
       if (!mine()) return;
       this._armTimer(this._heartbeat * 2, 'heartbeat timeout');
-      this._onFrame(msg.data);
+      onFrame(this, msg.data);
     };
     ws.onerror = () => {
       /* a close event follows */
@@ -517,7 +350,7 @@ export class WeirSession {
       this._ws = null;
       this._clearTimer();
       this._inputs.socketLost();
-      this._onClose(Number(ev?.code ?? 1006), String(ev?.reason ?? ''));
+      onClose(this, Number(ev?.code ?? 1006), String(ev?.reason ?? ''));
     };
     this._armTimer(this._connectTimeout, 'connect timeout');
   }
@@ -565,105 +398,8 @@ export class WeirSession {
     }
   }
 
-  /** @param {any} data */
-  _onFrame(data) {
-    let text = data;
-    if (typeof text !== 'string') {
-      try {
-        text = new TextDecoder().decode(data);
-      } catch {
-        text = String(data);
-      }
-    }
-    /** @type {any} */
-    let frame;
-    try {
-      frame = JSON.parse(text);
-    } catch (e) {
-      this._emitError(new WeirError('protocol', 'frame from server is not JSON', { cause: e }));
-      return;
-    }
-    switch (frame && frame.type) {
-      case 'hello':
-        this._onHello(frame);
-        break;
-      case 'events':
-        if (!this._helloSeen) this._onHello({});
-        this._onEvents(Array.isArray(frame.events) ? frame.events : []);
-        this._inputs.frameDone();
-        break;
-      case 'heartbeat':
-        break;
-      case 'notice':
-        this._onNotice(frame.data);
-        break;
-      case 'error':
-        if (this._inputs.refused(String(frame.code), String(frame.message ?? ''))) break;
-        this._lastServerError = { code: String(frame.code ?? 'error'), message: String(frame.message ?? '') };
-        this._emitError(new WeirError(this._lastServerError.code, this._lastServerError.message || this._lastServerError.code));
-        break;
-      case 'reconnect':
-        this._teardown(1000, 'server asked to reconnect');
-        this._scheduleReconnect({ reason: `server draining${frame.reason ? ': ' + frame.reason : ''}`, delay: 0 });
-        break;
-      default:
-        // Unknown frame types are ignored: the server may add some.
-        break;
-    }
-  }
-
-  /** @param {any} frame */
-  _onHello(frame) {
-    this._helloSeen = true;
-    this._attempt = 0;
-    this._refreshedToken = false;
-    this.connections++;
-    if (typeof frame.node === 'string') this.node = frame.node;
-    if (typeof frame.status === 'string') this.serverStatus = frame.status;
-    this._setState('open', { url: this.url, node: this.node, serverStatus: this.serverStatus });
-    const waiters = this._openWaiters.splice(0);
-    for (const w of waiters) w.resolve();
-    // Flush what waited for a connection.
-    const pending = this._pendingControl.splice(0);
-    for (const f of pending) {
-      if (!this._sendNow(f)) this._pendingControl.push(f);
-    }
-    this._sendAck(); // an ack that could not be sent while disconnected
-    this._inputs.frameDone(); // a request restored from `persist`
-  }
-
-  /** @param {any[]} events */
-  _onEvents(events) {
-    let delivered = 0;
-    for (const ev of events) {
-      if (this.done) return;
-      const seq = ev && ev.seq;
-      if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 1) {
-        this._emitError(new WeirError('protocol', `event without a valid seq: ${JSON.stringify(ev)?.slice(0, 200)}`));
-        continue;
-      }
-      if (seq <= this.lastSeq) continue; // duplicate: already delivered
-      if (seq !== this.lastSeq + 1) {
-        // A gap: never deliver out of order. Resume from what we hold.
-        if (delivered) this._afterDelivery();
-        this._teardown(CLIENT_DROP, 'gap');
-        this._scheduleReconnect({ reason: `gap: got seq ${seq} after ${this.lastSeq}`, delay: 0, rotate: false });
-        return;
-      }
-      this.lastSeq = seq;
-      delivered++;
-      this._deliver(ev);
-      if (ev.kind === 'end') {
-        this._afterDelivery();
-        this._ended(ev);
-        return;
-      }
-    }
-    if (delivered) this._afterDelivery();
-  }
-
   _afterDelivery() {
-    this._writePersisted();
+    writeCursor(this._storage, this._storageKey, this.lastSeq);
     if (this._autoAck) {
       this._ackWanted = this.lastSeq;
       if (!this._ackTimer) {
@@ -675,18 +411,6 @@ export class WeirSession {
         }, this._autoAck);
       }
     }
-  }
-
-  /**
-   * An operator broadcast. It is outside the session's log: no seq, so lastSeq, the persisted
-   * cursor and acks stay as they are.
-   * @param {any} data
-   */
-  _onNotice(data) {
-    /** @type {WeirNotice} */
-    const notice = data && typeof data === 'object' ? data : data == null ? {} : { text: String(data) };
-    this._call(this.onNotice, notice);
-    this._callAll('notice', notice);
   }
 
   /** @param {WeirEvent} ev */
@@ -704,44 +428,6 @@ export class WeirSession {
     // The server closes with 1000 after `end`; nothing more is wanted from this socket.
     this._teardown(1000, 'session ended');
     this._finish('ended', { end: ev, reason: String(ev?.data?.reason ?? 'ended') });
-  }
-
-  /** @param {number} code @param {string} reason */
-  _onClose(code, reason) {
-    if (this.done) return;
-    const se = this._lastServerError;
-    const detail = se ? `${se.code}: ${se.message}` : reason || `close ${code}`;
-    switch (code) {
-      case CloseCode.DONE:
-        if (this.serverStatus && TERMINAL_STATUS.has(this.serverStatus)) {
-          // The session is over and we already hold its end (e.g. resumed after the end).
-          this._finish('ended', { reason: this.serverStatus, closeCode: code });
-          return;
-        }
-        this._scheduleReconnect({ reason: `closed before end (${detail})`, closeCode: code });
-        return;
-      case CloseCode.DRAINING:
-        this._scheduleReconnect({ reason: `server draining (${detail})`, closeCode: code, delay: 0 });
-        return;
-      case CloseCode.UNAUTHORIZED:
-        void this._onUnauthorized(detail);
-        return;
-      case CloseCode.NO_SUCH_SESSION:
-        this._fail(new WeirError('no_such_session', `no such session ${this.session} (${detail})`, { closeCode: code }));
-        return;
-      case CloseCode.EXPIRED:
-        this._fail(new WeirError('history_expired', `history after seq ${this.lastSeq} has expired (${detail})`, { closeCode: code }));
-        return;
-      case CloseCode.TOO_LARGE:
-        this._fail(new WeirError('frame_too_large', `a client frame was too large (${detail})`, { closeCode: code }));
-        return;
-      case 1008: // policy violation: the edge refused the request itself (e.g. `after` beyond the last seq)
-        this._fail(new WeirError(se ? se.code : 'bad_request', `request refused (${detail})`, { closeCode: code }));
-        return;
-      case CloseCode.SLOW_CONSUMER:
-      default:
-        this._scheduleReconnect({ reason: `connection lost (${detail})`, closeCode: code });
-    }
   }
 
   /** @param {string} detail */
@@ -825,7 +511,7 @@ export class WeirSession {
     if (this._timer) clearTimeout(this._timer);
     this._timer = null;
     this._clearTimer();
-    this._writePersisted();
+    writeCursor(this._storage, this._storageKey, this.lastSeq);
     this._inputs.finish(state);
     this._setState(state, { url: this.url, node: this.node, ...info });
     const waiters = this._openWaiters.splice(0);
@@ -882,38 +568,4 @@ export class WeirSession {
     for (const fn of [...set]) this._call(fn, ...args);
   }
 
-  _readPersisted() {
-    if (!this._storage) return 0;
-    try {
-      const v = Number(this._storage.getItem(this._storageKey));
-      return Number.isInteger(v) && v > 0 ? v : 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  _writePersisted() {
-    if (!this._storage || this.lastSeq <= 0) return;
-    try {
-      this._storage.setItem(this._storageKey, String(this.lastSeq));
-    } catch {
-      /* quota or privacy mode: persistence is best effort */
-    }
-  }
-}
-
-/** @param {any} persist @returns {StorageLike|null} */
-function resolveStorage(persist) {
-  if (!persist) return null;
-  if (typeof persist === 'object' && typeof persist.getItem === 'function') return persist;
-  if (persist === 'sessionStorage' || persist === 'localStorage' || persist === true) {
-    const name = persist === true ? 'sessionStorage' : persist;
-    try {
-      const s = /** @type {any} */ (globalThis)[name];
-      return s && typeof s.getItem === 'function' ? s : null;
-    } catch {
-      return null; // access can throw in sandboxed frames
-    }
-  }
-  return null;
 }

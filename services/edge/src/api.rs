@@ -301,14 +301,26 @@ pub async fn client_js() -> Response {
 }
 
 /// The client's modules by concept (clients/js/weir-client/), served at `/weir-client/{module}`.
-pub const CLIENT_MODULES: [(&str, &str); 4] = [
+pub const CLIENT_MODULES: [(&str, &str); 7] = [
     (
         "http.js",
         include_str!("../../../clients/js/weir-client/http.js"),
     ),
     (
+        "wire.js",
+        include_str!("../../../clients/js/weir-client/wire.js"),
+    ),
+    (
         "session.js",
         include_str!("../../../clients/js/weir-client/session.js"),
+    ),
+    (
+        "frames.js",
+        include_str!("../../../clients/js/weir-client/frames.js"),
+    ),
+    (
+        "iterate.js",
+        include_str!("../../../clients/js/weir-client/iterate.js"),
     ),
     (
         "inputs.js",
