@@ -58,6 +58,35 @@ async fn weir_dev_streams_and_serves_the_demo_page() {
         assert_eq!(served.status(), 200, "{module}");
         assert_eq!(served.text().await.unwrap(), source, "{module}");
     }
+    // The operator page's script and style.
+    for (asset, kind, source) in weir_edge::api::OPS_ASSETS {
+        let served = http()
+            .get(format!("{}/ops/{asset}", node.http()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{asset}");
+        assert_eq!(served.headers()["content-type"], kind, "{asset}");
+        assert_eq!(served.text().await.unwrap(), source, "{asset}");
+    }
+    let page = http()
+        .get(format!("{}/ops", node.http()))
+        .send()
+        .await
+        .unwrap();
+    let page = page.text().await.unwrap();
+    for (asset, _, _) in weir_edge::api::OPS_ASSETS {
+        assert!(
+            page.contains(&format!("\"ops/{asset}\"")),
+            "/ops does not load {asset}"
+        );
+    }
+    let missing = http()
+        .get(format!("{}/ops/nope.js", node.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     let missing = http()
         .get(format!("{}/weir-client/nope.js", node.http()))
         .send()

@@ -57,14 +57,24 @@ describe('operator page in Chromium', { skip: why, timeout: 240000 }, () => {
     page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
     page.on('console', (msg) => msg.type() === 'error' && page.problems.push(`console: ${msg.text()}`));
     if (process.env.WEIR_DEMO_FROM_SOURCE === '1') {
-      const files = { '/ops': 'services/edge/static/ops.html', '/': 'services/edge/static/index.html', ...clientFiles() };
+      const files = {
+        '/ops': 'services/edge/static/ops.html',
+        '/ops/ops.js': 'services/edge/static/ops.js',
+        '/ops/ops.css': 'services/edge/static/ops.css',
+        '/': 'services/edge/static/index.html',
+        ...clientFiles(),
+      };
       await page.route(
         (url) => url.pathname in files && c.edges.some((e) => url.origin === e.url),
         (route) => {
           const p = new URL(route.request().url()).pathname;
           route.fulfill({
             status: 200,
-            contentType: p.endsWith('.js') ? 'text/javascript; charset=utf-8' : 'text/html; charset=utf-8',
+            contentType: p.endsWith('.js')
+              ? 'text/javascript; charset=utf-8'
+              : p.endsWith('.css')
+                ? 'text/css; charset=utf-8'
+                : 'text/html; charset=utf-8',
             body: fs.readFileSync(path.join(REPO, files[p]), 'utf8'),
           });
         },

@@ -281,9 +281,45 @@ pub async fn demo_page() -> Html<&'static str> {
 }
 
 /// The operator page: nodes, sessions, broadcasts; it uses only the public
-/// operator API, with the key the operator types in.
+/// operator API, with the key the operator types in. Its script and style
+/// are [`OPS_ASSETS`].
 pub async fn ops_page() -> Html<&'static str> {
     Html(include_str!("../static/ops.html"))
+}
+
+/// The operator page's script and style, served at `/ops/{asset}`:
+/// (name, content type, source).
+pub const OPS_ASSETS: [(&str, &str, &str); 2] = [
+    (
+        "ops.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/ops.js"),
+    ),
+    (
+        "ops.css",
+        "text/css; charset=utf-8",
+        include_str!("../static/ops.css"),
+    ),
+];
+
+/// `GET /ops/{asset}`: the page's script or style; any other name is a 404.
+pub async fn ops_asset(
+    axum::extract::Path(asset): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    OPS_ASSETS
+        .iter()
+        .find(|(name, _, _)| *name == asset)
+        .map(|(_, kind, source)| {
+            (
+                [
+                    (header::CONTENT_TYPE, *kind),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                *source,
+            )
+                .into_response()
+        })
+        .ok_or_else(|| ApiError::NoRoute(format!("no operator page asset {asset}")))
 }
 
 /// The OpenAPI 3.1 document of this API (services/edge/openapi.json).

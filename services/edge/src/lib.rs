@@ -190,6 +190,7 @@ pub fn routes(config: &EdgeConfig) -> Vec<(&'static str, MethodRouter<AppState>)
     let mut routes = vec![
         ("/", get(api::demo_page)),
         ("/ops", get(api::ops_page)),
+        ("/ops/{asset}", get(api::ops_asset)),
         ("/weir-client.js", get(api::client_js)),
         ("/weir-client/{module}", get(api::client_module)),
         ("/openapi.json", get(api::openapi)),
