@@ -19,10 +19,6 @@ CONTROL_OPS = ("pause", "resume", "cancel")
 Callback = Callable[[], Union[None, Awaitable[None]]]
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 class Control:
     """Pause, resume and cancel for one session; :class:`weir.Publisher` is one."""
 
@@ -134,6 +130,6 @@ class Control:
         changed = self.apply_control(op)
         if msg.reply:
             try:
-                await msg.respond(_dumps({"ok": True, "op": op, "changed": changed}).encode())
+                await msg.respond(json.dumps({"ok": True, "op": op, "changed": changed}).encode())
             except Exception:  # noqa: BLE001
                 pass
