@@ -261,13 +261,13 @@ impl Hub {
 /// the log has nothing it missed (a subscription that died silently).
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-async fn stale(log: &Arc<dyn EventLog>, session: &SessionId, feed: &Weak<Feed>) -> bool {
+async fn stale(log: Arc<dyn EventLog>, session: SessionId, feed: Weak<Feed>) -> bool {
     let Some(f) = feed.upgrade() else {
         return false;
     };
     let ring_last = *f.last.borrow();
     drop(f);
-    matches!(log.last(session).await, Ok(Some(l)) if l.event.seq > ring_last)
+    matches!(log.last(&session).await, Ok(Some(l)) if l.event.seq > ring_last)
 }
 
 /// Follows the session's log into the feed, re-subscribing after bus errors,
@@ -289,18 +289,36 @@ async fn follow(
                 if let Some(f) = feed.upgrade() {
                     f.ready.send_replace(true);
                 }
+                // The idle check asks the stream's leader, which can take
+                // the whole request timeout while the stream elects one: it
+                // runs beside the feed, never in its way, and a message
+                // that comes meanwhile ends it (the subscription lives).
+                let idle = tokio::time::sleep(IDLE_CHECK);
+                tokio::pin!(idle);
+                let mut checking: Option<futures::future::BoxFuture<'static, bool>> = None;
                 loop {
                     let item = tokio::select! {
                         _ = stop.cancelled() => return,
                         item = stream.next() => item,
-                        _ = tokio::time::sleep(IDLE_CHECK) => {
-                            if stale(&log, &session, &feed).await {
+                        _ = &mut idle, if checking.is_none() => {
+                            let check = stale(log.clone(), session.clone(), feed.clone());
+                            checking = Some(Box::pin(check));
+                            continue;
+                        }
+                        behind = async { checking.as_mut().expect("checking").await },
+                            if checking.is_some() => {
+                            checking = None;
+                            idle.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
+                            if behind {
                                 tracing::warn!(session = %session, "live feed fell behind the log; following again");
                                 break;
                             }
                             continue;
                         }
                     };
+                    checking = None;
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_CHECK);
                     match item {
                         Some(Ok(batch)) => {
                             backoff = Duration::from_millis(100);
@@ -332,5 +350,70 @@ async fn follow(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_bus::{Bus, BusConfig, Fence};
+    use weir_protocol::Event;
+
+    /// A log whose leader never answers `last` (a stream electing one, the
+    /// request waiting out its timeout); everything else is the memory bus.
+    struct LeaderSilent(Arc<dyn EventLog>);
+
+    #[async_trait::async_trait]
+    impl EventLog for LeaderSilent {
+        async fn append(
+            &self,
+            s: &SessionId,
+            e: &[RawEvent],
+            f: Fence,
+        ) -> Result<weir_bus::Appended, BusError> {
+            self.0.append(s, e, f).await
+        }
+        async fn last(&self, _: &SessionId) -> Result<Option<weir_bus::LastEvent>, BusError> {
+            std::future::pending().await
+        }
+        async fn reader(&self, s: &SessionId, after: u64) -> Result<Box<dyn LogReader>, BusError> {
+            self.0.reader(s, after).await
+        }
+        async fn follow(&self, s: &SessionId) -> Result<weir_bus::EventStream, BusError> {
+            self.0.follow(s).await
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    fn token(seq: u64) -> RawEvent {
+        Event::new(seq, "token", None, serde_json::json!({"text": "x"})).to_raw()
+    }
+
+    /// On tokio's paused clock: the feed goes idle, its check waits on a
+    /// leader that does not answer, and the events stored meanwhile still
+    /// reach the ring at once.
+    #[tokio::test(start_paused = true)]
+    async fn live_events_reach_the_ring_while_the_idle_check_waits_on_the_leader() {
+        let bus = Bus::memory(BusConfig::default());
+        let log: Arc<dyn EventLog> = Arc::new(LeaderSilent(bus.log.clone()));
+        let id = SessionId::parse("idle").unwrap();
+        let stored = bus.log.append(&id, &[token(1)], Fence(0)).await.unwrap();
+        let hub = Hub::new(log, 16, 4);
+        let feed = hub.feed(&id).await;
+        let mut last = feed.last.subscribe();
+        last.wait_for(|&l| l == 1).await.unwrap();
+        // Idle past the check: it is now waiting on the leader.
+        tokio::time::sleep(IDLE_CHECK * 2).await;
+        bus.log
+            .append(&id, &[token(2)], stored.fence)
+            .await
+            .unwrap();
+        let arrived = tokio::time::timeout(Duration::from_millis(100), last.wait_for(|&l| l == 2));
+        assert!(
+            arrived.await.is_ok(),
+            "the live event waited on the idle check"
+        );
     }
 }
