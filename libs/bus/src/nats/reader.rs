@@ -68,21 +68,23 @@ impl NatsReader {
     /// The stream sequence of the first message holding a seq after the
     /// cursor (`None`: the log holds nothing of the session), found by
     /// bisection over the stream (a few direct reads) instead of replaying
-    /// the session from its start.
+    /// the session from its start. Direct reads are answered by any replica,
+    /// so a stream electing a leader does not stop them. A replica behind
+    /// the others (one that rejoined after a partition) can only make the
+    /// start earlier, never later: every replica's log is a prefix of the
+    /// leader's, and the events up to the cursor are skipped.
     async fn locate(&self) -> Result<Option<u64>, BusError> {
-        use async_nats::jetstream::stream::RawMessageErrorKind;
+        use async_nats::jetstream::stream::DirectGetErrorKind;
         if self.cursor == 0 {
             return Ok(Some(1));
         }
         let last = match self
             .events
-            .get_last_raw_message_by_subject(&self.subject)
+            .direct_get_last_for_subject(self.subject.as_str())
             .await
         {
             Ok(m) => m,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(None)
-            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(BusError::unavailable(e)),
         };
         if last_seq_in(&last)? <= self.cursor {
@@ -93,15 +95,12 @@ impl NatsReader {
             let mid = lo + (hi - lo) / 2;
             let next = self
                 .events
-                .raw_message_builder()
-                .sequence(mid)
-                .next_by_subject(self.subject.clone())
-                .send()
+                .direct_get_next_for_subject(self.subject.as_str(), Some(mid))
                 .await;
             match next {
                 Ok(m) if last_seq_in(&m)? <= self.cursor => lo = m.sequence + 1,
                 Ok(_) => hi = mid,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => hi = mid,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => hi = mid,
                 Err(e) => return Err(BusError::unavailable(e)),
             }
         }
