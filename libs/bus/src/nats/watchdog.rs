@@ -28,7 +28,9 @@
 //! A dead connection (missed pongs, a host off the network) is left by the
 //! client itself. Either way the server left is tried last for a while
 //! ([`choose`]), so the next connection goes to a server that is not known
-//! to be cut off. A node whose probes have gone unanswered on every server
+//! to be cut off; and before leaving, the watchdog asks the other servers
+//! for their greeting ([`answering`]): one that sends none (its host off the
+//! network) is tried last of all. A node whose probes have gone unanswered on every server
 //! for [`Timings::cut_off_after`] is *cut off* ([`crate::Reach`]): edges then
 //! tell their clients to reconnect, to an edge that can reach the log.
 
@@ -43,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::NatsBus;
 use crate::{BusError, Reach, Timings};
+
+mod answering;
 
 /// A server this node left is tried last for this long.
 const LEFT_FOR: Duration = Duration::from_secs(30);
@@ -63,6 +67,11 @@ struct State {
     left: HashMap<ServerAddr, Instant>,
     /// When each server last stored a probe of this node's.
     worked: HashMap<ServerAddr, Instant>,
+    /// The servers the client knows (its pool when it last chose one).
+    known: Vec<ServerAddr>,
+    /// Servers that did not greet when this node last left on its own:
+    /// for the choice that follows.
+    silent: Vec<ServerAddr>,
     /// JetStream last answered a probe on this connection (or it was made).
     answered: Instant,
     /// A probe was last stored on this connection (a write: the server
@@ -88,6 +97,8 @@ impl Watchdog {
                 current: None,
                 left: HashMap::new(),
                 worked: HashMap::new(),
+                known: Vec::new(),
+                silent: Vec::new(),
                 answered: now,
                 stored: now,
                 reached: now,
@@ -125,7 +136,9 @@ impl Watchdog {
         state
             .left
             .retain(|_, at| now.duration_since(*at) < LEFT_FOR);
-        let pick = choose(pool, &leaving, &state.left, &state.worked);
+        state.known = pool.iter().map(|s| s.addr.clone()).collect();
+        let silent = std::mem::take(&mut state.silent);
+        let pick = choose(pool, &leaving, &silent, &state.left, &state.worked);
         state.trying = pick.as_ref().map(|p| p.addr.clone());
         pick
     }
@@ -279,6 +292,7 @@ impl Watchdog {
                     why,
                     "the NATS server stores nothing (cut off from its cluster?); moving to another"
                 );
+                self.find_silent(&client).await;
                 if let Err(e) = client.force_reconnect().await {
                     tracing::warn!(error = %e, "could not leave the NATS server");
                 }
@@ -287,12 +301,40 @@ impl Watchdog {
     }
 }
 
+impl Watchdog {
+    /// Asks the cluster's other servers for their greeting; those that send
+    /// none are tried last by the next choice.
+    async fn find_silent(&self, client: &Client) {
+        let others = {
+            let state = self.state();
+            let mut addrs = state.known.clone();
+            // Before the first reconnect the pool is not known: the servers
+            // the cluster advertised are.
+            for url in client.server_info().connect_urls {
+                match url.parse::<ServerAddr>() {
+                    Ok(a) if !addrs.contains(&a) => addrs.push(a),
+                    _ => {}
+                }
+            }
+            addrs.retain(|a| Some(a) != state.current.as_ref());
+            addrs
+        };
+        let silent = answering::silent(others, answering::ANSWERS_WITHIN).await;
+        if !silent.is_empty() {
+            let names: Vec<&str> = silent.iter().map(|a| a.as_url_str()).collect();
+            tracing::warn!(servers = ?names, "NATS servers that do not answer are tried last");
+        }
+        self.state().silent = silent;
+    }
+}
+
 fn connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 
 /// The server to try: never the one being left (`leaving`) while there is
-/// another; one not left lately before one that was; of those left, the one
+/// another; one that greeted when asked before one that did not (`silent`);
+/// one not left lately before one that was; of those left, the one
 /// that last stored a probe (a node that left two healthy servers while a
 /// stream elected goes back to them, not to the one cut off or off the
 /// network), then the one left longest ago; fewer failed attempts first, at
@@ -301,6 +343,7 @@ fn connected(client: &Client) -> bool {
 fn choose(
     mut pool: Vec<Server>,
     leaving: &[ServerAddr],
+    silent: &[ServerAddr],
     left: &HashMap<ServerAddr, Instant>,
     worked: &HashMap<ServerAddr, Instant>,
 ) -> Option<ReconnectToServer> {
@@ -310,6 +353,7 @@ fn choose(
     pool.sort_by_key(|s| {
         (
             leaving.contains(&s.addr),
+            silent.contains(&s.addr),
             left.contains_key(&s.addr),
             Reverse(worked.get(&s.addr).copied()),
             left.get(&s.addr).copied(),

@@ -18,12 +18,13 @@ fn a_server_left_lately_is_tried_only_after_the_others() {
     let left = HashMap::from([("nats://a:4222".parse().unwrap(), Instant::now())]);
     for _ in 0..20 {
         let pool = vec![server("nats://a:4222", 0), server("nats://b:4222", 3)];
-        let pick = choose(pool, &[], &left, &HashMap::new()).unwrap();
+        let pick = choose(pool, &[], &[], &left, &HashMap::new()).unwrap();
         assert_eq!(pick.addr.as_url_str(), "nats://b:4222");
         assert_eq!(pick.delay, None, "b failed last time: the client's backoff");
     }
     let pick = choose(
         vec![server("nats://a:4222", 0)],
+        &[],
         &[],
         &left,
         &HashMap::new(),
@@ -53,7 +54,7 @@ fn of_servers_all_left_lately_the_one_left_longest_ago_is_tried_first() {
             server("nats://a:4222", 0),
         ];
         assert_eq!(
-            choose(pool, &[], &left, &HashMap::new())
+            choose(pool, &[], &[], &left, &HashMap::new())
                 .unwrap()
                 .addr
                 .as_url_str(),
@@ -81,9 +82,51 @@ fn of_servers_all_left_lately_the_one_that_last_stored_a_probe_is_tried_first() 
             server("nats://b:4222", 0),
             server("nats://c:4222", 0),
         ];
-        let pick = choose(pool, std::slice::from_ref(&c), &left, &worked).unwrap();
+        let pick = choose(pool, std::slice::from_ref(&c), &[], &left, &worked).unwrap();
         assert_eq!(pick.addr, b);
     }
+}
+
+#[test]
+fn a_server_that_did_not_greet_is_tried_after_every_other_even_one_left_lately() {
+    let now = Instant::now();
+    let (a, b, c): (ServerAddr, ServerAddr, ServerAddr) = (
+        "nats://a:4222".parse().unwrap(),
+        "nats://b:4222".parse().unwrap(),
+        "nats://c:4222".parse().unwrap(),
+    );
+    // Leaving c; b was left a moment ago but greets; a, never left and
+    // the last to store a probe, is off the network.
+    let left = HashMap::from([(b.clone(), now)]);
+    let worked = HashMap::from([(a.clone(), now)]);
+    for _ in 0..20 {
+        let pool = vec![
+            server("nats://a:4222", 0),
+            server("nats://b:4222", 0),
+            server("nats://c:4222", 0),
+        ];
+        let leaving = std::slice::from_ref(&c);
+        let pick = choose(pool, leaving, std::slice::from_ref(&a), &left, &worked).unwrap();
+        assert_eq!(pick.addr, b);
+    }
+}
+
+#[test]
+fn silence_counts_for_the_next_choice_only() {
+    let dog = Watchdog::new(
+        Timings::new(Duration::from_secs(2), Duration::from_secs(5)),
+        Reach::default(),
+    );
+    let a: ServerAddr = "nats://a:4222".parse().unwrap();
+    let pool = || vec![server("nats://a:4222", 0), server("nats://b:4222", 0)];
+    dog.state().silent = vec![a.clone()];
+    assert_ne!(dog.choose(pool()).unwrap().addr, a);
+    assert!(dog.state().silent.is_empty());
+    assert_eq!(
+        dog.state().known.len(),
+        2,
+        "the pool is known for the next leave"
+    );
 }
 
 #[test]
@@ -113,7 +156,7 @@ fn servers_in_good_standing_are_picked_at_random_and_at_once() {
             server("nats://b:4222", 0),
             server("nats://c:4222", 1),
         ];
-        let pick = choose(pool, &[], &HashMap::new(), &HashMap::new()).unwrap();
+        let pick = choose(pool, &[], &[], &HashMap::new(), &HashMap::new()).unwrap();
         assert_eq!(pick.delay, Some(Duration::ZERO));
         seen.insert(pick.addr.as_url_str().to_owned());
     }
