@@ -144,7 +144,10 @@ impl World {
             .arg(format!("{}ms", PING_INTERVAL.as_millis()))
             .arg("--nats-timeout")
             .arg(format!("{}ms", NATS_TIMEOUT.as_millis()))
-            .env("RUST_LOG", "info");
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let ready = if role == "edge" {
             cmd.args(["--listen", "0.0.0.0:8080", "--secret", SECRET]);
             format!("{}/readyz", self.edge(host))
@@ -347,6 +350,26 @@ impl Seen {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or_default()
+    }
+
+    /// The longest pause as the nodes' logs would date it: the seq it
+    /// followed, and when it began and ended.
+    pub fn longest_pause_at(&self) -> String {
+        let Some(i) =
+            (1..self.arrived.len()).max_by_key(|&i| self.arrived[i] - self.arrived[i - 1])
+        else {
+            return "no pause".into();
+        };
+        let wall = |t: Instant| {
+            let ago = Instant::now().saturating_duration_since(t);
+            humantime::format_rfc3339_millis(std::time::SystemTime::now() - ago)
+        };
+        format!(
+            "after seq {}, {} to {}",
+            self.events[i - 1]["seq"],
+            wall(self.arrived[i - 1]),
+            wall(self.arrived[i])
+        )
     }
 }
 

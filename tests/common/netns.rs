@@ -162,10 +162,12 @@ impl Net {
     /// Blackhole routes between `a` and `b`, both ways: what each sends the
     /// other is dropped; both still reach every other host.
     pub fn cut(&self, a: &str, b: &str) {
+        said(&format!("{a} cut from {b}"));
         self.blackhole("add", a, b);
     }
 
     pub fn heal(&self, a: &str, b: &str) {
+        said(&format!("{a} healed to {b}"));
         self.blackhole("del", a, b);
     }
 
@@ -179,9 +181,17 @@ impl Net {
 
     /// Takes the host's link down (its host off the network) or up again.
     pub fn link(&self, name: &str, up: bool) {
+        said(&format!("{name}'s link {}", if up { "up" } else { "down" }));
         let host = self.host(name);
         ip(&["link", "set", &host.veth, if up { "up" } else { "down" }]);
     }
+}
+
+/// A fault, with the time the nodes' logs use, so that a run's output lines
+/// up with them.
+fn said(what: &str) {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    eprintln!("netns: {now} {what}");
 }
 
 impl Drop for Net {
