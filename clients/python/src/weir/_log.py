@@ -8,7 +8,9 @@
 * the id names only the seqs, and two writers can write the same seqs (a publisher whose lease
   lapsed with a publish in flight, and the weir node that ended the session): a duplicate
   acknowledgement, or a refused fence whose last message has this id, counts as stored only if
-  the stored bytes are this message's, and raises :class:`FencedError` otherwise.
+  the stored bytes are this message's, and raises :class:`FencedError` otherwise; a refused fence
+  while the log's last message is still at the fence is retried (a copy of this message in
+  flight), as the Rust bus does.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class SessionLog:
         deadline = loop.time() + self._retry_deadline
         delay = self._backoff_initial
         attempt = 0
+        err: BaseException
         while True:
             attempt += 1
             try:
@@ -98,14 +101,16 @@ class SessionLog:
                 )
             except nats.js.errors.APIError as e:
                 if e.err_code == ERR_WRONG_LAST_SEQUENCE:
-                    # Our own earlier attempt may be what is there (a lost ack past the dedup window).
-                    seq = await self._find_own(msg_id, payload)
-                    if seq is not None:
+                    seq = await self._refused(msg_id, payload, fence)
+                    if seq is None:
+                        raise FencedError(self._sid, fence, e.description or "wrong last sequence") from None
+                    if seq > 0:
                         return seq
-                    raise FencedError(self._sid, fence, e.description or "wrong last sequence") from None
-                if not isinstance(e, _RETRYABLE):
+                    err = e
+                elif not isinstance(e, _RETRYABLE):
                     raise PublishError(f"publishing {msg_id} failed: {e}") from e
-                err: BaseException = e
+                else:
+                    err = e
             except _RETRYABLE as e:
                 err = e
             except nats.errors.ConnectionClosedError as e:
@@ -128,11 +133,18 @@ class SessionLog:
                 self._sid, fence, f"message id {msg_id} is already stored with other content (stream seq {stream_seq})"
             )
 
-    async def _find_own(self, msg_id: str, payload: bytes) -> Optional[int]:
+    async def _refused(self, msg_id: str, payload: bytes, fence: int) -> Optional[int]:
+        """What a refused fence means, read against the session's last stored message: its stream
+        sequence if that message is this one (an earlier attempt stored, its ack lost); 0 if the log
+        has not moved past the fence (a copy of this message still in flight, in a new leader's log
+        not yet applied when it checked this one: try again with the same id and fence); None if
+        another writer's message is past the fence (or the messages behind it are gone)."""
         raw = await self._last_msg()
-        if raw is None or _header(raw.headers, "Nats-Msg-Id") != msg_id or raw.data != payload:
-            return None
-        return int(raw.seq)
+        if raw is None:
+            return 0 if fence == 0 else None
+        if _header(raw.headers, "Nats-Msg-Id") == msg_id and raw.data == payload:
+            return int(raw.seq)
+        return 0 if int(raw.seq) <= fence else None
 
     async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         delay = self._backoff_initial

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use weir_protocol::{ControlOp, RawEvent, SessionId};
 
+mod fence;
 mod inputs;
 mod leases;
 mod operators;
@@ -128,17 +129,14 @@ impl NatsBus {
         self.watchdog.reach()
     }
 
-    /// Resolves a refused fence: if the session's last stored message is
-    /// this one (an earlier try was stored but its acknowledgement lost, and
-    /// the server no longer remembers the id), the append is a duplicate;
-    /// otherwise another writer moved the log on. "This one" is the same id
-    /// and the same bytes: another writer's message for the same seqs has
-    /// the same id.
+    /// Resolves a refused fence against the session's last stored message
+    /// ([`fence::refused`]).
     async fn stored_as_last(
         &self,
         session: &SessionId,
         id: &str,
         payload: &[u8],
+        fence: Fence,
     ) -> Result<Appended, BusError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let last = match self
@@ -146,19 +144,16 @@ impl NatsBus {
             .get_last_raw_message_by_subject(&session.events_subject())
             .await
         {
-            Ok(m) => m,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                return Err(BusError::Fenced)
-            }
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
             Err(e) => return Err(BusError::unavailable(e)),
         };
-        match last.headers.get("Nats-Msg-Id") {
-            Some(stored) if stored.as_str() == id && last.payload == payload => Ok(Appended {
-                fence: Fence(last.sequence),
-                duplicate: true,
-            }),
-            _ => Err(BusError::Fenced),
-        }
+        let last = last.as_ref().map(|m| fence::Last {
+            sequence: m.sequence,
+            id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+            payload: &m.payload,
+        });
+        fence::refused(last, fence, id, payload)
     }
 
     /// Resolves a duplicate acknowledgement. The server deduplicates by id
@@ -265,7 +260,7 @@ impl EventLog for NatsBus {
                 duplicate: false,
             }),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.stored_as_last(session, &id, &payload).await
+                self.stored_as_last(session, &id, &payload, fence).await
             }
             // Busy (10164: another proposal for the subject is in flight;
             // 10158: this message is), a leader election, a timeout: the
