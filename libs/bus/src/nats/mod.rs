@@ -34,6 +34,7 @@ mod inputs;
 mod leases;
 mod operators;
 mod reader;
+mod resend;
 mod runs;
 mod setup;
 mod watchdog;
@@ -236,18 +237,29 @@ impl EventLog for NatsBus {
         headers.insert(SEQ_HEADER, last.seq.to_string().as_str());
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ, fence.0.to_string().as_str());
         let payload = weir_protocol::event::encode_message(events);
-        let publish = async {
+        let attempt = || async {
+            let subject = session.events_subject();
             match self
                 .js
-                .publish_with_headers(session.events_subject(), headers, payload.clone())
+                .publish_with_headers(subject, headers.clone(), payload.clone())
                 .await
             {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
             }
         };
-        // Bounded, and abandoned on a reconnect: the caller retries the
-        // same message (same id, same fence) on the new server.
+        // Sent again while unanswered (a stream electing its leader drops
+        // it); settled by an ack, or by a refusal that another copy cannot
+        // change. Bounded, and abandoned on a reconnect: the caller retries
+        // the same message (same id, same fence) on the new server.
+        let settles = |r: &Result<_, jetstream::context::PublishError>| match r {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                PublishErrorKind::WrongLastSequence | PublishErrorKind::MaxPayloadExceeded
+            ),
+        };
+        let publish = resend::resending(self.config.timings().probe_every, attempt, settles);
         let timed_out =
             |e: &jetstream::context::PublishError| e.kind() == PublishErrorKind::TimedOut;
         let ack = self
