@@ -161,6 +161,37 @@ impl World {
         wait_http(&ready, host);
     }
 
+    /// The seq ranges of the session's stored messages, in stream order, as
+    /// their `Nats-Msg-Id`s name them (`<session>:<first>[-<last>]`), read
+    /// from the stream itself: edges and readers skip an event they have
+    /// already seen, so a message stored twice shows only here.
+    pub async fn stored_ranges(&self, session: &str) -> Vec<(u64, u64)> {
+        let url = format!("nats://{}:4222", self.addr("n1"));
+        let client = async_nats::connect(url)
+            .await
+            .expect("n1 answers after the heal");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("WEIR_EVENTS").await.expect("WEIR_EVENTS");
+        let subject = format!("weir.ev.{session}");
+        let (mut ranges, mut next) = (Vec::new(), 1);
+        loop {
+            use async_nats::jetstream::stream::DirectGetErrorKind;
+            let msg = match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return ranges,
+                Err(e) => panic!("reading {subject}: {e}"),
+            };
+            next = msg.sequence + 1;
+            let id = msg.headers.get("Nats-Msg-Id").expect("a message id");
+            let seqs = id.as_str().rsplit(':').next().unwrap();
+            let (first, last) = seqs.split_once('-').unwrap_or((seqs, seqs));
+            ranges.push((first.parse().unwrap(), last.parse().unwrap()));
+        }
+    }
+
     /// `WEIR_RUNS` and its consumers as the first server that answers
     /// sees them: what a client that never got its session's events shows.
     pub async fn runs_report(&self) -> String {
@@ -267,14 +298,24 @@ pub struct Session {
 }
 
 /// A mock session of `tokens` tokens at `rate`/s, created on `edge`.
+/// Creates a session, asking again while the edge answers 503 (as a client
+/// should): a cluster just started can still be electing a stream's leader,
+/// and the run request then finds no stream to take it.
 pub async fn create(edge: &str, tokens: u64, rate: f64, seed: u64) -> Session {
     let body = json!({"agent": "mock", "input": {"tokens": tokens, "rate": rate, "seed": seed}});
-    let r = super::http()
-        .post(format!("{edge}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = super::http()
+            .post(format!("{edge}/v1/sessions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 503 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(r.status(), 201, "create: {}", r.text().await.unwrap());
     let v: Value = r.json().await.unwrap();
     Session {
