@@ -152,6 +152,15 @@ async fn check(world: &World, seen: &[(Session, Seen)], reason: impl Fn(&Session
         "session {id} paused {worst:?}, over the bound {bound:?}; logs in {}",
         world.dir.display()
     );
+    let mut resent = Vec::new();
+    for p in ["p0", "p1"] {
+        let n = hosts::metric(&world.producer(p), "weir_bus_append_resends_total").await;
+        resent.push(format!("{p} {n}"));
+    }
+    eprintln!(
+        "partitions: appends sent again while unanswered: {}",
+        resent.join(", ")
+    );
     let reconnects: usize = seen.iter().map(|(_, s)| s.reconnects).sum();
     let told: usize = seen.iter().map(|(_, s)| s.told).sum();
     eprintln!(

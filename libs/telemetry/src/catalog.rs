@@ -392,6 +392,13 @@ pub const METRICS: &[Metric] = &[
         zeroed: Zeroed::Both,
     },
     Metric {
+        name: APPEND_RESENDS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Appends sent again while unanswered (their stream electing a leader)",
+        zeroed: Zeroed::Both,
+    },
+    Metric {
         name: STORE_RECONNECTS,
         kind: Kind::Counter,
         unit: None,

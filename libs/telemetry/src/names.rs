@@ -67,5 +67,8 @@ pub const BUS_ERRORS: &str = "weir_bus_errors_total";
 pub const BUS_DISCONNECTS: &str = "weir_bus_disconnects_total";
 pub const STORE_ERRORS: &str = "weir_store_errors_total";
 pub const BUS_RECONNECTS: &str = "weir_bus_reconnects_total";
+/// Copies of an append sent again while it had no answer (its stream
+/// electing a leader).
+pub const APPEND_RESENDS: &str = "weir_bus_append_resends_total";
 pub const STORE_RECONNECTS: &str = "weir_store_reconnects_total";
 pub const STORE_OUTAGES: &str = "weir_store_outages_total";

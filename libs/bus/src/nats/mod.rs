@@ -237,7 +237,11 @@ impl EventLog for NatsBus {
         headers.insert(SEQ_HEADER, last.seq.to_string().as_str());
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ, fence.0.to_string().as_str());
         let payload = weir_protocol::event::encode_message(events);
+        let copies = std::sync::atomic::AtomicU32::new(0);
         let attempt = || async {
+            if copies.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                metrics::counter!(weir_telemetry::names::APPEND_RESENDS).increment(1);
+            }
             let subject = session.events_subject();
             match self
                 .js
