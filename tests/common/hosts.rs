@@ -297,10 +297,10 @@ pub struct Session {
     pub token: String,
 }
 
-/// A mock session of `tokens` tokens at `rate`/s, created on `edge`.
-/// Creates a session, asking again while the edge answers 503 (as a client
-/// should): a cluster just started can still be electing a stream's leader,
-/// and the run request then finds no stream to take it.
+/// A mock session of `tokens` tokens at `rate`/s, created on `edge`, asked
+/// again while the edge answers 503 (as a client should): a cluster just
+/// started can still be electing a stream's leader, and the run request
+/// then finds no stream to take it.
 pub async fn create(edge: &str, tokens: u64, rate: f64, seed: u64) -> Session {
     let body = json!({"agent": "mock", "input": {"tokens": tokens, "rate": rate, "seed": seed}});
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -299,7 +299,7 @@ impl EventLog for NatsBus {
     }
 
     async fn latest(&self, session: &SessionId) -> Result<Option<LastEvent>, BusError> {
-        match direct_last(&self.events, session).await? {
+        match direct_last(&self.events, &session.events_subject()).await? {
             Some(msg) => last_event(&msg.payload, msg.sequence),
             None => Ok(None),
         }
@@ -407,10 +407,12 @@ async fn last_message(
     events: &stream::Stream,
     session: &SessionId,
 ) -> Result<Option<Vec<RawEvent>>, BusError> {
-    Ok(match direct_last(events, session).await? {
-        Some(msg) => Some(parse_message(&msg.payload)?),
-        None => None,
-    })
+    Ok(
+        match direct_last(events, &session.events_subject()).await? {
+            Some(msg) => Some(parse_message(&msg.payload)?),
+            None => None,
+        },
+    )
 }
 
 /// The last event of a stored message, fenced at its stream sequence.
@@ -424,15 +426,12 @@ fn last_event(payload: &[u8], sequence: u64) -> Result<Option<LastEvent>, BusErr
 
 /// The session's last stored message, from whichever replica answers a
 /// direct get (no JetStream API request, no JSON).
-async fn direct_last(
+pub(super) async fn direct_last(
     events: &stream::Stream,
-    session: &SessionId,
+    subject: &str,
 ) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
-    match events
-        .direct_get_last_for_subject(session.events_subject())
-        .await
-    {
+    match events.direct_get_last_for_subject(subject).await {
         Ok(msg) => Ok(Some(msg)),
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
         Err(e) => Err(BusError::unavailable(e)),

@@ -17,7 +17,7 @@ use futures::stream::StreamExt;
 use serde::Serialize;
 use weir_protocol::RawEvent;
 
-use super::{last_seq_in, parse_message, EVENTS_STREAM};
+use super::{direct_last, last_seq_in, parse_message, EVENTS_STREAM};
 use crate::{BusError, LogReader};
 
 /// Most bytes one page asks for. The server sends whole messages and stops
@@ -78,14 +78,8 @@ impl NatsReader {
         if self.cursor == 0 {
             return Ok(Some(1));
         }
-        let last = match self
-            .events
-            .direct_get_last_for_subject(self.subject.as_str())
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BusError::unavailable(e)),
+        let Some(last) = direct_last(&self.events, &self.subject).await? else {
+            return Ok(None);
         };
         if last_seq_in(&last)? <= self.cursor {
             return Ok(Some(last.sequence + 1));

@@ -30,9 +30,10 @@
 //! ([`choose`]), so the next connection goes to a server that is not known
 //! to be cut off; and before leaving, the watchdog asks the other servers
 //! for their greeting ([`answering`]): one that sends none (its host off the
-//! network) is tried last of all. A node whose probes have gone unanswered on every server
-//! for [`Timings::cut_off_after`] is *cut off* ([`crate::Reach`]): edges then
-//! tell their clients to reconnect, to an edge that can reach the log.
+//! network) is tried last of all. A node whose probes have gone unanswered
+//! on every server for [`Timings::cut_off_after`] is *cut off*
+//! ([`crate::Reach`]): edges then tell their clients to reconnect, to an
+//! edge that can reach the log.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -234,6 +235,31 @@ impl Watchdog {
         self.reach.set_cut_off(since >= self.timings.cut_off_after);
     }
 
+    /// Asks the cluster's other servers for their greeting; those that send
+    /// none are tried last by the next choice.
+    async fn find_silent(&self, client: &Client) {
+        let others = {
+            let state = self.state();
+            let mut addrs = state.known.clone();
+            // Before the first reconnect the pool is not known: the servers
+            // the cluster advertised are.
+            for url in client.server_info().connect_urls {
+                match url.parse::<ServerAddr>() {
+                    Ok(a) if !addrs.contains(&a) => addrs.push(a),
+                    _ => {}
+                }
+            }
+            addrs.retain(|a| Some(a) != state.current.as_ref());
+            addrs
+        };
+        let silent = answering::silent(others, answering::ANSWERS_WITHIN).await;
+        if !silent.is_empty() {
+            let names: Vec<&str> = silent.iter().map(|a| a.as_url_str()).collect();
+            tracing::warn!(servers = ?names, "NATS servers that do not answer are tried last");
+        }
+        self.state().silent = silent;
+    }
+
     /// Probes JetStream and leaves failing servers until `stop`.
     pub(super) async fn run(
         &self,
@@ -298,33 +324,6 @@ impl Watchdog {
                 }
             }
         }
-    }
-}
-
-impl Watchdog {
-    /// Asks the cluster's other servers for their greeting; those that send
-    /// none are tried last by the next choice.
-    async fn find_silent(&self, client: &Client) {
-        let others = {
-            let state = self.state();
-            let mut addrs = state.known.clone();
-            // Before the first reconnect the pool is not known: the servers
-            // the cluster advertised are.
-            for url in client.server_info().connect_urls {
-                match url.parse::<ServerAddr>() {
-                    Ok(a) if !addrs.contains(&a) => addrs.push(a),
-                    _ => {}
-                }
-            }
-            addrs.retain(|a| Some(a) != state.current.as_ref());
-            addrs
-        };
-        let silent = answering::silent(others, answering::ANSWERS_WITHIN).await;
-        if !silent.is_empty() {
-            let names: Vec<&str> = silent.iter().map(|a| a.as_url_str()).collect();
-            tracing::warn!(servers = ?names, "NATS servers that do not answer are tried last");
-        }
-        self.state().silent = silent;
     }
 }
 

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// A watchdog with the default settings (`--nats-ping-interval 2s`,
+/// `--nats-timeout 5s`).
+fn dog() -> Watchdog {
+    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
+    Watchdog::new(timings, Reach::default())
+}
+
 fn server(url: &str, failed_attempts: usize) -> Server {
     Server {
         addr: url.parse().unwrap(),
@@ -113,10 +120,7 @@ fn a_server_that_did_not_greet_is_tried_after_every_other_even_one_left_lately()
 
 #[test]
 fn silence_counts_for_the_next_choice_only() {
-    let dog = Watchdog::new(
-        Timings::new(Duration::from_secs(2), Duration::from_secs(5)),
-        Reach::default(),
-    );
+    let dog = dog();
     let a: ServerAddr = "nats://a:4222".parse().unwrap();
     let pool = || vec![server("nats://a:4222", 0), server("nats://b:4222", 0)];
     dog.state().silent = vec![a.clone()];
@@ -131,10 +135,7 @@ fn silence_counts_for_the_next_choice_only() {
 
 #[test]
 fn a_server_that_could_not_be_reached_is_left_like_one_that_failed() {
-    let dog = Watchdog::new(
-        Timings::new(Duration::from_secs(2), Duration::from_secs(5)),
-        Reach::default(),
-    );
+    let dog = dog();
     let pool = || vec![server("nats://a:4222", 0), server("nats://b:4222", 0)];
     // Connected to a, then left it.
     let first = dog.choose(pool()).unwrap().addr;
@@ -166,8 +167,7 @@ fn servers_in_good_standing_are_picked_at_random_and_at_once() {
 
 #[test]
 fn a_stalled_connection_or_a_timed_out_write_is_left_once() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.probe_answered(t0, true);
     assert_eq!(dog.should_leave(t0 + Duration::from_secs(2)), None);
@@ -197,8 +197,7 @@ fn a_stalled_connection_or_a_timed_out_write_is_left_once() {
 
 #[test]
 fn a_write_that_timed_out_on_a_connection_left_since_is_not_held_against_the_next() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.probe_answered(t0, true);
     let made_on = dog.generation();
@@ -212,8 +211,7 @@ fn a_write_that_timed_out_on_a_connection_left_since_is_not_held_against_the_nex
 
 #[test]
 fn a_write_whose_own_limit_was_shorter_than_the_stall_time_leaves_no_server() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.wrote(dog.generation(), t0, Duration::from_millis(1250), true);
     assert!(
@@ -224,8 +222,7 @@ fn a_write_whose_own_limit_was_shorter_than_the_stall_time_leaves_no_server() {
 
 #[test]
 fn a_write_that_timed_out_while_a_probe_was_stored_leaves_no_server() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.probe_answered(t0 + Duration::from_secs(1), true);
     dog.wrote(dog.generation(), t0, Duration::from_secs(5), true);
@@ -237,8 +234,7 @@ fn a_write_that_timed_out_while_a_probe_was_stored_leaves_no_server() {
 
 #[test]
 fn a_write_that_timed_out_while_probes_got_only_the_account_info_leaves_the_server() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.probe_answered(t0 + Duration::from_secs(1), false);
     dog.wrote(dog.generation(), t0, Duration::from_secs(5), true);
@@ -250,8 +246,7 @@ fn a_write_that_timed_out_while_probes_got_only_the_account_info_leaves_the_serv
 
 #[test]
 fn a_server_that_answers_but_stores_no_probe_past_an_election_is_left() {
-    let timings = Timings::new(Duration::from_secs(2), Duration::from_secs(5));
-    let dog = Watchdog::new(timings, Reach::default());
+    let dog = dog();
     let t0 = Instant::now();
     dog.probe_answered(t0, true);
     for s in 1..=8 {
